@@ -1,0 +1,134 @@
+"""The merge rules: order independence, idempotence, tombstones, windows. No AWS."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from events import parse_event
+from tests.model import expected_profiles
+from tests.strategies import deliveries, event_sets
+from worker import profile
+from worker.errors import EventOutOfRange
+from worker.profile import Presence, Skip, UserState
+
+T0 = "2026-11-01T10:00:00Z"
+
+
+def ev(event_id: str, kind: str, at: str = T0, data: Any = None, user: str = "u1") -> Any:
+    body: dict[str, Any] = {"event_id": event_id, "type": kind, "user_id": user, "occurred_at": at}
+    if data is not None:
+        body["data"] = data
+    return parse_event(json.dumps(body))
+
+
+def fold(events: list[Any]) -> dict[str, UserState]:
+    states: dict[str, UserState] = {}
+    for event in events:
+        states[event.user_id] = profile.apply(states.get(event.user_id, UserState()), event)
+    return states
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.data())
+def test_any_delivery_order_with_duplicates_gives_the_reference_profiles(data: st.DataObject) -> None:
+    events = data.draw(event_sets())
+    delivered = data.draw(deliveries(events))
+    states = fold([parse_event(json.dumps(e)) for e in delivered])
+    in_order = fold([parse_event(json.dumps(e)) for e in events])
+    # Same stored state (not only the same view) whatever the order: the form is canonical.
+    assert states == in_order
+    expected = expected_profiles(events)
+    assert {uid: profile.view(s) for uid, s in states.items()} == expected
+
+
+def test_create_then_patch_merges_nested_fields() -> None:
+    state = fold(
+        [
+            ev("e1", "user.created", data={"email": "a@example.org", "address": {"locality": "Leeds"}}),
+            ev("e2", "user.updated", "2026-11-01T10:00:01Z", {"address": {"country": "GB"}, "email": None}),
+        ]
+    )["u1"]
+    assert profile.view(state) == {"address": {"country": "GB", "locality": "Leeds"}}
+
+
+def test_older_patch_arriving_late_does_not_override_newer_value() -> None:
+    newer = ev("e2", "user.updated", "2026-11-01T10:00:02Z", {"given_name": "New"})
+    older = ev("e1", "user.updated", "2026-11-01T10:00:01Z", {"given_name": "Old"})
+    assert profile.view(fold([newer, older])["u1"]) == {"given_name": "New"}
+
+
+def test_tombstone_holds_no_personal_data_and_blocks_older_events() -> None:
+    created = ev("e1", "user.created", data={"email": "a@example.org", "attributes": {"x": 1}})
+    patched = ev("e2", "user.updated", "2026-11-01T10:00:01Z", {"attributes": {"y": "secret"}})
+    deleted = ev("e3", "user.deleted", "2026-11-01T10:00:02Z")
+    state = fold([created, patched, deleted])["u1"]
+    assert state.presence is Presence.DELETED
+    assert state.entries == {}
+    assert profile.view(state) is None
+    # Replaying the older events changes nothing.
+    assert fold([created, patched, deleted, created, patched])["u1"] == state
+
+
+def test_update_after_delete_is_an_upsert() -> None:
+    state = fold(
+        [
+            ev("e1", "user.created", data={"email": "a@example.org"}),
+            ev("e2", "user.deleted", "2026-11-01T10:00:01Z"),
+            ev("e3", "user.updated", "2026-11-01T10:00:02Z", {"given_name": "Back"}),
+        ]
+    )["u1"]
+    assert profile.view(state) == {"given_name": "Back"}
+
+
+def test_ties_on_occurred_at_are_broken_by_event_id() -> None:
+    a = ev("a", "user.updated", data={"given_name": "A"})
+    b = ev("b", "user.updated", data={"given_name": "B"})
+    assert profile.view(fold([a, b])["u1"]) == profile.view(fold([b, a])["u1"]) == {"given_name": "B"}
+
+
+def test_stamps_sort_like_time_then_event_id() -> None:
+    early = profile.stamp_of(datetime(2026, 1, 1, 23, 0, tzinfo=UTC), "zzz")
+    late = profile.stamp_of(datetime(2026, 1, 2, 0, 0, 0, 1, tzinfo=UTC), "aaa")
+    assert early < late
+    assert profile.stamp_of(datetime(2026, 1, 1, tzinfo=UTC), "a") < profile.stamp_of(
+        datetime(2026, 1, 1, tzinfo=UTC), "ab"
+    )
+
+
+@pytest.mark.parametrize(
+    ("event_id", "stamp", "reset", "recent", "expected"),
+    [
+        ("e1", "2026-01-02|e1", "", ("e1",), Skip.DUPLICATE),
+        ("e2", "2026-01-01|e2", "2026-01-02|x", (), Skip.STALE),
+        ("e2", "2026-01-02|x", "2026-01-02|x", (), Skip.STALE),
+        ("e3", "2026-01-03|e3", "2026-01-02|x", ("e1",), None),
+    ],
+)
+def test_precheck(event_id: str, stamp: str, reset: str, recent: tuple[str, ...], expected: Skip | None) -> None:
+    assert profile.precheck(event_id, stamp, reset, recent) is expected
+
+
+def test_window_rejects_events_beyond_the_tombstone_horizon_and_from_the_future() -> None:
+    now = datetime(2026, 11, 28, tzinfo=UTC)
+    ttl, skew = timedelta(days=30), timedelta(minutes=5)
+    profile.check_window(now - timedelta(days=29), now, ttl, skew)
+    profile.check_window(now + timedelta(minutes=4), now, ttl, skew)
+    with pytest.raises(EventOutOfRange, match="tombstone horizon"):
+        profile.check_window(now - timedelta(days=31), now, ttl, skew)
+    with pytest.raises(EventOutOfRange, match="future"):
+        profile.check_window(now + timedelta(minutes=6), now, ttl, skew)
+
+
+def test_remember_keeps_the_most_recent_ids_bounded() -> None:
+    recent: tuple[str, ...] = ()
+    for i in range(profile.RECENT_EVENTS + 5):
+        recent = profile.remember(recent, f"e{i}")
+    assert len(recent) == profile.RECENT_EVENTS
+    assert recent[-1] == f"e{profile.RECENT_EVENTS + 4}"
+    assert "e0" not in recent

@@ -1,0 +1,179 @@
+"""Composition root: owns every client's lifetime and wires the components together."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+import boto3
+from aiobotocore.session import get_session
+from botocore.config import Config
+from dynamodb_encryption_sdk.material_providers.aws_kms import (
+    AwsKmsCryptographicMaterialsProvider,
+)
+from dynamodb_encryption_sdk.material_providers.store.meta import MetaStore
+
+from .aws import call, client_config
+from .crypto import CachedKeys, ItemCipher, KeySource, KmsKeys
+from .handlers import HandlerLimits, UserEventHandler
+from .logs import get_logger
+from .metrics import Metrics
+from .settings import KeyMode, Settings
+from .sqs import ConsumerConfig, SqsConsumer
+from .store import RecordStore
+
+log = get_logger("userstore.app")
+
+
+@dataclass
+class Clients:
+    """aiobotocore clients for the async paths."""
+
+    sqs: Any
+    dynamodb: Any
+    kms: Any
+
+
+@dataclass
+class Components:
+    settings: Settings
+    clients: Clients
+    store: RecordStore
+    cipher: ItemCipher
+    handler: UserEventHandler
+    key_arn: str
+
+
+@asynccontextmanager
+async def aws_clients(settings: Settings) -> AsyncIterator[Clients]:
+    session = get_session()
+    config = client_config(max_pool_connections=max(10, settings.max_in_flight))
+    kwargs: dict[str, Any] = {"region_name": settings.aws_region, "config": config}
+    if settings.aws_endpoint_url:
+        kwargs["endpoint_url"] = settings.aws_endpoint_url
+    async with AsyncExitStack() as stack:
+        clients = Clients(
+            sqs=await stack.enter_async_context(session.create_client("sqs", **kwargs)),
+            dynamodb=await stack.enter_async_context(session.create_client("dynamodb", **kwargs)),
+            kms=await stack.enter_async_context(session.create_client("kms", **kwargs)),
+        )
+        yield clients
+
+
+def _sync_client(settings: Settings, service: str) -> Any:
+    """A boto3 client for the encryption SDK, which only runs on the crypto thread pool."""
+    config = Config(
+        retries={"mode": "standard", "max_attempts": settings.aws_max_attempts},
+        max_pool_connections=settings.crypto_threads,
+        connect_timeout=5,
+        read_timeout=30,
+    )
+    return boto3.session.Session(region_name=settings.aws_region).client(
+        service, endpoint_url=settings.aws_endpoint_url, config=config
+    )
+
+
+async def resolve_key_arn(kms: Any, settings: Settings) -> str:
+    described = await call(
+        "DescribeKey", kms.describe_key, max_attempts=settings.aws_max_attempts, KeyId=settings.kms_key
+    )
+    return str(described["KeyMetadata"]["Arn"])
+
+
+def build_keys(settings: Settings, key_arn: str) -> KeySource:
+    kms = _sync_client(settings, "kms")
+    if settings.key_mode is KeyMode.KMS:
+        return KmsKeys(key_arn=key_arn, kms_client=kms)
+    region = key_arn.split(":")[3]
+    resource = boto3.session.Session(region_name=settings.aws_region).resource(
+        "dynamodb", endpoint_url=settings.aws_endpoint_url
+    )
+    meta_store = MetaStore(
+        table=resource.Table(settings.meta_table),
+        materials_provider=AwsKmsCryptographicMaterialsProvider(
+            key_id=key_arn, regional_clients={region: kms}
+        ),
+    )
+    return CachedKeys(meta_store, settings.material_name, settings.material_ttl_s)
+
+
+@asynccontextmanager
+async def components(settings: Settings) -> AsyncIterator[Components]:
+    async with AsyncExitStack() as stack:
+        clients = await stack.enter_async_context(aws_clients(settings))
+        executor = ThreadPoolExecutor(
+            max_workers=settings.crypto_threads, thread_name_prefix="userstore-crypto"
+        )
+        stack.callback(executor.shutdown, wait=True, cancel_futures=True)
+        key_arn = await resolve_key_arn(clients.kms, settings)
+        keys = build_keys(settings, key_arn)
+        cipher = ItemCipher(keys, settings.table, executor)
+        store = RecordStore(clients.dynamodb, settings.table, max_attempts=settings.aws_max_attempts)
+        limits = HandlerLimits(
+            tombstone_ttl=timedelta(seconds=settings.tombstone_ttl_s),
+            max_clock_skew=timedelta(seconds=settings.max_clock_skew_s),
+            max_conflict_retries=settings.max_conflict_retries,
+        )
+        handler = UserEventHandler(store, cipher, limits)
+        yield Components(settings, clients, store, cipher, handler, key_arn)
+
+
+async def queue_url(sqs: Any, name_or_url: str, settings: Settings) -> str:
+    if name_or_url.startswith(("http://", "https://")):
+        return name_or_url
+    response = await call(
+        "GetQueueUrl", sqs.get_queue_url, max_attempts=settings.aws_max_attempts, QueueName=name_or_url
+    )
+    return str(response["QueueUrl"])
+
+
+async def consumer_for(parts: Components, metrics: Metrics) -> SqsConsumer:
+    settings = parts.settings
+    config = ConsumerConfig(
+        queue_url=await queue_url(parts.clients.sqs, settings.queue, settings),
+        dlq_url=await queue_url(parts.clients.sqs, settings.dlq, settings),
+        max_in_flight=settings.max_in_flight,
+        wait_time_s=settings.wait_time_s,
+        visibility_timeout_s=settings.visibility_timeout_s,
+        max_receive_count=settings.max_receive_count,
+        drain_timeout_s=settings.drain_timeout_s,
+        max_attempts=settings.aws_max_attempts,
+    )
+    return SqsConsumer(parts.clients.sqs, config, parts.handler, metrics)
+
+
+async def run_worker(settings: Settings, metrics: Metrics, stop: asyncio.Event | None = None) -> None:
+    """Run until SIGTERM/SIGINT (or `stop`), then drain in-flight work and return."""
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, _request_stop, stop, sig)
+    try:
+        async with components(settings) as parts:
+            consumer = await consumer_for(parts, metrics)
+            log.info(
+                "worker.started",
+                pid=os.getpid(),
+                key_mode=str(settings.key_mode),
+                max_in_flight=settings.max_in_flight,
+                table=settings.table,
+                queue=settings.queue,
+            )
+            await consumer.run(stop)
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+    log.info("worker.stopped")
+
+
+def _request_stop(stop: asyncio.Event, sig: signal.Signals) -> None:
+    if not stop.is_set():
+        log.info("worker.stopping", signal=sig.name)
+    stop.set()

@@ -1,0 +1,116 @@
+"""AWS plumbing shared by every adapter: client config, transient-error retries, translation.
+
+botocore's own retries are switched off so that exactly one layer retries: tenacity here, with
+exponential backoff and full jitter, a bounded number of attempts. What is still failing after
+that is translated once, into AwsUnavailable (retry the message later).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+from aiobotocore.config import AioConfig
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    ConnectionClosedError,
+    ConnectTimeoutError,
+    EndpointConnectionError,
+    ReadTimeoutError,
+)
+from tenacity import (
+    AsyncRetrying,
+    retry_if_exception,
+    stop_after_attempt,
+    wait_random_exponential,
+)
+
+from .errors import AwsUnavailable
+
+T = TypeVar("T")
+
+TRANSIENT_CODES = frozenset(
+    {
+        "ThrottlingException",
+        "Throttling",
+        "ThrottledException",
+        "RequestLimitExceeded",
+        "ProvisionedThroughputExceededException",
+        "TransactionConflictException",
+        "RequestThrottled",
+        "RequestThrottledException",
+        "TooManyRequestsException",
+        "LimitExceededException",
+        "InternalServerError",
+        "InternalFailure",
+        "InternalError",
+        "ServiceUnavailable",
+        "ServiceUnavailableException",
+        "KMSInternalException",
+        "KeyUnavailableException",
+        "DependencyTimeoutException",
+        "SlowDown",
+        "AWS.SimpleQueueService.InternalError",
+    }
+)
+_TRANSIENT_TRANSPORT = (
+    EndpointConnectionError,
+    ConnectionClosedError,
+    ConnectTimeoutError,
+    ReadTimeoutError,
+)
+
+
+def error_code(exc: BaseException) -> str:
+    if isinstance(exc, ClientError):
+        return str(exc.response.get("Error", {}).get("Code", ""))
+    return type(exc).__name__
+
+
+def is_transient(exc: BaseException) -> bool:
+    if isinstance(exc, _TRANSIENT_TRANSPORT):
+        return True
+    if isinstance(exc, ClientError):
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+        return error_code(exc) in TRANSIENT_CODES or int(status) >= 500
+    return False
+
+
+def client_config(max_pool_connections: int) -> AioConfig:
+    return AioConfig(
+        retries={"total_max_attempts": 1},  # tenacity retries, see `call`
+        max_pool_connections=max_pool_connections,
+        connect_timeout=5,
+        read_timeout=30,
+    )
+
+
+async def call(
+    operation: str,
+    fn: Callable[..., Awaitable[T]],
+    /,
+    *,
+    max_attempts: int,
+    passthrough: frozenset[str] = frozenset(),
+    **kwargs: Any,
+) -> T:
+    """Run one AWS call, retrying transient failures, and translate what still fails.
+
+    ClientErrors whose code is in `passthrough` (say, ConditionalCheckFailedException) propagate
+    for the caller to decide on; every other failure becomes AwsUnavailable.
+    """
+    try:
+        async for attempt in AsyncRetrying(
+            retry=retry_if_exception(is_transient),
+            wait=wait_random_exponential(multiplier=0.05, max=2.0),
+            stop=stop_after_attempt(max_attempts),
+            reraise=True,
+        ):
+            with attempt:
+                return await fn(**kwargs)
+    except (ClientError, BotoCoreError) as exc:
+        if isinstance(exc, ClientError) and error_code(exc) in passthrough:
+            raise
+        raise AwsUnavailable(f"{operation} failed ({error_code(exc)})") from exc
+    raise AssertionError("unreachable: tenacity either returns or raises")  # pragma: no cover

@@ -1,0 +1,156 @@
+"""The `userstore` command."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any, TextIO
+
+import click
+from pydantic import ValidationError
+
+from events import InvalidEvent, Publisher
+
+from . import profile
+from .app import aws_clients, components, queue_url, run_worker
+from .embedded import embedded_moto
+from .errors import RecordTampered, UserNotFound, UserstoreError
+from .logs import configure
+from .metrics import Metrics
+from .provision import provision as provision_all
+from .record import from_item
+from .settings import Settings
+
+
+def _settings() -> Settings:
+    try:
+        return Settings()
+    except ValidationError as exc:
+        fields = ", ".join(".".join(str(p) for p in e["loc"]) for e in exc.errors())
+        raise click.UsageError(f"invalid configuration: {fields}") from None
+
+
+@contextmanager
+def _maybe_embedded(settings: Settings, embedded: bool) -> Iterator[Settings]:
+    if not embedded:
+        yield settings
+        return
+    with embedded_moto() as endpoint:
+        click.echo(f"embedded AWS emulator at {endpoint}", err=True)
+        yield settings.model_copy(update={"aws_endpoint_url": endpoint})
+
+
+@click.group()
+def main() -> None:
+    """userstore: user events from SQS to encrypted, signed DynamoDB records."""
+
+
+async def _provision(settings: Settings) -> None:
+    async with aws_clients(settings) as clients:
+        await provision_all(settings, clients.kms, clients.dynamodb, clients.sqs)
+
+
+@main.command()
+def provision() -> None:
+    """Create (idempotently) the KMS key and alias, tables and queues."""
+    settings = _settings()
+    configure(settings.log_level)
+    asyncio.run(_provision(settings))
+
+
+@main.command()
+@click.option("--embedded", is_flag=True, help="Start an in-process moto server and provision it.")
+def run(embedded: bool) -> None:
+    """Run the worker until SIGTERM or SIGINT."""
+    settings = _settings()
+    configure(settings.log_level)
+    with _maybe_embedded(settings, embedded) as effective:
+
+        async def main_() -> None:
+            if embedded:
+                await _provision(effective)
+            await run_worker(effective, Metrics())
+
+        asyncio.run(main_())
+
+
+def _read_events(stream: TextIO) -> list[Any]:
+    events: list[Any] = []
+    for number, line in enumerate(stream, start=1):
+        if not line.strip():
+            continue
+        try:
+            events.append(json.loads(line))
+        except json.JSONDecodeError:
+            raise click.ClickException(f"line {number}: not valid JSON") from None
+    return events
+
+
+@main.command()
+@click.argument("file", type=click.File("r"), default="-")
+def publish(file: TextIO) -> None:
+    """Validate and send events given as JSON lines (standard input by default)."""
+    settings = _settings()
+    configure(settings.log_level)
+    events = _read_events(file)
+
+    async def send() -> int:
+        async with aws_clients(settings) as clients:
+            url = await queue_url(clients.sqs, settings.queue, settings)
+            result = await Publisher(clients.sqs, url).publish(events)
+            return result.sent
+
+    try:
+        sent = asyncio.run(send())
+    except InvalidEvent as exc:
+        raise click.ClickException(f"nothing sent: {exc.reason}") from None
+    click.echo(f"sent {sent} events")
+
+
+async def read_profile(settings: Settings, user_id: str) -> dict[str, Any]:
+    """The decrypted, verified profile; UserNotFound or RecordTampered otherwise."""
+    async with components(settings) as parts:
+        record = await parts.store.get(user_id)
+        if record is None:
+            raise UserNotFound("no such user")
+        state = from_item(await parts.cipher.open(record.item))
+        current = profile.view(state)
+        if current is None:
+            raise UserNotFound("no such user (deleted)")
+        return current
+
+
+@main.command()
+@click.argument("user_id")
+def get(user_id: str) -> None:
+    """Print a user's decrypted profile as JSON."""
+    settings = _settings()
+    configure(settings.log_level)
+    try:
+        current = asyncio.run(read_profile(settings, user_id))
+    except UserNotFound as exc:
+        click.echo(f"userstore: {exc.reason}", err=True)
+        sys.exit(1)
+    except RecordTampered:
+        click.echo("userstore: the record failed verification; it was not read", err=True)
+        sys.exit(2)
+    except UserstoreError as exc:
+        click.echo(f"userstore: {exc.reason}", err=True)
+        sys.exit(3)
+    click.echo(json.dumps(current, indent=2, sort_keys=True, ensure_ascii=False))
+
+
+@main.command()
+@click.option("--users", default=80, show_default=True, help="How many sample users.")
+@click.option("--seed", default=7, show_default=True, help="Random seed for the sample traffic.")
+def demo(users: int, seed: int) -> None:
+    """Embedded emulator, sample traffic, the worker until the queue drains, then a report."""
+    from .demo import run_demo
+
+    settings = _settings().model_copy(update={"log_level": "WARNING"})
+    configure(settings.log_level)
+    with _maybe_embedded(settings, True) as effective:
+        asyncio.run(run_demo(effective, users=users, seed=seed))

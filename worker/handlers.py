@@ -1,0 +1,127 @@
+"""One event -> one decision about one user's record. Read top to bottom:
+
+    window check -> duplicate/stale check (bookkeeping only) -> verify and decrypt -> merge
+    -> validate -> seal -> write conditioned on the revision read -> on conflict, re-decide
+
+The caller may pass what it already knows of the record (`Hints`, filled by one BatchGetItem per
+SQS batch); a stale hint is harmless because the conditional write catches it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+
+from pydantic import ValidationError
+
+from events import Profile
+
+from . import profile
+from .crypto import ItemCipher
+from .errors import InvalidResult, WriteConflict
+from .profile import Event, Presence, UserState
+from .record import from_item, read_head, to_item
+from .store import RecordStore, StoredRecord
+
+Hints = dict[str, StoredRecord | None]
+
+
+class Outcome(StrEnum):
+    APPLIED = "applied"
+    DUPLICATE = "duplicate"  # seen before: no KMS call, no write
+    STALE = "stale"  # shadowed by a newer create or delete: no KMS call, no write
+    UNCHANGED = "unchanged"  # merged to the same state: no write
+
+
+@dataclass(frozen=True)
+class HandlerLimits:
+    tombstone_ttl: timedelta
+    max_clock_skew: timedelta
+    max_conflict_retries: int
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class UserEventHandler:
+    def __init__(
+        self,
+        store: RecordStore,
+        cipher: ItemCipher,
+        limits: HandlerLimits,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self._store = store
+        self._cipher = cipher
+        self._limits = limits
+        self._clock = clock
+
+    async def prefetch(self, user_ids: Iterable[str]) -> Hints:
+        return await self._store.get_many(user_ids)
+
+    async def handle(self, event: Event, hints: Hints | None = None) -> Outcome:
+        """Apply one event. Raises a DeadLetter or RetryLater error when it can't."""
+        now = self._clock()
+        limits = self._limits
+        profile.check_window(event.occurred_at, now, limits.tombstone_ttl, limits.max_clock_skew)
+        stamp = profile.event_stamp(event)
+        hints = {} if hints is None else hints
+        uid = event.user_id
+        current = hints[uid] if uid in hints else await self._store.get(uid)
+
+        for _ in range(limits.max_conflict_retries):
+            if current is None:
+                state, rev, recent = UserState(), None, ()
+            else:
+                head = current.head
+                skip = profile.precheck(event.event_id, stamp, head.reset_stamp, head.recent_events)
+                if skip is not None:
+                    return Outcome(skip.value)
+                state = from_item(await self._cipher.open(current.item))
+                rev, recent = head.rev, head.recent_events
+
+            merged = profile.apply(state, event)
+            if merged == state:
+                return Outcome.UNCHANGED
+            _validate(merged, event)
+
+            item = to_item(
+                uid,
+                merged,
+                rev=(rev or 0) + 1,
+                recent_events=profile.remember(recent, event.event_id),
+                expires_at=self._tombstone_expiry(merged, event, now),
+            )
+            sealed = await self._cipher.seal(item)
+            result = await self._store.put(sealed, expected_rev=rev)
+            if result.written:
+                hints[uid] = StoredRecord(sealed, read_head(sealed))
+                return Outcome.APPLIED
+            current = result.current  # someone else wrote first: decide again on their state
+            hints[uid] = current
+        raise WriteConflict(
+            f"event {event.event_id}: lost {limits.max_conflict_retries} conditional writes in a row"
+        )
+
+    def _tombstone_expiry(self, state: UserState, event: Event, now: datetime) -> int | None:
+        """Tombstones expire a TTL after the delete (or now, if the delete is dated later)."""
+        if state.presence is not Presence.DELETED:
+            return None
+        return int((max(now, event.occurred_at) + self._limits.tombstone_ttl).timestamp())
+
+
+def _validate(state: UserState, event: Event) -> None:
+    """The merged profile must still be a valid profile (bounds on attributes, ...)."""
+    current = profile.view(state)
+    if current is None:
+        return
+    try:
+        Profile.model_validate(current)
+    except ValidationError as exc:
+        fields = sorted({".".join(str(p) for p in err["loc"]) or "data" for err in exc.errors()})
+        raise InvalidResult(
+            f"event {event.event_id}: the merged profile would be invalid at {', '.join(fields)}"
+        ) from None

@@ -1,0 +1,248 @@
+"""Pure rules for a user's stored profile: how events merge, whatever order they arrive in.
+
+The state is a last-writer-wins map keyed by *stamps*: an event's stamp is its `occurred_at`
+(UTC, fixed width) followed by its `event_id`, so stamps order events totally and compare as
+plain strings (also inside DynamoDB condition expressions).
+
+A profile is flattened into leaf paths: `email`, `address.locality`, `attributes.<name>`.
+- every leaf has an Entry: the stamp of the last event that set or removed it;
+- `resets` remember when a container was wiped: `""` (the whole profile, by a create or a
+  delete), `address` or `attributes` (by a merge patch that sets them to null);
+- `presence` is a register: creates and updates make the user present (an update is an
+  upsert), deletes make it deleted.
+
+Applying an event is a join with the event's own state: per key, the higher stamp wins. Joins
+are commutative, associative and idempotent, so the state after a set of events does not depend
+on delivery order or duplicates. After each join, entries older than a reset that covers them are
+pruned: they can never become visible again. A consequence worth knowing: when the last event is
+a delete, every entry is older than the root reset, so a tombstone holds no personal data.
+
+Nothing here does I/O or reads a clock: `now` is passed in.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+from typing import Any
+
+from events import EventType, UserCreated, UserDeleted, UserUpdated
+
+from .errors import EventOutOfRange
+
+JsonValue = Any  # a JSON-native value: str, int, float, bool, list[str] or dict
+Stamp = str
+Event = UserCreated | UserUpdated | UserDeleted
+
+ROOT = ""  # the reset key for the whole profile
+CONTAINERS = frozenset({"address", "attributes"})
+NO_STAMP: Stamp = ""  # sorts before every real stamp
+
+
+class Presence(StrEnum):
+    PRESENT = "present"
+    DELETED = "deleted"
+
+
+def stamp_of(occurred_at: datetime, event_id: str) -> Stamp:
+    """The event's position in the total order: UTC time (fixed width), then event id."""
+    utc = occurred_at.astimezone(UTC)
+    return f"{utc:%Y-%m-%dT%H:%M:%S.%fZ}|{event_id}"
+
+
+def event_stamp(event: Event) -> Stamp:
+    return stamp_of(event.occurred_at, event.event_id)
+
+
+@dataclass(frozen=True)
+class Entry:
+    """The last write to one leaf path; `value is None` means the field was removed."""
+
+    stamp: Stamp
+    value: JsonValue | None
+
+
+@dataclass
+class UserState:
+    """Everything the store knows about one user, decrypted. Compare with ==."""
+
+    presence: Presence | None = None
+    presence_stamp: Stamp = NO_STAMP
+    resets: dict[str, Stamp] = field(default_factory=dict)
+    entries: dict[str, Entry] = field(default_factory=dict)
+
+    @property
+    def root_reset(self) -> Stamp:
+        return self.resets.get(ROOT, NO_STAMP)
+
+    @property
+    def max_stamp(self) -> Stamp:
+        """The newest stamp the state has seen (the presence register always holds it)."""
+        return self.presence_stamp
+
+
+def container_of(path: str) -> str | None:
+    head, dot, _ = path.partition(".")
+    return head if dot and head in CONTAINERS else None
+
+
+def _covering_reset(state: UserState, path: str) -> Stamp:
+    container = container_of(path)
+    root = state.root_reset
+    if container is None:
+        return root
+    return max(root, state.resets.get(container, NO_STAMP))
+
+
+def changes_of(event: Event) -> UserState:
+    """The event expressed as a state, ready to be joined."""
+    stamp = event_stamp(event)
+    if isinstance(event, UserDeleted):
+        return UserState(Presence.DELETED, stamp, {ROOT: stamp}, {})
+    if isinstance(event, UserCreated):
+        full = event.data.model_dump(mode="json", exclude_none=True)
+        entries = {path: Entry(stamp, value) for path, value in flatten(full).items()}
+        return UserState(Presence.PRESENT, stamp, {ROOT: stamp}, entries)
+    patch = event.data.model_dump(mode="json", exclude_unset=True)
+    resets: dict[str, Stamp] = {}
+    entries = {}
+    for name, value in patch.items():
+        if name in CONTAINERS and value is None:
+            resets[name] = stamp
+        elif name in CONTAINERS:
+            for sub, sub_value in value.items():
+                entries[f"{name}.{sub}"] = Entry(stamp, sub_value)
+        else:
+            entries[name] = Entry(stamp, value)
+    return UserState(Presence.PRESENT, stamp, resets, entries)
+
+
+def flatten(profile: Mapping[str, JsonValue]) -> dict[str, JsonValue]:
+    """Nested profile -> leaf paths. Containers become `container.key` paths."""
+    leaves: dict[str, JsonValue] = {}
+    for name, value in profile.items():
+        if name in CONTAINERS:
+            for sub, sub_value in value.items():
+                leaves[f"{name}.{sub}"] = sub_value
+        else:
+            leaves[name] = value
+    return leaves
+
+
+def join(a: UserState, b: UserState) -> UserState:
+    """Least upper bound of two states: per key, the higher stamp wins; then prune."""
+    if (b.presence_stamp, b.presence or "") > (a.presence_stamp, a.presence or ""):
+        presence, presence_stamp = b.presence, b.presence_stamp
+    else:
+        presence, presence_stamp = a.presence, a.presence_stamp
+    resets = dict(a.resets)
+    for key, stamp in b.resets.items():
+        resets[key] = max(stamp, resets.get(key, NO_STAMP))
+    entries = dict(a.entries)
+    for path, entry in b.entries.items():
+        mine = entries.get(path)
+        if mine is None or entry.stamp > mine.stamp:
+            entries[path] = entry
+    return prune(UserState(presence, presence_stamp, resets, entries))
+
+
+def prune(state: UserState) -> UserState:
+    """Drop what a reset has made invisible for good; keeps the stored form canonical."""
+    root = state.root_reset
+    resets = {k: s for k, s in state.resets.items() if k == ROOT or s > root}
+    pruned = UserState(state.presence, state.presence_stamp, resets, {})
+    pruned.entries = {
+        path: entry
+        for path, entry in state.entries.items()
+        if entry.stamp >= _covering_reset(pruned, path)  # same stamp: set by the resetting event
+    }
+    return pruned
+
+
+def apply(state: UserState, event: Event) -> UserState:
+    return join(state, changes_of(event))
+
+
+def view(state: UserState) -> dict[str, JsonValue] | None:
+    """The profile a reader sees, or None when the user is deleted or was never present."""
+    if state.presence is not Presence.PRESENT:
+        return None
+    profile: dict[str, JsonValue] = {}
+    for path in sorted(state.entries):
+        entry = state.entries[path]
+        if entry.value is None:
+            continue
+        container = container_of(path)
+        if container is None:
+            profile[path] = entry.value
+        else:
+            profile.setdefault(container, {})[path[len(container) + 1 :]] = entry.value
+    return profile
+
+
+class Skip(StrEnum):
+    """Why an event needs no write, decided from signed bookkeeping alone (no decryption)."""
+
+    DUPLICATE = "duplicate"  # this event id was applied recently
+    STALE = "stale"  # older than the last create or delete: every write it makes is shadowed
+
+
+def precheck(event_id: str, stamp: Stamp, root_reset: Stamp, recent: tuple[str, ...]) -> Skip | None:
+    if event_id in recent:
+        return Skip.DUPLICATE
+    if stamp <= root_reset:
+        return Skip.STALE
+    return None
+
+
+def check_window(
+    occurred_at: datetime, now: datetime, tombstone_ttl: timedelta, max_skew: timedelta
+) -> None:
+    """Refuse events the store can't order safely.
+
+    Older than the tombstone horizon: the tombstone that would have shadowed it may have expired,
+    so applying it could bring a deleted user back. Too far in the future: it would win every
+    last-writer-wins comparison until that time.
+    """
+    if occurred_at < now - tombstone_ttl:
+        raise EventOutOfRange(
+            f"occurred_at is older than the tombstone horizon ({int(tombstone_ttl.total_seconds())} s)"
+        )
+    if occurred_at > now + max_skew:
+        raise EventOutOfRange(
+            f"occurred_at is more than {int(max_skew.total_seconds())} s in the future"
+        )
+
+
+RECENT_EVENTS = 50  # event ids kept per record for free duplicate detection
+
+
+def remember(recent: tuple[str, ...], event_id: str) -> tuple[str, ...]:
+    """Most recent last; bounded so the record stays small."""
+    return (*recent, event_id)[-RECENT_EVENTS:]
+
+
+__all__ = [
+    "RECENT_EVENTS",
+    "ROOT",
+    "Entry",
+    "Event",
+    "EventType",
+    "Presence",
+    "Skip",
+    "Stamp",
+    "UserState",
+    "apply",
+    "changes_of",
+    "check_window",
+    "event_stamp",
+    "flatten",
+    "join",
+    "precheck",
+    "prune",
+    "remember",
+    "stamp_of",
+    "view",
+]

@@ -1,0 +1,50 @@
+"""The one Settings object, read from the environment at the entry point and passed down."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from pydantic import AliasChoices, Field, PositiveFloat, PositiveInt
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class KeyMode(StrEnum):
+    """How record keys are obtained (see docs/keys.md)."""
+
+    KMS = "kms"  # a fresh KMS data key per record write
+    CACHED = "cached"  # the caching most-recent provider over a meta-store table
+
+
+class Settings(BaseSettings):
+    """Every knob of the worker. Each field is documented in the README's configuration table."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="USERSTORE_", extra="ignore", frozen=True, populate_by_name=True
+    )
+
+    # Standard AWS variables (no prefix), so boto-style setups carry over.
+    aws_endpoint_url: str | None = Field(default=None, validation_alias="AWS_ENDPOINT_URL")
+    aws_region: str = Field(
+        default="eu-west-2", validation_alias=AliasChoices("AWS_REGION", "AWS_DEFAULT_REGION")
+    )
+
+    table: str = "userstore-users"
+    meta_table: str = "userstore-materials"
+    queue: str = "userstore-events.fifo"
+    dlq: str = "userstore-events-dlq.fifo"
+    kms_key: str = "alias/userstore"
+    key_mode: KeyMode = KeyMode.KMS
+    material_name: str = "userstore"
+    material_ttl_s: PositiveFloat = 300.0
+
+    max_in_flight: PositiveInt = 32
+    crypto_threads: PositiveInt = 8
+    visibility_timeout_s: PositiveInt = 60
+    max_receive_count: PositiveInt = 5
+    wait_time_s: int = Field(default=20, ge=0, le=20)
+    drain_timeout_s: PositiveFloat = 30.0
+    tombstone_ttl_s: PositiveInt = 30 * 24 * 3600
+    max_clock_skew_s: PositiveInt = 300
+    max_conflict_retries: PositiveInt = 5
+    aws_max_attempts: PositiveInt = 5
+    log_level: str = "INFO"

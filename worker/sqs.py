@@ -1,0 +1,445 @@
+"""The SQS consumer: receive -> parse -> handle -> settle, with bounded concurrency.
+
+Every received message is settled exactly one way:
+- applied (or a no-op)        -> deleted, in batches of up to 10;
+- DeadLetter error             -> body sent untouched to the DLQ with the reason, then deleted;
+- RetryLater or unexpected     -> made visible again after a jittered backoff; on its last
+                                  allowed receive it is dead-lettered with the reason instead;
+- FIFO: after a failure, the rest of that group's batch -> released untouched (visibility 0), so
+  SQS hands the group back in order, failed message first.
+
+While a message is being worked on its visibility is extended. On stop, receiving stops, work in
+flight gets `drain_timeout_s` to finish, and pending deletes are flushed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import time
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, Protocol
+
+from events import InvalidEvent, parse_event
+
+from .aws import call
+from .errors import DeadLetter, RecordTampered, RetryLater, UserstoreError
+from .handlers import Hints, Outcome
+from .logs import get_logger
+from .metrics import Metrics
+from .profile import Event
+
+log = get_logger("userstore.sqs")
+
+_MAX_BATCH = 10
+_DELETE_FLUSH_S = 0.02
+REASON_ATTRIBUTE = "userstore.reason"
+ERROR_ATTRIBUTE = "userstore.error"
+EVENT_ID_ATTRIBUTE = "userstore.event_id"
+SOURCE_ID_ATTRIBUTE = "userstore.source_message_id"
+
+
+class Settled(StrEnum):
+    DELETED = "deleted"
+    DEAD_LETTERED = "dead_lettered"
+    RETRY = "retry"
+    RELEASED = "released"
+
+
+class EventHandler(Protocol):
+    """What the consumer needs of the domain (worker.handlers.UserEventHandler)."""
+
+    async def prefetch(self, user_ids: Iterable[str]) -> Hints: ...
+
+    async def handle(self, event: Event, hints: Hints | None = None) -> Outcome: ...
+
+
+@dataclass(frozen=True)
+class ConsumerConfig:
+    queue_url: str
+    dlq_url: str
+    max_in_flight: int
+    wait_time_s: int
+    visibility_timeout_s: int
+    max_receive_count: int
+    drain_timeout_s: float
+    max_attempts: int
+    retry_delay_max_s: int = 60
+
+    @property
+    def fifo(self) -> bool:
+        return self.queue_url.endswith(".fifo")
+
+
+@dataclass
+class _Message:
+    raw: dict[str, Any]
+    received_at: float
+    visible_until: float
+    event: Event | None = None
+
+    @property
+    def id(self) -> str:
+        return str(self.raw["MessageId"])
+
+    @property
+    def receipt(self) -> str:
+        return str(self.raw["ReceiptHandle"])
+
+    @property
+    def group(self) -> str | None:
+        return self.raw.get("Attributes", {}).get("MessageGroupId")
+
+    @property
+    def receive_count(self) -> int:
+        return int(self.raw.get("Attributes", {}).get("ApproximateReceiveCount", "1"))
+
+
+@dataclass
+class _Deleter:
+    """Collects receipt handles and deletes them ten at a time (or after a few milliseconds)."""
+
+    client: Any
+    queue_url: str
+    max_attempts: int
+    pending: list[tuple[str, str]] = field(default_factory=list)
+    _wakeup: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def add(self, message_id: str, receipt: str) -> None:
+        self.pending.append((message_id, receipt))
+        self._wakeup.set()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        while not (stop.is_set() and not self.pending):
+            if not self.pending:
+                self._wakeup.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wakeup.wait(), 0.25)
+                continue
+            if len(self.pending) < _MAX_BATCH and not stop.is_set():
+                await asyncio.sleep(_DELETE_FLUSH_S)
+            await self.flush_once()
+
+    async def flush_once(self) -> None:
+        batch, self.pending = self.pending[:_MAX_BATCH], self.pending[_MAX_BATCH:]
+        if not batch:
+            return
+        entries = [{"Id": str(i), "ReceiptHandle": r} for i, (_, r) in enumerate(batch)]
+        try:
+            response = await call(
+                "DeleteMessageBatch",
+                self.client.delete_message_batch,
+                max_attempts=self.max_attempts,
+                QueueUrl=self.queue_url,
+                Entries=entries,
+            )
+        except UserstoreError as exc:
+            # The messages come back after their visibility timeout; handling them is idempotent.
+            log.warning("delete.failed", count=len(batch), error=exc.reason)
+            return
+        for failure in response.get("Failed", []):
+            message_id = batch[int(failure["Id"])][0]
+            log.warning("delete.failed", message_id=message_id, code=failure.get("Code"))
+
+    async def drain(self) -> None:
+        while self.pending:
+            await self.flush_once()
+
+
+class SqsConsumer:
+    def __init__(
+        self,
+        client: Any,
+        config: ConsumerConfig,
+        handler: EventHandler,
+        metrics: Metrics,
+    ) -> None:
+        self._client = client
+        self._config = config
+        self._handler = handler
+        self._metrics = metrics
+        self._capacity = asyncio.Semaphore(config.max_in_flight)
+        self._in_flight: dict[str, _Message] = {}
+        self._deleter = _Deleter(client, config.queue_url, config.max_attempts)
+        self._batches: set[asyncio.Task[None]] = set()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Consume until `stop` is set, then drain. Errors in the background tasks propagate."""
+        pollers = max(1, min(8, -(-self._config.max_in_flight // _MAX_BATCH)))
+        deleter_stop = asyncio.Event()
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(self._deleter.run(deleter_stop), name="sqs-deleter")
+            heartbeat = tg.create_task(self._heartbeat(), name="sqs-heartbeat")
+            receivers = [
+                tg.create_task(self._receive_loop(stop), name=f"sqs-receiver-{i}")
+                for i in range(pollers)
+            ]
+            await stop.wait()
+            for receiver in receivers:
+                receiver.cancel()
+            await self._drain()
+            heartbeat.cancel()
+            deleter_stop.set()
+
+    async def _drain(self) -> None:
+        if self._batches:
+            log.info("drain.start", in_flight=len(self._in_flight))
+            _, pending = await asyncio.wait(self._batches, timeout=self._config.drain_timeout_s)
+            for task in pending:
+                task.cancel()
+            if pending:
+                # Not lost: unsettled messages come back after their visibility timeout.
+                log.warning("drain.timeout", abandoned=len(self._in_flight))
+                await asyncio.wait(pending)
+        log.info("drain.done")
+
+    async def _receive_loop(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            permits = await self._acquire_permits()
+            try:
+                messages = await self._receive(permits)
+            except BaseException:
+                self._release(permits)
+                raise
+            self._release(permits - len(messages))
+            if messages:
+                task = asyncio.create_task(self._process_batch(messages))
+                self._batches.add(task)
+                task.add_done_callback(self._batches.discard)
+
+    async def _acquire_permits(self) -> int:
+        await self._capacity.acquire()
+        permits = 1
+        while permits < _MAX_BATCH and not self._capacity.locked():
+            await self._capacity.acquire()
+            permits += 1
+        return permits
+
+    def _release(self, permits: int) -> None:
+        for _ in range(permits):
+            self._capacity.release()
+
+    async def _receive(self, max_messages: int) -> list[_Message]:
+        try:
+            response = await call(
+                "ReceiveMessage",
+                self._client.receive_message,
+                max_attempts=self._config.max_attempts,
+                QueueUrl=self._config.queue_url,
+                MaxNumberOfMessages=max_messages,
+                WaitTimeSeconds=self._config.wait_time_s,
+                VisibilityTimeout=self._config.visibility_timeout_s,
+                MessageSystemAttributeNames=["All"],
+                MessageAttributeNames=["All"],
+            )
+        except UserstoreError as exc:
+            log.warning("receive.failed", error=exc.reason)
+            await asyncio.sleep(1.0 + random.random())  # noqa: S311 - jitter, not crypto
+            return []
+        now = time.monotonic()
+        visible_until = now + self._config.visibility_timeout_s
+        messages = [_Message(raw, now, visible_until) for raw in response.get("Messages", [])]
+        for message in messages:
+            self._in_flight[message.id] = message
+        self._metrics.in_flight.set(len(self._in_flight))
+        return messages
+
+    async def _process_batch(self, messages: list[_Message]) -> None:
+        try:
+            valid: list[_Message] = []
+            for message in messages:
+                try:
+                    message.event = parse_event(message.raw.get("Body", ""))
+                except InvalidEvent as exc:
+                    await self._dead_letter(message, exc.reason, "InvalidMessage", exc.event_id)
+                    continue
+                valid.append(message)
+            if not valid:
+                return
+            hints = await self._prefetch(valid)
+            groups: dict[str, list[_Message]] = defaultdict(list)
+            for message in valid:
+                assert message.event is not None
+                key = message.group if self._config.fifo and message.group else message.event.user_id
+                groups[key].append(message)
+            async with asyncio.TaskGroup() as tg:
+                for group in groups.values():
+                    tg.create_task(self._process_group(group, hints))
+        finally:
+            # Whatever happened, every permit of this batch comes back exactly once.
+            for message in messages:
+                if self._in_flight.pop(message.id, None) is not None:
+                    self._capacity.release()
+            self._metrics.in_flight.set(len(self._in_flight))
+
+    async def _prefetch(self, messages: list[_Message]) -> Hints:
+        user_ids = [m.event.user_id for m in messages if m.event is not None]
+        try:
+            return await self._handler.prefetch(user_ids)
+        except RetryLater as exc:
+            log.warning("prefetch.failed", error=exc.reason)  # each handle() reads for itself
+            return {}
+
+    async def _process_group(self, group: list[_Message], hints: Hints) -> None:
+        for index, message in enumerate(group):
+            settled = await self._process_one(message, hints)
+            if settled is Settled.RETRY and self._config.fifo:
+                await self._release_untouched(group[index + 1 :])
+                return
+
+    async def _process_one(self, message: _Message, hints: Hints) -> Settled:
+        event = message.event
+        assert event is not None
+        started = time.perf_counter()
+        bound = log.bind(message_id=message.id, event_id=event.event_id, type=str(event.type))
+        try:
+            outcome = await self._handler.handle(event, hints)
+        except DeadLetter as exc:
+            if isinstance(exc, RecordTampered):
+                self._metrics.verification_failures.inc()
+                bound.error("security.record_verification_failed", error=exc.reason)
+            return await self._dead_letter(message, exc.reason, type(exc).__name__, event.event_id)
+        except RetryLater as exc:
+            return await self._retry_later(message, exc.reason, type(exc).__name__)
+        except Exception as exc:  # a bug: never let it kill the worker, never log its text
+            bound.exception("message.unexpected_error", error=type(exc).__name__)
+            return await self._retry_later(message, "unexpected error", type(exc).__name__)
+        finally:
+            self._metrics.handling_seconds.labels(str(event.type)).observe(
+                time.perf_counter() - started
+            )
+        self._metrics.events.labels(str(event.type), str(outcome)).inc()
+        bound.info("message.handled", outcome=str(outcome))
+        self._settle(message)
+        return Settled.DELETED
+
+    def _settle(self, message: _Message) -> None:
+        self._deleter.add(message.id, message.receipt)
+        if self._in_flight.pop(message.id, None) is not None:
+            self._capacity.release()
+            self._metrics.in_flight.set(len(self._in_flight))
+
+    async def _retry_later(self, message: _Message, reason: str, error: str) -> Settled:
+        event = message.event
+        if message.receive_count >= self._config.max_receive_count:
+            # Last allowed receive: dead-letter it ourselves, so the DLQ says why.
+            give_up = f"gave up after {message.receive_count} attempts: {reason}"
+            return await self._dead_letter(
+                message, give_up, error, event.event_id if event else None
+            )
+        delay = min(self._config.retry_delay_max_s, 2**message.receive_count)
+        delay = random.randint(delay // 2, delay)  # noqa: S311 - jitter, not crypto
+        self._metrics.retries.labels(error).inc()
+        log.warning(
+            "message.retry_later",
+            message_id=message.id,
+            event_id=event.event_id if event else None,
+            error=error,
+            reason=reason,
+            delay_s=delay,
+        )
+        await self._change_visibility([message], delay)
+        self._forget(message)
+        return Settled.RETRY
+
+    async def _release_untouched(self, messages: list[_Message]) -> None:
+        if messages:
+            await self._change_visibility(messages, 0)
+            for message in messages:
+                self._forget(message)
+            log.info("group.released", count=len(messages), message_id=messages[0].id)
+
+    async def _dead_letter(
+        self, message: _Message, reason: str, error: str, event_id: str | None
+    ) -> Settled:
+        attributes = {
+            REASON_ATTRIBUTE: {"DataType": "String", "StringValue": reason[:1000]},
+            ERROR_ATTRIBUTE: {"DataType": "String", "StringValue": error},
+            SOURCE_ID_ATTRIBUTE: {"DataType": "String", "StringValue": message.id},
+        }
+        if event_id:
+            attributes[EVENT_ID_ATTRIBUTE] = {"DataType": "String", "StringValue": event_id}
+        extra: dict[str, str] = {}
+        if self._config.dlq_url.endswith(".fifo"):
+            extra = {
+                "MessageGroupId": message.group or "userstore-dead-letters",
+                "MessageDeduplicationId": message.id,
+            }
+        try:
+            await call(
+                "SendMessage",
+                self._client.send_message,
+                max_attempts=self._config.max_attempts,
+                QueueUrl=self._config.dlq_url,
+                MessageBody=message.raw.get("Body", ""),
+                MessageAttributes=attributes,
+                **extra,
+            )
+        except UserstoreError as exc:
+            # Leave it on the queue: SQS redrive still moves it to the DLQ eventually.
+            log.error("dead_letter.failed", message_id=message.id, error=exc.reason)
+            self._forget(message)
+            return Settled.RETRY
+        self._metrics.dead_letters.labels(error).inc()
+        log.warning(
+            "message.dead_lettered",
+            message_id=message.id,
+            event_id=event_id,
+            error=error,
+            reason=reason,
+        )
+        self._settle(message)
+        return Settled.DEAD_LETTERED
+
+    def _forget(self, message: _Message) -> None:
+        if self._in_flight.pop(message.id, None) is not None:
+            self._capacity.release()
+            self._metrics.in_flight.set(len(self._in_flight))
+
+    async def _change_visibility(self, messages: list[_Message], timeout_s: int) -> None:
+        for start in range(0, len(messages), _MAX_BATCH):
+            chunk = messages[start : start + _MAX_BATCH]
+            entries = [
+                {"Id": str(i), "ReceiptHandle": m.receipt, "VisibilityTimeout": timeout_s}
+                for i, m in enumerate(chunk)
+            ]
+            try:
+                response = await call(
+                    "ChangeMessageVisibilityBatch",
+                    self._client.change_message_visibility_batch,
+                    max_attempts=self._config.max_attempts,
+                    QueueUrl=self._config.queue_url,
+                    Entries=entries,
+                )
+            except UserstoreError as exc:
+                log.warning("visibility.failed", count=len(chunk), error=exc.reason)
+                continue
+            for failure in response.get("Failed", []):
+                log.warning(
+                    "visibility.failed",
+                    message_id=chunk[int(failure["Id"])].id,
+                    code=failure.get("Code"),
+                )
+            if timeout_s > 0:
+                until = time.monotonic() + timeout_s
+                for message in chunk:
+                    message.visible_until = until
+
+    async def _heartbeat(self) -> None:
+        """Extend the visibility of messages still being worked on before it runs out."""
+        timeout = self._config.visibility_timeout_s
+        period = max(1.0, timeout / 4)
+        while True:
+            await asyncio.sleep(period)
+            soon = time.monotonic() + timeout / 2
+            due = [m for m in list(self._in_flight.values()) if m.visible_until <= soon]
+            if due:
+                await self._change_visibility(due, timeout)
+                log.debug("visibility.extended", count=len(due))
+
+
+__all__ = ["ConsumerConfig", "EventHandler", "Settled", "SqsConsumer"]
