@@ -29,7 +29,7 @@ from dynamodb_encryption_sdk.encrypted.item import decrypt_dynamodb_item, encryp
 from dynamodb_encryption_sdk.identifiers import CryptoAction
 from dynamodb_encryption_sdk.material_providers.aws_kms import AwsKmsCryptographicMaterialsProvider
 from dynamodb_encryption_sdk.material_providers.most_recent import CachingMostRecentProvider
-from dynamodb_encryption_sdk.material_providers.static import StaticCryptographicMaterialsProvider
+from dynamodb_encryption_sdk.material_providers import CryptographicMaterialsProvider
 from dynamodb_encryption_sdk.material_providers.store.meta import MetaStore
 from dynamodb_encryption_sdk.structures import AttributeActions, EncryptionContext
 
@@ -109,6 +109,16 @@ class CachedKeys:
         return self._provider
 
 
+class _Sealed(CryptographicMaterialsProvider):  # type: ignore[misc]
+    """Hands the SDK materials we already fetched, so key_ref can name them inside the signature."""
+
+    def __init__(self, materials: Any) -> None:
+        self._materials = materials
+
+    def encryption_materials(self, encryption_context: EncryptionContext) -> Any:
+        return self._materials
+
+
 class ItemCipher:
     """Seals (encrypts and signs) and opens (verifies and decrypts) items off the event loop."""
 
@@ -142,7 +152,7 @@ class ItemCipher:
             raise _key_unavailable(exc, "sealing") from exc
         sealed = {**item, KEY_REF: {"S": key_ref}}
         config = CryptoConfig(
-            materials_provider=StaticCryptographicMaterialsProvider(encryption_materials=materials),
+            materials_provider=_Sealed(materials),
             encryption_context=self._context(sealed),
             attribute_actions=ATTRIBUTE_ACTIONS,
         )

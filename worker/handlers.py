@@ -9,6 +9,9 @@ SQS batch); a stale hint is harmless because the conditional write catches it.
 
 from __future__ import annotations
 
+import asyncio
+import random
+
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -72,7 +75,7 @@ class UserEventHandler:
         uid = event.user_id
         current = hints[uid] if uid in hints else await self._store.get(uid)
 
-        for _ in range(limits.max_conflict_retries):
+        for attempt in range(limits.max_conflict_retries):
             if current is None:
                 state, rev, recent = UserState(), None, ()
             else:
@@ -100,8 +103,11 @@ class UserEventHandler:
             if result.written:
                 hints[uid] = StoredRecord(sealed, read_head(sealed))
                 return Outcome.APPLIED
-            current = result.current  # someone else wrote first: decide again on their state
+            # Someone else wrote first: decide again on their state, after a jittered pause so
+            # that a crowd of writers on one record spreads out instead of colliding again.
+            current = result.current
             hints[uid] = current
+            await asyncio.sleep(random.uniform(0, 0.005 * 2**attempt))  # noqa: S311
         raise WriteConflict(
             f"event {event.event_id}: lost {limits.max_conflict_retries} conditional writes in a row"
         )

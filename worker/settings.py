@@ -45,6 +45,6 @@ class Settings(BaseSettings):
     drain_timeout_s: PositiveFloat = 30.0
     tombstone_ttl_s: PositiveInt = 30 * 24 * 3600
     max_clock_skew_s: PositiveInt = 300
-    max_conflict_retries: PositiveInt = 5
+    max_conflict_retries: PositiveInt = 8
     aws_max_attempts: PositiveInt = 5
     log_level: str = "INFO"

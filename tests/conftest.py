@@ -1,0 +1,72 @@
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+
+from tests.emulator import moto_server_process
+from worker.settings import KeyMode, Settings
+
+# Tests never reach real AWS: dummy credentials, a fixed region, endpoints given explicitly.
+os.environ.update(
+    AWS_ACCESS_KEY_ID="testing",
+    AWS_SECRET_ACCESS_KEY="testing",  # noqa: S105 - the emulator's dummy secret
+    AWS_DEFAULT_REGION="eu-west-2",
+    AWS_REGION="eu-west-2",
+)
+for _name in list(os.environ):
+    if _name.startswith("USERSTORE_") or _name.startswith("AWS_ENDPOINT_URL"):
+        del os.environ[_name]
+
+
+@pytest.fixture(scope="session")
+def moto_endpoint() -> Iterator[str]:
+    with moto_server_process() as url:
+        yield url
+
+
+def make_settings(endpoint: str, key_mode: KeyMode = KeyMode.KMS, *, fifo: bool = True, **extra: object) -> Settings:
+    """Settings with resource names of their own, so tests never share state."""
+    tag = uuid.uuid4().hex[:10]
+    suffix = ".fifo" if fifo else ""
+    return Settings(
+        aws_endpoint_url=endpoint,
+        aws_region="eu-west-2",
+        table=f"users-{tag}",
+        meta_table=f"materials-{tag}",
+        queue=f"events-{tag}{suffix}",
+        dlq=f"events-dlq-{tag}{suffix}",
+        kms_key=f"alias/userstore-{tag}",
+        key_mode=key_mode,
+        wait_time_s=1,
+        visibility_timeout_s=30,
+        aws_max_attempts=3,
+        **extra,  # type: ignore[arg-type]
+    )
+
+
+@pytest.fixture(params=[KeyMode.KMS, KeyMode.CACHED], ids=["kms", "cached"])
+def key_mode(request: pytest.FixtureRequest) -> KeyMode:
+    return KeyMode(request.param)
+
+
+@pytest.fixture
+async def provisioned_settings(moto_endpoint: str, key_mode: KeyMode) -> AsyncIterator[Settings]:
+    from worker.app import aws_clients
+    from worker.provision import provision
+
+    settings = make_settings(moto_endpoint, key_mode)
+    async with aws_clients(settings) as clients:
+        await provision(settings, clients.kms, clients.dynamodb, clients.sqs)
+    yield settings
+
+
+async def provision_settings(settings: Settings) -> Settings:
+    from worker.app import aws_clients
+    from worker.provision import provision
+
+    async with aws_clients(settings) as clients:
+        await provision(settings, clients.kms, clients.dynamodb, clients.sqs)
+    return settings

@@ -1,0 +1,52 @@
+"""Shared helpers for integration tests: build components with counters on the AWS seams."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from events import parse_event
+from worker.app import Components, components
+
+
+@dataclass
+class Calls:
+    """AWS operations seen by the clients, counted through botocore's event hooks."""
+
+    counts: Counter[str]
+
+    def __getitem__(self, operation: str) -> int:
+        return self.counts[operation]
+
+
+def count_calls(client: Any, service: str, calls: Calls) -> None:
+    def hook(model: Any, **_: Any) -> None:
+        calls.counts[model.name] += 1
+
+    client.meta.events.register(f"before-call.{service}.*", hook)
+
+
+@asynccontextmanager
+async def counted_components(settings: Any) -> AsyncIterator[tuple[Components, Calls]]:
+    calls = Calls(Counter())
+    async with components(settings) as parts:
+        count_calls(parts.clients.dynamodb, "dynamodb", calls)
+        keys = parts.cipher._keys  # the SDK's boto3 KMS client lives behind the key source
+        provider = keys.decrypting_provider
+        kms_clients = getattr(provider, "_regional_clients", None)
+        if kms_clients is None:  # cached mode: the meta store's provider holds the KMS client
+            kms_clients = provider._provider_store._materials_provider._regional_clients
+        for client in kms_clients.values():
+            count_calls(client, "kms", calls)
+        yield parts, calls
+
+
+def event(event_id: str, kind: str, user: str, at: str, data: Any = None) -> Any:
+    body: dict[str, Any] = {"event_id": event_id, "type": kind, "user_id": user, "occurred_at": at}
+    if data is not None:
+        body["data"] = data
+    return parse_event(json.dumps(body))
