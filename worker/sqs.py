@@ -166,10 +166,14 @@ class SqsConsumer:
         self._in_flight: dict[str, _Message] = {}
         self._deleter = _Deleter(client, config.queue_url, config.max_attempts)
         self._batches: set[asyncio.Task[None]] = set()
+        self._active_groups: set[str] = set()
 
     async def run(self, stop: asyncio.Event) -> None:
         """Consume until `stop` is set, then drain. Errors in the background tasks propagate."""
-        pollers = max(1, min(8, -(-self._config.max_in_flight // _MAX_BATCH)))
+        # FIFO: one receiver per process. Concurrent receives add little (a receive returns up
+        # to ten messages and handling overlaps the next receive) and on emulators whose group
+        # lock is not atomic (moto) they can hand two receivers the same group at once.
+        pollers = 1 if self._config.fifo else max(1, min(8, -(-self._config.max_in_flight // _MAX_BATCH)))
         deleter_stop = asyncio.Event()
         async with asyncio.TaskGroup() as tg:
             tg.create_task(self._deleter.run(deleter_stop), name="sqs-deleter")
@@ -266,9 +270,19 @@ class SqsConsumer:
                 assert message.event is not None
                 key = message.group if self._config.fifo and message.group else message.event.user_id
                 groups[key].append(message)
+            busy: list[_Message] = []
+            if self._config.fifo:
+                # One task per message group in this process. SQS only hands out a group's next
+                # message when the previous one is settled, but a visibility timeout that ran
+                # out (or moto's concurrent long polls) can break that; ordering must not.
+                for key in [k for k in groups if k in self._active_groups]:
+                    busy += groups.pop(key)
+                self._active_groups.update(groups)
+            if busy:
+                await self._release_untouched(busy, delay_s=1)
             async with asyncio.TaskGroup() as tg:
-                for group in groups.values():
-                    tg.create_task(self._process_group(group, hints))
+                for key, group in groups.items():
+                    tg.create_task(self._process_group(key, group, hints))
         finally:
             # Whatever happened, every permit of this batch comes back exactly once.
             for message in messages:
@@ -284,12 +298,15 @@ class SqsConsumer:
             log.warning("prefetch.failed", error=exc.reason)  # each handle() reads for itself
             return {}
 
-    async def _process_group(self, group: list[_Message], hints: Hints) -> None:
-        for index, message in enumerate(group):
-            settled = await self._process_one(message, hints)
-            if settled is Settled.RETRY and self._config.fifo:
-                await self._release_untouched(group[index + 1 :])
-                return
+    async def _process_group(self, key: str, group: list[_Message], hints: Hints) -> None:
+        try:
+            for index, message in enumerate(group):
+                settled = await self._process_one(message, hints)
+                if settled is Settled.RETRY and self._config.fifo:
+                    await self._release_untouched(group[index + 1 :])
+                    return
+        finally:
+            self._active_groups.discard(key)
 
     async def _process_one(self, message: _Message, hints: Hints) -> Settled:
         event = message.event
@@ -346,9 +363,9 @@ class SqsConsumer:
         self._forget(message)
         return Settled.RETRY
 
-    async def _release_untouched(self, messages: list[_Message]) -> None:
+    async def _release_untouched(self, messages: list[_Message], delay_s: int = 0) -> None:
         if messages:
-            await self._change_visibility(messages, 0)
+            await self._change_visibility(messages, delay_s)
             for message in messages:
                 self._forget(message)
             log.info("group.released", count=len(messages), message_id=messages[0].id)

@@ -1,0 +1,178 @@
+"""The SQS consumer against a moto server process: settle every message exactly one way."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections import defaultdict
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from tests.conftest import make_settings, provision_settings
+from worker import profile
+from worker.app import components, consumer_for
+from worker.record import from_item
+from worker.errors import AwsUnavailable
+from worker.handlers import Hints, Outcome
+from worker.metrics import Metrics
+from worker.profile import Event
+from worker.sqs import REASON_ATTRIBUTE
+
+pytestmark = pytest.mark.integration
+
+NOW = datetime.now(UTC).replace(microsecond=0)
+SECRET = "Zebedee-Personal-42"
+
+
+def body(event_id: str, kind: str, user: str, seconds: int, data: Any = None) -> str:
+    message: dict[str, Any] = {
+        "event_id": event_id,
+        "type": kind,
+        "user_id": user,
+        "occurred_at": (NOW + timedelta(seconds=seconds)).isoformat(),
+    }
+    if data is not None:
+        message["data"] = data
+    return json.dumps(message)
+
+
+MALFORMED = [
+    "not json at all " + SECRET,
+    json.dumps({"event_id": "m1", "type": "user.renamed", "user_id": "u", "occurred_at": NOW.isoformat()}),
+    json.dumps({"event_id": "m2", "type": "user.created", "user_id": "u", "occurred_at": NOW.isoformat(), "data": {"email": SECRET}}),
+    json.dumps({"event_id": "m3", "type": "user.created", "user_id": "u", "occurred_at": NOW.isoformat(), "data": {"nickname": SECRET}}),
+    json.dumps({"event_id": "m4", "type": "user.created", "user_id": "u", "occurred_at": "yesterday", "data": {}}),
+]
+
+
+async def send_all(sqs: Any, url: str, bodies: list[tuple[str, str]]) -> None:
+    """(group, body) pairs, sent the way any publisher would: plain SendMessageBatch."""
+    fifo = url.endswith(".fifo")
+    for start in range(0, len(bodies), 10):
+        entries = []
+        for i, (group, text) in enumerate(bodies[start : start + 10]):
+            entry: dict[str, Any] = {"Id": str(i), "MessageBody": text}
+            if fifo:
+                entry |= {"MessageGroupId": group, "MessageDeduplicationId": uuid.uuid4().hex}
+            entries.append(entry)
+        response = await sqs.send_message_batch(QueueUrl=url, Entries=entries)
+        assert not response.get("Failed")
+
+
+async def drain_queue(sqs: Any, url: str, timeout_s: float = 60) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while asyncio.get_running_loop().time() < deadline:
+        attrs = (
+            await sqs.get_queue_attributes(
+                QueueUrl=url,
+                AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+            )
+        )["Attributes"]
+        if attrs["ApproximateNumberOfMessages"] == "0" and attrs["ApproximateNumberOfMessagesNotVisible"] == "0":
+            return
+        await asyncio.sleep(0.2)
+    raise AssertionError("queue did not drain")
+
+
+async def receive_all(sqs: Any, url: str) -> list[dict[str, Any]]:
+    found: list[dict[str, Any]] = []
+    while True:
+        response = await sqs.receive_message(
+            QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=0, MessageAttributeNames=["All"]
+        )
+        messages = response.get("Messages", [])
+        if not messages:
+            return found
+        found.extend(messages)
+        await sqs.delete_message_batch(
+            QueueUrl=url,
+            Entries=[{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(messages)],
+        )
+
+
+@pytest.mark.parametrize("fifo", [True, False], ids=["fifo", "standard"])
+async def test_valid_events_applied_and_malformed_dead_lettered(moto_endpoint: str, fifo: bool) -> None:
+    settings = await provision_settings(make_settings(moto_endpoint, fifo=fifo))
+    users = [f"urn:fdc:gov.uk:2022:{uuid.uuid4().hex[:8]}" for _ in range(5)]
+    valid = []
+    for n, user in enumerate(users):
+        valid.append((user, body(f"c-{n}", "user.created", user, 0, {"given_name": SECRET, "attributes": {"n": 0}})))
+        for k in range(1, 4):
+            valid.append((user, body(f"u-{n}-{k}", "user.updated", user, k, {"attributes": {"n": k}})))
+    bad = [("bad", text) for text in MALFORMED]
+    metrics = Metrics()
+    async with components(settings) as parts:
+        consumer = await consumer_for(parts, metrics)
+        sqs = parts.clients.sqs
+        await send_all(sqs, consumer._config.queue_url, valid[:10] + bad + valid[10:])
+        stop = asyncio.Event()
+        task = asyncio.create_task(consumer.run(stop))
+        await drain_queue(sqs, consumer._config.queue_url)
+        stop.set()
+        await asyncio.wait_for(task, 30)
+        dead = await receive_all(sqs, consumer._config.dlq_url)
+        assert sorted(m["Body"] for m in dead) == sorted(MALFORMED)  # bodies untouched
+        reasons = [m["MessageAttributes"][REASON_ATTRIBUTE]["StringValue"] for m in dead]
+        assert all(reasons) and not any(SECRET in r for r in reasons)
+        for user in users:
+            record = await parts.store.get(user)
+            assert record is not None
+            view = profile.view(from_item(await parts.cipher.open(record.item)))
+            assert view == {"given_name": SECRET, "attributes": {"n": 3}}  # the newest patch won
+            if fifo:  # in order: 1 create + 3 updates, each a write
+                assert record.head.rev == 4
+    handled = sum(
+        metrics.count("userstore_events", {"type": "user.updated", "outcome": o})
+        for o in ("applied", "unchanged", "duplicate", "stale")
+    )
+    assert handled == 15
+    if fifo:
+        assert metrics.count("userstore_events", {"type": "user.updated", "outcome": "applied"}) == 15
+    assert metrics.count("userstore_dead_letters", {"error": "InvalidMessage"}) == len(MALFORMED)
+
+
+class FlakyOnce:
+    """Wraps the real handler; fails one chosen event once, records handling order per user."""
+
+    def __init__(self, inner: Any, fail_event_id: str) -> None:
+        self.inner = inner
+        self.fail_event_id = fail_event_id
+        self.failed = False
+        self.order: dict[str, list[str]] = defaultdict(list)
+
+    async def prefetch(self, user_ids: Any) -> Hints:
+        return await self.inner.prefetch(user_ids)  # type: ignore[no-any-return]
+
+    async def handle(self, event: Event, hints: Hints | None = None) -> Outcome:
+        if event.event_id == self.fail_event_id and not self.failed:
+            self.failed = True
+            raise AwsUnavailable("injected failure")
+        self.order[event.user_id].append(event.event_id)
+        return await self.inner.handle(event, hints)  # type: ignore[no-any-return]
+
+
+async def test_fifo_failure_releases_the_rest_of_the_group_in_order(moto_endpoint: str) -> None:
+    settings = await provision_settings(make_settings(moto_endpoint, fifo=True))
+    user = f"urn:fdc:gov.uk:2022:{uuid.uuid4().hex[:8]}"
+    events = [(user, body("e0", "user.created", user, 0, {}))] + [
+        (user, body(f"e{k}", "user.updated", user, k, {"attributes": {"k": k}})) for k in range(1, 6)
+    ]
+    async with components(settings) as parts:
+        consumer = await consumer_for(parts, Metrics())
+        flaky = FlakyOnce(parts.handler, "e2")
+        consumer._handler = flaky
+        sqs = parts.clients.sqs
+        await send_all(sqs, consumer._config.queue_url, events)
+        stop = asyncio.Event()
+        task = asyncio.create_task(consumer.run(stop))
+        await drain_queue(sqs, consumer._config.queue_url)
+        stop.set()
+        await asyncio.wait_for(task, 30)
+        assert flaky.failed
+        # e2 failed once: nothing after it ran before it, and everything ran exactly once.
+        assert flaky.order[user] == ["e0", "e1", "e2", "e3", "e4", "e5"]
+        record = await parts.store.get(user)
+        assert record is not None and record.head.rev == 6
