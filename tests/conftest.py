@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 
 import pytest
 
@@ -12,7 +12,7 @@ from worker.settings import KeyMode, Settings
 # Tests never reach real AWS: dummy credentials, a fixed region, endpoints given explicitly.
 os.environ.update(
     AWS_ACCESS_KEY_ID="testing",
-    AWS_SECRET_ACCESS_KEY="testing",  # noqa: S105 - the emulator's dummy secret
+    AWS_SECRET_ACCESS_KEY="testing",
     AWS_DEFAULT_REGION="eu-west-2",
     AWS_REGION="eu-west-2",
 )
@@ -27,7 +27,9 @@ def moto_endpoint() -> Iterator[str]:
         yield url
 
 
-def make_settings(endpoint: str, key_mode: KeyMode = KeyMode.KMS, *, fifo: bool = True, **extra: object) -> Settings:
+def make_settings(
+    endpoint: str, key_mode: KeyMode = KeyMode.KMS, *, fifo: bool = True, **extra: object
+) -> Settings:
     """Settings with resource names of their own, so tests never share state."""
     tag = uuid.uuid4().hex[:10]
     suffix = ".fifo" if fifo else ""
@@ -53,14 +55,8 @@ def key_mode(request: pytest.FixtureRequest) -> KeyMode:
 
 
 @pytest.fixture
-async def provisioned_settings(moto_endpoint: str, key_mode: KeyMode) -> AsyncIterator[Settings]:
-    from worker.app import aws_clients
-    from worker.provision import provision
-
-    settings = make_settings(moto_endpoint, key_mode)
-    async with aws_clients(settings) as clients:
-        await provision(settings, clients.kms, clients.dynamodb, clients.sqs)
-    yield settings
+async def provisioned_settings(moto_endpoint: str, key_mode: KeyMode) -> Settings:
+    return await provision_settings(make_settings(moto_endpoint, key_mode))
 
 
 async def provision_settings(settings: Settings) -> Settings:

@@ -32,7 +32,7 @@ def moto_server_process() -> Iterator[str]:
         deadline = time.monotonic() + 30
         while True:
             try:
-                with urllib.request.urlopen(f"{url}/moto-api/", timeout=1):  # noqa: S310
+                with urllib.request.urlopen(f"{url}/moto-api/", timeout=1):
                     break
             except OSError:
                 if proc.poll() is not None or time.monotonic() > deadline:

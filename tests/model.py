@@ -41,7 +41,9 @@ def expected_profiles(events: Iterable[Mapping[str, Any]]) -> dict[str, dict[str
                 {k: v for k, v in event["data"].items() if v is not None}
             )
         elif event["type"] == "user.updated":
-            profiles[uid] = _drop_empty_containers(merge_patch(profiles.get(uid) or {}, event["data"]))
+            profiles[uid] = _drop_empty_containers(
+                merge_patch(profiles.get(uid) or {}, event["data"])
+            )
         else:
             profiles[uid] = None
     return profiles

@@ -23,7 +23,10 @@ addresses = st.fixed_dictionaries(
 )
 attr_names = st.sampled_from(["dept", "grade", "tags", "active"])
 attr_values = st.one_of(
-    st.sampled_from(["a", "b"]), st.integers(0, 3), st.booleans(), st.lists(st.sampled_from(["x", "y"]), max_size=2)
+    st.sampled_from(["a", "b"]),
+    st.integers(0, 3),
+    st.booleans(),
+    st.lists(st.sampled_from(["x", "y"]), max_size=2),
 )
 
 

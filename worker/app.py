@@ -82,7 +82,10 @@ def _sync_client(settings: Settings, service: str) -> Any:
 
 async def resolve_key_arn(kms: Any, settings: Settings) -> str:
     described = await call(
-        "DescribeKey", kms.describe_key, max_attempts=settings.aws_max_attempts, KeyId=settings.kms_key
+        "DescribeKey",
+        kms.describe_key,
+        max_attempts=settings.aws_max_attempts,
+        KeyId=settings.kms_key,
     )
     return str(described["KeyMetadata"]["Arn"])
 
@@ -115,7 +118,9 @@ async def components(settings: Settings) -> AsyncIterator[Components]:
         key_arn = await resolve_key_arn(clients.kms, settings)
         keys = build_keys(settings, key_arn)
         cipher = ItemCipher(keys, settings.table, executor)
-        store = RecordStore(clients.dynamodb, settings.table, max_attempts=settings.aws_max_attempts)
+        store = RecordStore(
+            clients.dynamodb, settings.table, max_attempts=settings.aws_max_attempts
+        )
         limits = HandlerLimits(
             tombstone_ttl=timedelta(seconds=settings.tombstone_ttl_s),
             max_clock_skew=timedelta(seconds=settings.max_clock_skew_s),
@@ -129,7 +134,10 @@ async def queue_url(sqs: Any, name_or_url: str, settings: Settings) -> str:
     if name_or_url.startswith(("http://", "https://")):
         return name_or_url
     response = await call(
-        "GetQueueUrl", sqs.get_queue_url, max_attempts=settings.aws_max_attempts, QueueName=name_or_url
+        "GetQueueUrl",
+        sqs.get_queue_url,
+        max_attempts=settings.aws_max_attempts,
+        QueueName=name_or_url,
     )
     return str(response["QueueUrl"])
 
@@ -149,7 +157,9 @@ async def consumer_for(parts: Components, metrics: Metrics) -> SqsConsumer:
     return SqsConsumer(parts.clients.sqs, config, parts.handler, metrics)
 
 
-async def run_worker(settings: Settings, metrics: Metrics, stop: asyncio.Event | None = None) -> None:
+async def run_worker(
+    settings: Settings, metrics: Metrics, stop: asyncio.Event | None = None
+) -> None:
     """Run until SIGTERM/SIGINT (or `stop`), then drain in-flight work and return."""
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -27,9 +27,9 @@ from botocore.exceptions import BotoCoreError, ClientError
 from dynamodb_encryption_sdk.encrypted import CryptoConfig
 from dynamodb_encryption_sdk.encrypted.item import decrypt_dynamodb_item, encrypt_dynamodb_item
 from dynamodb_encryption_sdk.identifiers import CryptoAction
+from dynamodb_encryption_sdk.material_providers import CryptographicMaterialsProvider
 from dynamodb_encryption_sdk.material_providers.aws_kms import AwsKmsCryptographicMaterialsProvider
 from dynamodb_encryption_sdk.material_providers.most_recent import CachingMostRecentProvider
-from dynamodb_encryption_sdk.material_providers import CryptographicMaterialsProvider
 from dynamodb_encryption_sdk.material_providers.store.meta import MetaStore
 from dynamodb_encryption_sdk.structures import AttributeActions, EncryptionContext
 
@@ -172,7 +172,9 @@ class ItemCipher:
             aws = _aws_cause(exc)
             if aws is not None and _error_code(aws) not in _TAMPER_CODES:
                 raise _key_unavailable(aws, "opening") from exc
-            raise RecordTampered("stored record failed signature verification or decryption") from exc
+            raise RecordTampered(
+                "stored record failed signature verification or decryption"
+            ) from exc
         return result
 
 
@@ -181,7 +183,8 @@ def _aws_cause(exc: BaseException) -> BaseException | None:
     seen: BaseException | None = exc
     while seen is not None:
         if isinstance(seen, ClientError | BotoCoreError):
-            return seen
+            found: BaseException = seen
+            return found
         seen = seen.__cause__ or seen.__context__
     return None
 

@@ -35,7 +35,7 @@ TOWNS = ["Leeds", "York", "Bristol", "Cardiff", "Glasgow", "Belfast"]
 
 def sample_traffic(users: int, seed: int) -> tuple[list[dict[str, Any]], list[str]]:
     """Valid events (creates, partial updates, deletes, duplicates) and malformed bodies."""
-    rng = random.Random(seed)
+    rng = random.Random(seed)  # noqa: S311 - reproducible sample data, not secrets
     now = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=5)
     events: list[dict[str, Any]] = []
     for n in range(users):
@@ -64,7 +64,7 @@ def sample_traffic(users: int, seed: int) -> tuple[list[dict[str, Any]], list[st
                     "email_verified": rng.random() < 0.5,
                     "given_name": given,
                     "family_name": family,
-                    "birthdate": f"{rng.randrange(1940, 2005)}-{rng.randrange(1, 13):02d}-{rng.randrange(1, 29):02d}",
+                    "birthdate": _birthdate(rng),
                     "address": {"locality": rng.choice(TOWNS), "country": "GB"},
                     "attributes": {"tier": rng.choice(["basic", "gold"]), "logins": 0},
                 },
@@ -73,7 +73,10 @@ def sample_traffic(users: int, seed: int) -> tuple[list[dict[str, Any]], list[st
         for k in range(rng.randrange(0, 4)):
             patch: dict[str, Any] = rng.choice(
                 [
-                    {"phone_number": f"+44770090{rng.randrange(10**4):04d}", "phone_number_verified": False},
+                    {
+                        "phone_number": f"+44770090{rng.randrange(10**4):04d}",
+                        "phone_number_verified": False,
+                    },
                     {"email_verified": True},
                     {"address": {"locality": rng.choice(TOWNS)}},
                     {"attributes": {"logins": k + 1, "tier": None}},
@@ -87,24 +90,59 @@ def sample_traffic(users: int, seed: int) -> tuple[list[dict[str, Any]], list[st
     t = now.isoformat()
     malformed = [
         "this is not JSON",
-        json.dumps({"event_id": "bad-type", "type": "user.renamed", "user_id": "u", "occurred_at": t}),
         json.dumps(
-            {"event_id": "bad-email", "type": "user.created", "user_id": "u", "occurred_at": t,
-             "data": {"email": "not-an-email"}}
+            {"event_id": "bad-type", "type": "user.renamed", "user_id": "u", "occurred_at": t}
         ),
         json.dumps(
-            {"event_id": "bad-field", "type": "user.updated", "user_id": "u", "occurred_at": t,
-             "data": {"nickname": "Ada"}}
+            {
+                "event_id": "bad-email",
+                "type": "user.created",
+                "user_id": "u",
+                "occurred_at": t,
+                "data": {"email": "not-an-email"},
+            }
         ),
         json.dumps(
-            {"event_id": "bad-phone", "type": "user.updated", "user_id": "u", "occurred_at": t,
-             "data": {"phone_number": "07700 900123"}}
+            {
+                "event_id": "bad-field",
+                "type": "user.updated",
+                "user_id": "u",
+                "occurred_at": t,
+                "data": {"nickname": "Ada"},
+            }
         ),
-        json.dumps({"event_id": "bad-time", "type": "user.deleted", "user_id": "u", "occurred_at": "yesterday"}),
-        json.dumps({"event_id": "bad-version", "type": "user.deleted", "user_id": "u",
-                    "occurred_at": t, "schema_version": 9}),
+        json.dumps(
+            {
+                "event_id": "bad-phone",
+                "type": "user.updated",
+                "user_id": "u",
+                "occurred_at": t,
+                "data": {"phone_number": "07700 900123"},
+            }
+        ),
+        json.dumps(
+            {
+                "event_id": "bad-time",
+                "type": "user.deleted",
+                "user_id": "u",
+                "occurred_at": "yesterday",
+            }
+        ),
+        json.dumps(
+            {
+                "event_id": "bad-version",
+                "type": "user.deleted",
+                "user_id": "u",
+                "occurred_at": t,
+                "schema_version": 9,
+            }
+        ),
     ]
     return events, malformed
+
+
+def _birthdate(rng: random.Random) -> str:
+    return f"{rng.randrange(1940, 2005)}-{rng.randrange(1, 13):02d}-{rng.randrange(1, 29):02d}"
 
 
 async def run_demo(settings: Settings, *, users: int, seed: int) -> None:
@@ -118,7 +156,9 @@ async def run_demo(settings: Settings, *, users: int, seed: int) -> None:
         await Publisher(sqs, queue).publish(events)
         for n, text in enumerate(malformed):
             await sqs.send_message(
-                QueueUrl=queue, MessageBody=text, MessageGroupId="malformed",
+                QueueUrl=queue,
+                MessageBody=text,
+                MessageGroupId="malformed",
                 MessageDeduplicationId=f"malformed-{n}",
             )
         stop = asyncio.Event()

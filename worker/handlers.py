@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import random
-
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -76,8 +75,9 @@ class UserEventHandler:
         current = hints[uid] if uid in hints else await self._store.get(uid)
 
         for attempt in range(limits.max_conflict_retries):
+            recent: tuple[str, ...] = ()
             if current is None:
-                state, rev, recent = UserState(), None, ()
+                state, rev = UserState(), None
             else:
                 head = current.head
                 skip = profile.precheck(event.event_id, stamp, head.reset_stamp, head.recent_events)
@@ -108,9 +108,8 @@ class UserEventHandler:
             current = result.current
             hints[uid] = current
             await asyncio.sleep(random.uniform(0, 0.005 * 2**attempt))  # noqa: S311
-        raise WriteConflict(
-            f"event {event.event_id}: lost {limits.max_conflict_retries} conditional writes in a row"
-        )
+        lost = limits.max_conflict_retries
+        raise WriteConflict(f"event {event.event_id}: lost {lost} conditional writes in a row")
 
     def _tombstone_expiry(self, state: UserState, event: Event, now: datetime) -> int | None:
         """Tombstones expire a TTL after the delete (or now, if the delete is dated later)."""

@@ -189,7 +189,9 @@ class Skip(StrEnum):
     STALE = "stale"  # older than the last create or delete: every write it makes is shadowed
 
 
-def precheck(event_id: str, stamp: Stamp, root_reset: Stamp, recent: tuple[str, ...]) -> Skip | None:
+def precheck(
+    event_id: str, stamp: Stamp, root_reset: Stamp, recent: tuple[str, ...]
+) -> Skip | None:
     if event_id in recent:
         return Skip.DUPLICATE
     if stamp <= root_reset:
@@ -207,9 +209,8 @@ def check_window(
     last-writer-wins comparison until that time.
     """
     if occurred_at < now - tombstone_ttl:
-        raise EventOutOfRange(
-            f"occurred_at is older than the tombstone horizon ({int(tombstone_ttl.total_seconds())} s)"
-        )
+        horizon_s = int(tombstone_ttl.total_seconds())
+        raise EventOutOfRange(f"occurred_at is older than the tombstone horizon ({horizon_s} s)")
     if occurred_at > now + max_skew:
         raise EventOutOfRange(
             f"occurred_at is more than {int(max_skew.total_seconds())} s in the future"

@@ -92,7 +92,8 @@ class _Message:
 
     @property
     def group(self) -> str | None:
-        return self.raw.get("Attributes", {}).get("MessageGroupId")
+        group = self.raw.get("Attributes", {}).get("MessageGroupId")
+        return None if group is None else str(group)
 
     @property
     def receive_count(self) -> int:
@@ -173,7 +174,9 @@ class SqsConsumer:
         # FIFO: one receiver per process. Concurrent receives add little (a receive returns up
         # to ten messages and handling overlaps the next receive) and on emulators whose group
         # lock is not atomic (moto) they can hand two receivers the same group at once.
-        pollers = 1 if self._config.fifo else max(1, min(8, -(-self._config.max_in_flight // _MAX_BATCH)))
+        pollers = (
+            1 if self._config.fifo else max(1, min(8, -(-self._config.max_in_flight // _MAX_BATCH)))
+        )
         deleter_stop = asyncio.Event()
         async with asyncio.TaskGroup() as tg:
             tg.create_task(self._deleter.run(deleter_stop), name="sqs-deleter")
@@ -268,7 +271,9 @@ class SqsConsumer:
             groups: dict[str, list[_Message]] = defaultdict(list)
             for message in valid:
                 assert message.event is not None
-                key = message.group if self._config.fifo and message.group else message.event.user_id
+                key = (
+                    message.group if self._config.fifo and message.group else message.event.user_id
+                )
                 groups[key].append(message)
             busy: list[_Message] = []
             if self._config.fifo:
@@ -380,7 +385,7 @@ class SqsConsumer:
         }
         if event_id:
             attributes[EVENT_ID_ATTRIBUTE] = {"DataType": "String", "StringValue": event_id}
-        extra: dict[str, str] = {}
+        extra: dict[str, Any] = {}
         if self._config.dlq_url.endswith(".fifo"):
             extra = {
                 "MessageGroupId": message.group or "userstore-dead-letters",

@@ -67,22 +67,67 @@ def make_traffic(seed: int, users: int) -> tuple[list[dict[str, Any]], list[str]
         street = f"{rng.randrange(1, 999)} Secret Lane {n}"
         personal += [given, family, email, street]
         t = 0
-        events.append(_e(user, "user.created", t, {"given_name": given, "email": email, "address": {"street_address": street}}))
+        events.append(
+            _e(
+                user,
+                "user.created",
+                t,
+                {"given_name": given, "email": email, "address": {"street_address": street}},
+            )
+        )
         for _ in range(rng.randrange(0, 4)):
             t += 1
             phone = f"+4477009{rng.randrange(10**5):05d}"
             personal.append(phone)
-            events.append(_e(user, "user.updated", t, {"phone_number": phone, "family_name": family, "email": None}))
+            events.append(
+                _e(
+                    user,
+                    "user.updated",
+                    t,
+                    {"phone_number": phone, "family_name": family, "email": None},
+                )
+            )
         if rng.random() < 0.25:
             t += 1
             events.append(_e(user, "user.deleted", t))
     duplicates = rng.sample(events, k=len(events) // 5)
     malformed = [
         "{not json " + personal[0],
-        json.dumps({"event_id": "bad-1", "type": "user.created", "user_id": "x", "occurred_at": NOW.isoformat(), "data": {"email": personal[2].replace("@", " at ")}}),
-        json.dumps({"event_id": "bad-2", "type": "user.updated", "user_id": "x", "occurred_at": NOW.isoformat(), "data": {"shoe_size": personal[1]}}),
-        json.dumps({"event_id": "bad-3", "type": "user.exploded", "user_id": "x", "occurred_at": NOW.isoformat()}),
-        json.dumps({"event_id": "bad-4", "type": "user.created", "user_id": "x", "occurred_at": (NOW - timedelta(days=400)).isoformat(), "data": {"given_name": personal[0]}}),
+        json.dumps(
+            {
+                "event_id": "bad-1",
+                "type": "user.created",
+                "user_id": "x",
+                "occurred_at": NOW.isoformat(),
+                "data": {"email": personal[2].replace("@", " at ")},
+            }
+        ),
+        json.dumps(
+            {
+                "event_id": "bad-2",
+                "type": "user.updated",
+                "user_id": "x",
+                "occurred_at": NOW.isoformat(),
+                "data": {"shoe_size": personal[1]},
+            }
+        ),
+        json.dumps(
+            {
+                "event_id": "bad-3",
+                "type": "user.exploded",
+                "user_id": "x",
+                "occurred_at": NOW.isoformat(),
+            }
+        ),
+        json.dumps(
+            {
+                "event_id": "bad-4",
+                "type": "user.created",
+                "user_id": "x",
+                "occurred_at": (NOW - timedelta(days=400)).isoformat(),
+                "data": {"given_name": personal[0]},
+            }
+        ),
     ]
     return events + duplicates, malformed, personal
 
@@ -113,14 +158,21 @@ def wait_drained(sqs: Any, url: str, timeout_s: float = 120) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         attrs = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
-        if attrs["ApproximateNumberOfMessages"] == "0" and attrs["ApproximateNumberOfMessagesNotVisible"] == "0":
+        if (
+            attrs["ApproximateNumberOfMessages"] == "0"
+            and attrs["ApproximateNumberOfMessagesNotVisible"] == "0"
+        ):
             return
         time.sleep(0.3)
     raise AssertionError("queue did not drain")
 
 
 def scan_all(ddb: Any, table: str) -> list[dict[str, Any]]:
-    return [item for page in ddb.get_paginator("scan").paginate(TableName=table) for item in page["Items"]]
+    return [
+        item
+        for page in ddb.get_paginator("scan").paginate(TableName=table)
+        for item in page["Items"]
+    ]
 
 
 @pytest.mark.timeout(300)
@@ -141,7 +193,9 @@ def test_worker_process_end_to_end(moto_endpoint: str, tmp_path: Path) -> None:
 
     log_path = tmp_path / "worker.log"
     with log_path.open("w") as log_file:
-        worker = subprocess.Popen(userstore("run"), env=env, stdout=log_file, stderr=subprocess.STDOUT)
+        worker = subprocess.Popen(
+            userstore("run"), env=env, stdout=log_file, stderr=subprocess.STDOUT
+        )
         try:
             publish_with_boto3(sqs, url, messages)
             wait_drained(sqs, url)
@@ -153,9 +207,16 @@ def test_worker_process_end_to_end(moto_endpoint: str, tmp_path: Path) -> None:
 
     # Dead letters: exactly the malformed bodies, untouched, each with a reason.
     dead = []
-    while batch := sqs.receive_message(QueueUrl=dlq, MaxNumberOfMessages=10, MessageAttributeNames=["All"]).get("Messages"):
+    while batch := sqs.receive_message(
+        QueueUrl=dlq, MaxNumberOfMessages=10, MessageAttributeNames=["All"]
+    ).get("Messages"):
         dead += batch
-        sqs.delete_message_batch(QueueUrl=dlq, Entries=[{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(batch)])
+        sqs.delete_message_batch(
+            QueueUrl=dlq,
+            Entries=[
+                {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(batch)
+            ],
+        )
     assert sorted(m["Body"] for m in dead) == sorted(malformed)
     reasons = [m["MessageAttributes"]["userstore.reason"]["StringValue"] for m in dead]
 
@@ -173,11 +234,15 @@ def test_worker_process_end_to_end(moto_endpoint: str, tmp_path: Path) -> None:
 
     # The operator command: a present user prints its profile; a deleted one exits non-zero.
     present = next(u for u, p in expected.items() if p is not None)
-    shown = subprocess.run(userstore("get", present), env=env, capture_output=True, text=True, timeout=60)
+    shown = subprocess.run(
+        userstore("get", present), env=env, capture_output=True, text=True, timeout=60
+    )
     assert shown.returncode == 0 and json.loads(shown.stdout) == expected[present]
     gone = next((u for u, p in expected.items() if p is None), None)
     if gone is not None:
-        missing = subprocess.run(userstore("get", gone), env=env, capture_output=True, text=True, timeout=60)
+        missing = subprocess.run(
+            userstore("get", gone), env=env, capture_output=True, text=True, timeout=60
+        )
         assert missing.returncode == 1 and missing.stderr.count("\n") == 1
 
 
@@ -193,7 +258,11 @@ def _read_profiles(settings: Settings, users: list[str]) -> dict[str, Any]:
         async with components(settings) as parts:
             for user in users:
                 record = await parts.store.get(user)
-                result[user] = None if record is None else profile.view(from_item(await parts.cipher.open(record.item)))
+                result[user] = (
+                    None
+                    if record is None
+                    else profile.view(from_item(await parts.cipher.open(record.item)))
+                )
         return result
 
     return asyncio.run(read())

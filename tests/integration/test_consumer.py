@@ -14,11 +14,11 @@ import pytest
 from tests.conftest import make_settings, provision_settings
 from worker import profile
 from worker.app import components, consumer_for
-from worker.record import from_item
 from worker.errors import AwsUnavailable
 from worker.handlers import Hints, Outcome
 from worker.metrics import Metrics
 from worker.profile import Event
+from worker.record import from_item
 from worker.sqs import REASON_ATTRIBUTE
 
 pytestmark = pytest.mark.integration
@@ -41,10 +41,36 @@ def body(event_id: str, kind: str, user: str, seconds: int, data: Any = None) ->
 
 MALFORMED = [
     "not json at all " + SECRET,
-    json.dumps({"event_id": "m1", "type": "user.renamed", "user_id": "u", "occurred_at": NOW.isoformat()}),
-    json.dumps({"event_id": "m2", "type": "user.created", "user_id": "u", "occurred_at": NOW.isoformat(), "data": {"email": SECRET}}),
-    json.dumps({"event_id": "m3", "type": "user.created", "user_id": "u", "occurred_at": NOW.isoformat(), "data": {"nickname": SECRET}}),
-    json.dumps({"event_id": "m4", "type": "user.created", "user_id": "u", "occurred_at": "yesterday", "data": {}}),
+    json.dumps(
+        {"event_id": "m1", "type": "user.renamed", "user_id": "u", "occurred_at": NOW.isoformat()}
+    ),
+    json.dumps(
+        {
+            "event_id": "m2",
+            "type": "user.created",
+            "user_id": "u",
+            "occurred_at": NOW.isoformat(),
+            "data": {"email": SECRET},
+        }
+    ),
+    json.dumps(
+        {
+            "event_id": "m3",
+            "type": "user.created",
+            "user_id": "u",
+            "occurred_at": NOW.isoformat(),
+            "data": {"nickname": SECRET},
+        }
+    ),
+    json.dumps(
+        {
+            "event_id": "m4",
+            "type": "user.created",
+            "user_id": "u",
+            "occurred_at": "yesterday",
+            "data": {},
+        }
+    ),
 ]
 
 
@@ -68,10 +94,16 @@ async def drain_queue(sqs: Any, url: str, timeout_s: float = 60) -> None:
         attrs = (
             await sqs.get_queue_attributes(
                 QueueUrl=url,
-                AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+                AttributeNames=[
+                    "ApproximateNumberOfMessages",
+                    "ApproximateNumberOfMessagesNotVisible",
+                ],
             )
         )["Attributes"]
-        if attrs["ApproximateNumberOfMessages"] == "0" and attrs["ApproximateNumberOfMessagesNotVisible"] == "0":
+        if (
+            attrs["ApproximateNumberOfMessages"] == "0"
+            and attrs["ApproximateNumberOfMessagesNotVisible"] == "0"
+        ):
             return
         await asyncio.sleep(0.2)
     raise AssertionError("queue did not drain")
@@ -89,19 +121,36 @@ async def receive_all(sqs: Any, url: str) -> list[dict[str, Any]]:
         found.extend(messages)
         await sqs.delete_message_batch(
             QueueUrl=url,
-            Entries=[{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(messages)],
+            Entries=[
+                {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(messages)
+            ],
         )
 
 
 @pytest.mark.parametrize("fifo", [True, False], ids=["fifo", "standard"])
-async def test_valid_events_applied_and_malformed_dead_lettered(moto_endpoint: str, fifo: bool) -> None:
+async def test_valid_events_applied_and_malformed_dead_lettered(
+    moto_endpoint: str, fifo: bool
+) -> None:
     settings = await provision_settings(make_settings(moto_endpoint, fifo=fifo))
     users = [f"urn:fdc:gov.uk:2022:{uuid.uuid4().hex[:8]}" for _ in range(5)]
     valid = []
     for n, user in enumerate(users):
-        valid.append((user, body(f"c-{n}", "user.created", user, 0, {"given_name": SECRET, "attributes": {"n": 0}})))
+        valid.append(
+            (
+                user,
+                body(
+                    f"c-{n}",
+                    "user.created",
+                    user,
+                    0,
+                    {"given_name": SECRET, "attributes": {"n": 0}},
+                ),
+            )
+        )
         for k in range(1, 4):
-            valid.append((user, body(f"u-{n}-{k}", "user.updated", user, k, {"attributes": {"n": k}})))
+            valid.append(
+                (user, body(f"u-{n}-{k}", "user.updated", user, k, {"attributes": {"n": k}}))
+            )
     bad = [("bad", text) for text in MALFORMED]
     metrics = Metrics()
     async with components(settings) as parts:
@@ -128,9 +177,12 @@ async def test_valid_events_applied_and_malformed_dead_lettered(moto_endpoint: s
         metrics.count("userstore_events", {"type": "user.updated", "outcome": o})
         for o in ("applied", "unchanged", "duplicate", "stale")
     )
-    assert handled == 15
+    # Standard queues deliver at least once: a message may be handled twice (as a duplicate).
+    assert handled == 15 if fifo else handled >= 15
     if fifo:
-        assert metrics.count("userstore_events", {"type": "user.updated", "outcome": "applied"}) == 15
+        assert (
+            metrics.count("userstore_events", {"type": "user.updated", "outcome": "applied"}) == 15
+        )
     assert metrics.count("userstore_dead_letters", {"error": "InvalidMessage"}) == len(MALFORMED)
 
 
@@ -158,7 +210,8 @@ async def test_fifo_failure_releases_the_rest_of_the_group_in_order(moto_endpoin
     settings = await provision_settings(make_settings(moto_endpoint, fifo=True))
     user = f"urn:fdc:gov.uk:2022:{uuid.uuid4().hex[:8]}"
     events = [(user, body("e0", "user.created", user, 0, {}))] + [
-        (user, body(f"e{k}", "user.updated", user, k, {"attributes": {"k": k}})) for k in range(1, 6)
+        (user, body(f"e{k}", "user.updated", user, k, {"attributes": {"k": k}}))
+        for k in range(1, 6)
     ]
     async with components(settings) as parts:
         consumer = await consumer_for(parts, Metrics())

@@ -32,12 +32,24 @@ PERSONAL = {
     "family_name": "Lovelace",
     "phone_number": "+447700900461",
     "birthdate": "1815-12-10",
-    "address": {"street_address": "12 St James Square", "locality": "Marylebone", "postal_code": "SW1Y 4JH"},
+    "address": {
+        "street_address": "12 St James Square",
+        "locality": "Marylebone",
+        "postal_code": "SW1Y 4JH",
+    },
     "attributes": {"clearance": "top-secret-xyz", "tags": ["analytical-engine"]},
 }
 PERSONAL_VALUES = [
-    "ada.lovelace@example.org", "Augusta", "Lovelace", "+447700900461", "1815-12-10",
-    "12 St James Square", "Marylebone", "SW1Y 4JH", "top-secret-xyz", "analytical-engine",
+    "ada.lovelace@example.org",
+    "Augusta",
+    "Lovelace",
+    "+447700900461",
+    "1815-12-10",
+    "12 St James Square",
+    "Marylebone",
+    "SW1Y 4JH",
+    "top-secret-xyz",
+    "analytical-engine",
 ]
 
 
@@ -93,12 +105,15 @@ async def test_duplicate_costs_no_kms_call_and_no_write(provisioned_settings: Se
         assert spent == {"GetItem": 2}
 
 
-async def test_partial_update_merges_and_conflicts_are_retried(provisioned_settings: Settings) -> None:
+async def test_partial_update_merges_and_conflicts_are_retried(
+    provisioned_settings: Settings,
+) -> None:
     async with counted_components(provisioned_settings) as (parts, _):
         user = uid()
         await parts.handler.handle(event("c1", "user.created", user, at(0), PERSONAL))
         patches = [
-            event(f"u{i}", "user.updated", user, at(i + 1), {"attributes": {f"k{i}": i}}) for i in range(8)
+            event(f"u{i}", "user.updated", user, at(i + 1), {"attributes": {f"k{i}": i}})
+            for i in range(8)
         ]
         # Concurrent read-modify-writes on one record: the conditional write must lose none.
         outcomes = await asyncio.gather(*(parts.handler.handle(p) for p in patches))
@@ -107,16 +122,31 @@ async def test_partial_update_merges_and_conflicts_are_retried(provisioned_setti
         assert view["attributes"] == {**PERSONAL["attributes"], **{f"k{i}": i for i in range(8)}}
 
 
-async def test_delete_leaves_a_tombstone_without_personal_data(provisioned_settings: Settings) -> None:
+async def test_delete_leaves_a_tombstone_without_personal_data(
+    provisioned_settings: Settings,
+) -> None:
     async with counted_components(provisioned_settings) as (parts, _):
         user = uid()
         await parts.handler.handle(event("c1", "user.created", user, at(0), PERSONAL))
-        assert await parts.handler.handle(event("d1", "user.deleted", user, at(1))) is Outcome.APPLIED
+        assert (
+            await parts.handler.handle(event("d1", "user.deleted", user, at(1))) is Outcome.APPLIED
+        )
         record = await parts.store.get(user)
         assert record is not None
-        claims = set(record.item) - {"user_id", "rev", "presence", "presence_stamp", "reset_stamp",
-                                     "recent_events", "key_ref", "expires_at", "format", "clock",
-                                     "*amzn-ddb-map-desc*", "*amzn-ddb-map-sig*"}
+        claims = set(record.item) - {
+            "user_id",
+            "rev",
+            "presence",
+            "presence_stamp",
+            "reset_stamp",
+            "recent_events",
+            "key_ref",
+            "expires_at",
+            "format",
+            "clock",
+            "*amzn-ddb-map-desc*",
+            "*amzn-ddb-map-sig*",
+        }
         assert claims == set()
         assert int(record.item["expires_at"]["N"]) > NOW.timestamp()
         assert await _view(parts, user) is None
@@ -131,7 +161,9 @@ async def test_tampered_record_is_refused_and_left_alone(provisioned_settings: S
     async with counted_components(provisioned_settings) as (parts, _):
         user, victim = uid(), uid()
         await parts.handler.handle(event("c1", "user.created", user, at(0), PERSONAL))
-        await parts.handler.handle(event("c2", "user.created", victim, at(0), {"email": "v@example.org"}))
+        await parts.handler.handle(
+            event("c2", "user.created", victim, at(0), {"email": "v@example.org"})
+        )
         record = await parts.store.get(user)
         other = await parts.store.get(victim)
         assert record is not None and other is not None
@@ -145,7 +177,15 @@ async def test_tampered_record_is_refused_and_left_alone(provisioned_settings: S
         for item in forged:
             await ddb.put_item(TableName=table, Item=item)
             with pytest.raises(RecordTampered):
-                await parts.handler.handle(event(f"u-{uuid.uuid4().hex[:6]}", "user.updated", user, at(5), {"given_name": "X"}))
+                await parts.handler.handle(
+                    event(
+                        f"u-{uuid.uuid4().hex[:6]}",
+                        "user.updated",
+                        user,
+                        at(5),
+                        {"given_name": "X"},
+                    )
+                )
             stored = await parts.store.get(user)
             assert stored is not None and stored.item == item  # evidence left untouched
 
@@ -157,13 +197,17 @@ async def test_merged_profile_is_validated(provisioned_settings: Settings) -> No
         await parts.handler.handle(event("c1", "user.created", user, at(0), {"attributes": attrs}))
         more = {f"b{i}": i for i in range(30)}
         with pytest.raises(InvalidResult) as raised:
-            await parts.handler.handle(event("u1", "user.updated", user, at(1), {"attributes": more}))
+            await parts.handler.handle(
+                event("u1", "user.updated", user, at(1), {"attributes": more})
+            )
         assert "attributes" in raised.value.reason
 
 
 @settings(max_examples=8, deadline=None, suppress_health_check=list(HealthCheck))
 @given(data=st.data())
-async def test_stored_state_is_independent_of_delivery_order(moto_endpoint: str, data: st.DataObject) -> None:
+async def test_stored_state_is_independent_of_delivery_order(
+    moto_endpoint: str, data: st.DataObject
+) -> None:
     """Random permutations and duplications, through the real store and crypto (kms mode)."""
     from tests.conftest import make_settings
     from worker.app import aws_clients
@@ -173,7 +217,9 @@ async def test_stored_state_is_independent_of_delivery_order(moto_endpoint: str,
     tag = uuid.uuid4().hex[:8]
     for e in events:  # fresh users per example, inside the tombstone window
         e["user_id"] = f"{e['user_id']}-{tag}"
-        e["occurred_at"] = (NOW + (datetime.fromisoformat(e["occurred_at"]) - datetime(2026, 11, 1, tzinfo=UTC))).isoformat()
+        e["occurred_at"] = (
+            NOW + (datetime.fromisoformat(e["occurred_at"]) - datetime(2026, 11, 1, tzinfo=UTC))
+        ).isoformat()
     delivered = data.draw(deliveries(events))
     settings_ = make_settings(moto_endpoint)
     async with aws_clients(settings_) as clients:
@@ -184,6 +230,9 @@ async def test_stored_state_is_independent_of_delivery_order(moto_endpoint: str,
         expected = expected_profiles(events)
         for user, profile_ in expected.items():
             record = await parts.store.get(user)
-            got = None if record is None else profile.view(from_item(await parts.cipher.open(record.item)))
+            got = (
+                None
+                if record is None
+                else profile.view(from_item(await parts.cipher.open(record.item)))
+            )
             assert got == profile_
-

@@ -36,7 +36,9 @@ def fold(events: list[Any]) -> dict[str, UserState]:
 
 @settings(max_examples=300, deadline=None)
 @given(st.data())
-def test_any_delivery_order_with_duplicates_gives_the_reference_profiles(data: st.DataObject) -> None:
+def test_any_delivery_order_with_duplicates_gives_the_reference_profiles(
+    data: st.DataObject,
+) -> None:
     events = data.draw(event_sets())
     delivered = data.draw(deliveries(events))
     states = fold([parse_event(json.dumps(e)) for e in delivered])
@@ -50,8 +52,17 @@ def test_any_delivery_order_with_duplicates_gives_the_reference_profiles(data: s
 def test_create_then_patch_merges_nested_fields() -> None:
     state = fold(
         [
-            ev("e1", "user.created", data={"email": "a@example.org", "address": {"locality": "Leeds"}}),
-            ev("e2", "user.updated", "2026-11-01T10:00:01Z", {"address": {"country": "GB"}, "email": None}),
+            ev(
+                "e1",
+                "user.created",
+                data={"email": "a@example.org", "address": {"locality": "Leeds"}},
+            ),
+            ev(
+                "e2",
+                "user.updated",
+                "2026-11-01T10:00:01Z",
+                {"address": {"country": "GB"}, "email": None},
+            ),
         ]
     )["u1"]
     assert profile.view(state) == {"address": {"country": "GB", "locality": "Leeds"}}
@@ -89,7 +100,9 @@ def test_update_after_delete_is_an_upsert() -> None:
 def test_ties_on_occurred_at_are_broken_by_event_id() -> None:
     a = ev("a", "user.updated", data={"given_name": "A"})
     b = ev("b", "user.updated", data={"given_name": "B"})
-    assert profile.view(fold([a, b])["u1"]) == profile.view(fold([b, a])["u1"]) == {"given_name": "B"}
+    assert (
+        profile.view(fold([a, b])["u1"]) == profile.view(fold([b, a])["u1"]) == {"given_name": "B"}
+    )
 
 
 def test_stamps_sort_like_time_then_event_id() -> None:
@@ -110,7 +123,9 @@ def test_stamps_sort_like_time_then_event_id() -> None:
         ("e3", "2026-01-03|e3", "2026-01-02|x", ("e1",), None),
     ],
 )
-def test_precheck(event_id: str, stamp: str, reset: str, recent: tuple[str, ...], expected: Skip | None) -> None:
+def test_precheck(
+    event_id: str, stamp: str, reset: str, recent: tuple[str, ...], expected: Skip | None
+) -> None:
     assert profile.precheck(event_id, stamp, reset, recent) is expected
 
 

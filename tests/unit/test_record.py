@@ -9,8 +9,8 @@ import pytest
 from events import parse_event
 from worker import profile
 from worker.errors import RecordTampered
-from worker.record import SIGN_ONLY, from_item, read_head, to_item
 from worker.profile import UserState
+from worker.record import SIGN_ONLY, from_item, read_head, to_item
 
 PERSONAL = ["ada@example.org", "Lovelace", "+447700900123", "1 High St", "secret-tag"]
 
@@ -49,7 +49,9 @@ def _state() -> UserState:
 
 def test_item_round_trips_to_the_same_state() -> None:
     state = _state()
-    item = to_item("urn:fdc:gov.uk:2022:AbC-123", state, rev=3, recent_events=("e1", "e2"), expires_at=None)
+    item = to_item(
+        "urn:fdc:gov.uk:2022:AbC-123", state, rev=3, recent_events=("e1", "e2"), expires_at=None
+    )
     assert from_item(item) == state
     head = read_head({**item, "key_ref": {"S": "kms:arn"}})
     assert (head.rev, head.recent_events, head.key_ref) == (3, ("e1", "e2"), "kms:arn")
