@@ -150,7 +150,7 @@ def demo(users: int, seed: int) -> None:
     """Embedded emulator, sample traffic, the worker until the queue drains, then a report."""
     from .demo import run_demo
 
-    settings = _settings().model_copy(update={"log_level": "WARNING"})
+    settings = _settings().model_copy(update={"log_level": "ERROR"})
     configure(settings.log_level)
     with _maybe_embedded(settings, True) as effective:
         asyncio.run(run_demo(effective, users=users, seed=seed))

@@ -33,8 +33,10 @@ FAMILY = ["Lovelace", "Hopper", "Turing", "Dijkstra", "Liskov", "Knuth", "Allen"
 TOWNS = ["Leeds", "York", "Bristol", "Cardiff", "Glasgow", "Belfast"]
 
 
-def sample_traffic(users: int, seed: int) -> tuple[list[dict[str, Any]], list[str]]:
-    """Valid events (creates, partial updates, deletes, duplicates) and malformed bodies."""
+def sample_traffic(
+    users: int, seed: int
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[str]]:
+    """Valid events (creates, partial updates, deletes), some of them again, malformed bodies."""
     rng = random.Random(seed)  # noqa: S311 - reproducible sample data, not secrets
     now = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=5)
     events: list[dict[str, Any]] = []
@@ -86,7 +88,7 @@ def sample_traffic(users: int, seed: int) -> tuple[list[dict[str, Any]], list[st
             events.append(event("user.updated", patch))
         if rng.random() < 0.15:
             events.append(event("user.deleted", None))
-    events += rng.sample(events, k=len(events) // 10)  # redeliveries
+    redelivered = rng.sample(events, k=len(events) // 10)
     t = now.isoformat()
     malformed = [
         "this is not JSON",
@@ -138,7 +140,7 @@ def sample_traffic(users: int, seed: int) -> tuple[list[dict[str, Any]], list[st
             }
         ),
     ]
-    return events, malformed
+    return events, redelivered, malformed
 
 
 def _birthdate(rng: random.Random) -> str:
@@ -151,15 +153,21 @@ async def run_demo(settings: Settings, *, users: int, seed: int) -> None:
         sqs = parts.clients.sqs
         consumer = await consumer_for(parts, metrics)
         queue, dlq = consumer._config.queue_url, consumer._config.dlq_url
-        events, malformed = sample_traffic(users, seed)
-        click.echo(f"publishing {len(events)} events and {len(malformed)} malformed messages ...")
+        events, redelivered, malformed = sample_traffic(users, seed)
+        click.echo(
+            f"publishing {len(events)} events, {len(redelivered)} of them again (as a publisher "
+            f"retrying after SQS's deduplication window would), and {len(malformed)} malformed "
+            "messages ..."
+        )
         await Publisher(sqs, queue).publish(events)
-        for n, text in enumerate(malformed):
+        raw = [(e["user_id"], json.dumps(e)) for e in redelivered]
+        raw += [("malformed", text) for text in malformed]
+        for n, (group, text) in enumerate(raw):
             await sqs.send_message(
                 QueueUrl=queue,
                 MessageBody=text,
-                MessageGroupId="malformed",
-                MessageDeduplicationId=f"malformed-{n}",
+                MessageGroupId=group,
+                MessageDeduplicationId=f"again-{n}",
             )
         stop = asyncio.Event()
         worker = asyncio.create_task(consumer.run(stop))

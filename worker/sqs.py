@@ -205,14 +205,18 @@ class SqsConsumer:
         log.info("drain.done")
 
     async def _receive_loop(self, stop: asyncio.Event) -> None:
+        wait_s = self._config.wait_time_s
         while not stop.is_set():
             permits = await self._acquire_permits()
             try:
-                messages = await self._receive(permits)
+                messages = await self._receive(permits, wait_s)
             except BaseException:
                 self._release(permits)
                 raise
             self._release(permits - len(messages))
+            # While traffic flows, poll briefly: a busy queue answers at once anyway, and a long
+            # poll can't see groups unlocked after it started (moto) until it times out.
+            wait_s = min(1, self._config.wait_time_s) if messages else self._config.wait_time_s
             if messages:
                 task = asyncio.create_task(self._process_batch(messages))
                 self._batches.add(task)
@@ -230,7 +234,7 @@ class SqsConsumer:
         for _ in range(permits):
             self._capacity.release()
 
-    async def _receive(self, max_messages: int) -> list[_Message]:
+    async def _receive(self, max_messages: int, wait_s: int) -> list[_Message]:
         try:
             response = await call(
                 "ReceiveMessage",
@@ -238,7 +242,7 @@ class SqsConsumer:
                 max_attempts=self._config.max_attempts,
                 QueueUrl=self._config.queue_url,
                 MaxNumberOfMessages=max_messages,
-                WaitTimeSeconds=self._config.wait_time_s,
+                WaitTimeSeconds=wait_s,
                 VisibilityTimeout=self._config.visibility_timeout_s,
                 MessageSystemAttributeNames=["All"],
                 MessageAttributeNames=["All"],
