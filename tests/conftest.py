@@ -38,6 +38,7 @@ def make_settings(
         aws_region="eu-west-2",
         table=f"users-{tag}",
         meta_table=f"materials-{tag}",
+        state_table=f"state-{tag}",
         queue=f"events-{tag}{suffix}",
         dlq=f"events-dlq-{tag}{suffix}",
         kms_key=f"alias/userstore-{tag}",

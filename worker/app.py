@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import os
 import signal
 from collections.abc import AsyncIterator
@@ -21,6 +22,8 @@ from dynamodb_encryption_sdk.material_providers.aws_kms import (
 from dynamodb_encryption_sdk.material_providers.store.meta import MetaStore
 
 from .aws import call, client_config
+from .blind_index import EmailIndex, IndexKeys, kms_context
+from .control import ACTIVE_KEY, INDEX_KEYS, read_control, write_control
 from .crypto import CachedKeys, ItemCipher, KeySource, KmsKeys
 from .handlers import HandlerLimits, UserEventHandler
 from .logs import get_logger
@@ -49,6 +52,7 @@ class Components:
     cipher: ItemCipher
     handler: UserEventHandler
     key_arn: str
+    index: IndexKeys
 
 
 @asynccontextmanager
@@ -126,8 +130,56 @@ async def components(settings: Settings) -> AsyncIterator[Components]:
             max_clock_skew=timedelta(seconds=settings.max_clock_skew_s),
             max_conflict_retries=settings.max_conflict_retries,
         )
-        handler = UserEventHandler(store, cipher, limits)
-        yield Components(settings, clients, store, cipher, handler, key_arn)
+        index = IndexKeys(await ensure_controls(settings, clients.kms, store, cipher))
+        handler = UserEventHandler(store, cipher, index, limits)
+        yield Components(settings, clients, store, cipher, handler, key_arn, index)
+
+
+async def ensure_controls(
+    settings: Settings, kms: Any, store: RecordStore, cipher: ItemCipher
+) -> EmailIndex:
+    """Create the control records if this table has none yet; return the blind index in force.
+
+    Both creations are conditional writes, so replicas starting together agree on one result.
+    """
+    control = await read_control(store, cipher, INDEX_KEYS)
+    if control is None:
+        body = {"active": 1, "versions": {"1": await new_index_key(settings, kms, 1)}}
+        await write_control(store, cipher, INDEX_KEYS, body, expected_rev=None)
+        control = await read_control(store, cipher, INDEX_KEYS)
+        assert control is not None
+    if await read_control(store, cipher, ACTIVE_KEY) is None:
+        active = await cipher.active_ref()
+        body = {"active_key_ref": active, "history": [active]}
+        await write_control(store, cipher, ACTIVE_KEY, body, expected_rev=None)
+    return await load_index(settings, kms, control.body)
+
+
+async def new_index_key(settings: Settings, kms: Any, version: int) -> str:
+    """A fresh 256-bit index key, returned only as KMS ciphertext (base64)."""
+    response = await call(
+        "GenerateDataKey",
+        kms.generate_data_key,
+        max_attempts=settings.aws_max_attempts,
+        KeyId=settings.kms_key,
+        NumberOfBytes=32,
+        EncryptionContext=kms_context(settings.table, version),
+    )
+    return base64.b64encode(response["CiphertextBlob"]).decode()
+
+
+async def load_index(settings: Settings, kms: Any, body: dict[str, Any]) -> EmailIndex:
+    keys: dict[int, bytes] = {}
+    for version, wrapped in body["versions"].items():
+        response = await call(
+            "Decrypt",
+            kms.decrypt,
+            max_attempts=settings.aws_max_attempts,
+            CiphertextBlob=base64.b64decode(wrapped),
+            EncryptionContext=kms_context(settings.table, int(version)),
+        )
+        keys[int(version)] = response["Plaintext"]
+    return EmailIndex(keys, int(body["active"]))
 
 
 async def queue_url(sqs: Any, name_or_url: str, settings: Settings) -> str:

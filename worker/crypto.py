@@ -62,6 +62,14 @@ class KeySource(Protocol):
     @property
     def decrypting_provider(self) -> Any: ...
 
+    def active_ref(self) -> str:
+        """The key_ref new records should carry, per the key authority (KMS alias, meta store)."""
+        ...
+
+    def activate(self, key_ref: str) -> None:
+        """Seal new records under `key_ref` from now on (already checked against the authority)."""
+        ...
+
 
 @dataclass
 class KmsKeys:
@@ -71,9 +79,12 @@ class KmsKeys:
     kms_client: Any  # a boto3 KMS client; the SDK calls it from the thread pool
 
     def __post_init__(self) -> None:
-        region = self.key_arn.split(":")[3]
-        self._provider = AwsKmsCryptographicMaterialsProvider(
-            key_id=self.key_arn, regional_clients={region: self.kms_client}
+        self._provider = self._provider_for(self.key_arn)
+
+    def _provider_for(self, key_arn: str) -> Any:
+        region = key_arn.split(":")[3]
+        return AwsKmsCryptographicMaterialsProvider(
+            key_id=key_arn, regional_clients={region: self.kms_client}
         )
 
     def encryption_materials(self, context: EncryptionContext) -> tuple[Any, str]:
@@ -83,6 +94,14 @@ class KmsKeys:
     def decrypting_provider(self) -> Any:
         # KMS Decrypt finds the key from the ciphertext: one provider opens records of any key.
         return self._provider
+
+    def active_ref(self) -> str:
+        return KMS_REF_PREFIX + self.key_arn
+
+    def activate(self, key_ref: str) -> None:
+        arn = key_ref.removeprefix(KMS_REF_PREFIX)
+        # One reference swap: threads sealing right now finish with the old provider.
+        self._provider, self.key_arn = self._provider_for(arn), arn
 
 
 @dataclass
@@ -107,6 +126,14 @@ class CachedKeys:
     @property
     def decrypting_provider(self) -> Any:
         return self._provider
+
+    def active_ref(self) -> str:
+        version = self.meta_store.max_version(self.material_name)
+        return f"{MATERIALS_REF_PREFIX}{self.material_name}#{version}"
+
+    def activate(self, key_ref: str) -> None:
+        # The provider re-reads the newest version on its next use.
+        self._provider.refresh()
 
 
 class _Sealed(CryptographicMaterialsProvider):  # type: ignore[misc]
@@ -133,6 +160,14 @@ class ItemCipher:
     async def open(self, item: Item) -> Item:
         """The decrypted item; raises RecordTampered if it fails verification."""
         return await self._run(self._open, item)
+
+    async def active_ref(self) -> str:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, self._keys.active_ref)
+
+    async def activate(self, key_ref: str) -> None:
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._executor, self._keys.activate, key_ref)
 
     async def _run(self, fn: Callable[[Item], Item], item: Item) -> Item:
         loop = asyncio.get_running_loop()

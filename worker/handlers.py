@@ -15,12 +15,14 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
+from typing import Any
 
 from pydantic import ValidationError
 
 from events import Profile
 
 from . import profile
+from .blind_index import IndexKeys
 from .crypto import ItemCipher
 from .errors import InvalidResult, WriteConflict
 from .profile import Event, Presence, UserState
@@ -53,11 +55,13 @@ class UserEventHandler:
         self,
         store: RecordStore,
         cipher: ItemCipher,
+        index: IndexKeys,
         limits: HandlerLimits,
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
         self._store = store
         self._cipher = cipher
+        self._index = index
         self._limits = limits
         self._clock = clock
 
@@ -89,7 +93,7 @@ class UserEventHandler:
             merged = profile.apply(state, event)
             if merged == state:
                 return Outcome.UNCHANGED
-            _validate(merged, event)
+            view = _validated_view(merged, event)
 
             item = to_item(
                 uid,
@@ -97,6 +101,7 @@ class UserEventHandler:
                 rev=(rev or 0) + 1,
                 recent_events=profile.remember(recent, event.event_id),
                 expires_at=self._tombstone_expiry(merged, event, now),
+                email_index=self._index.token_for(view),
             )
             sealed = await self._cipher.seal(item)
             result = await self._store.put(sealed, expected_rev=rev)
@@ -118,11 +123,11 @@ class UserEventHandler:
         return int((max(now, event.occurred_at) + self._limits.tombstone_ttl).timestamp())
 
 
-def _validate(state: UserState, event: Event) -> None:
+def _validated_view(state: UserState, event: Event) -> dict[str, Any] | None:
     """The merged profile must still be a valid profile (bounds on attributes, ...)."""
     current = profile.view(state)
     if current is None:
-        return
+        return None
     try:
         Profile.model_validate(current)
     except ValidationError as exc:
@@ -130,3 +135,4 @@ def _validate(state: UserState, event: Event) -> None:
         raise InvalidResult(
             f"event {event.event_id}: the merged profile would be invalid at {', '.join(fields)}"
         ) from None
+    return current

@@ -14,13 +14,15 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from .aws import error_code
+from .blind_index import INDEX_NAME
 from .logs import get_logger
-from .record import PARTITION_KEY
+from .record import EMAIL_INDEX, PARTITION_KEY
 from .settings import Settings
 
 log = get_logger("userstore.provision")
 
 TTL_ATTRIBUTE = "expires_at"
+STATE_KEY = "lease_key"
 # The dynamodb-encryption-sdk MetaStore schema: material name (S) and version (N).
 META_PARTITION, META_SORT = "N", "V"
 
@@ -38,6 +40,7 @@ async def provision(settings: Settings, kms: Any, ddb: Any, sqs: Any) -> Provisi
     key_arn = await ensure_key(kms, settings.kms_key)
     table_arn, stream_arn = await ensure_table(ddb, settings.table)
     await ensure_meta_table(ddb, settings.meta_table)
+    await ensure_state_table(ddb, settings.state_table)
     dlq_url, queue_url = await ensure_queues(sqs, settings)
     log.info("provision.done", table=settings.table, queue=settings.queue, key=key_arn)
     return Provisioned(key_arn, table_arn, stream_arn, queue_url, dlq_url)
@@ -75,16 +78,35 @@ async def _create_table(ddb: Any, name: str, spec: dict[str, Any]) -> dict[str, 
     raise TimeoutError(f"table {name} did not become ACTIVE")
 
 
+_EMAIL_INDEX_GSI = {
+    "IndexName": INDEX_NAME,
+    "KeySchema": [{"AttributeName": EMAIL_INDEX, "KeyType": "HASH"}],
+    "Projection": {"ProjectionType": "KEYS_ONLY"},
+}
+
+
 async def ensure_table(ddb: Any, name: str) -> tuple[str, str]:
+    attributes = [
+        {"AttributeName": PARTITION_KEY, "AttributeType": "S"},
+        {"AttributeName": EMAIL_INDEX, "AttributeType": "S"},
+    ]
     table = await _create_table(
         ddb,
         name,
         {
-            "AttributeDefinitions": [{"AttributeName": PARTITION_KEY, "AttributeType": "S"}],
+            "AttributeDefinitions": attributes,
             "KeySchema": [{"AttributeName": PARTITION_KEY, "KeyType": "HASH"}],
+            "GlobalSecondaryIndexes": [_EMAIL_INDEX_GSI],
             "StreamSpecification": {"StreamEnabled": True, "StreamViewType": "NEW_AND_OLD_IMAGES"},
         },
     )
+    if not any(i["IndexName"] == INDEX_NAME for i in table.get("GlobalSecondaryIndexes", [])):
+        # A table from before the blind index: add it (DynamoDB backfills it online).
+        await ddb.update_table(
+            TableName=name,
+            AttributeDefinitions=attributes,
+            GlobalSecondaryIndexUpdates=[{"Create": _EMAIL_INDEX_GSI}],
+        )
     ttl = await ddb.describe_time_to_live(TableName=name)
     if ttl["TimeToLiveDescription"].get("TimeToLiveStatus") not in ("ENABLED", "ENABLING"):
         await ddb.update_time_to_live(
@@ -92,6 +114,18 @@ async def ensure_table(ddb: Any, name: str) -> tuple[str, str]:
             TimeToLiveSpecification={"Enabled": True, "AttributeName": TTL_ATTRIBUTE},
         )
     return str(table["TableArn"]), str(table.get("LatestStreamArn", ""))
+
+
+async def ensure_state_table(ddb: Any, name: str) -> None:
+    """Stream leases and checkpoints, sweep checkpoints: small items, one per lease or segment."""
+    await _create_table(
+        ddb,
+        name,
+        {
+            "AttributeDefinitions": [{"AttributeName": STATE_KEY, "AttributeType": "S"}],
+            "KeySchema": [{"AttributeName": STATE_KEY, "KeyType": "HASH"}],
+        },
+    )
 
 
 async def ensure_meta_table(ddb: Any, name: str) -> None:

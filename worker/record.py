@@ -10,6 +10,7 @@ sealed under an old key are found without decrypting:
     reset_stamp      S  stamp of the last create or delete (events at or below it are no-ops)
     recent_events    L  the last RECENT_EVENTS event ids applied
     key_ref          S  the key (or material version) the record is sealed under
+    email_idx        S  blind index of the email: "<index key version>:<HMAC>" (if any email)
     expires_at       N  tombstones only: TTL epoch seconds
     format           N  record layout version
 
@@ -32,6 +33,7 @@ Item = dict[str, dict[str, Any]]  # DynamoDB JSON
 RECORD_FORMAT = 1
 PARTITION_KEY = "user_id"
 KEY_REF = "key_ref"
+EMAIL_INDEX = "email_idx"
 SIGN_ONLY = frozenset(
     {
         PARTITION_KEY,
@@ -43,6 +45,7 @@ SIGN_ONLY = frozenset(
         KEY_REF,
         "expires_at",
         "format",
+        EMAIL_INDEX,
     }
 )
 CLOCK = "clock"
@@ -64,6 +67,15 @@ class RecordHead:
     reset_stamp: Stamp
     recent_events: tuple[str, ...]
     key_ref: str
+    expires_at: int | None = None
+    email_index: str | None = None
+
+    @property
+    def index_version(self) -> int | None:
+        """The blind-index key version the email token was made with (None: no email)."""
+        if not self.email_index:
+            return None
+        return int(self.email_index.partition(":")[0])
 
 
 def read_head(item: Item) -> RecordHead:
@@ -77,6 +89,8 @@ def read_head(item: Item) -> RecordHead:
             reset_stamp=item.get("reset_stamp", {}).get("S", ""),
             recent_events=tuple(v["S"] for v in item.get("recent_events", {}).get("L", [])),
             key_ref=item.get(KEY_REF, {}).get("S", ""),
+            expires_at=int(item["expires_at"]["N"]) if "expires_at" in item else None,
+            email_index=item.get(EMAIL_INDEX, {}).get("S"),
         )
     except (KeyError, ValueError, TypeError) as exc:
         raise RecordTampered("stored record has malformed bookkeeping attributes") from exc
@@ -89,6 +103,7 @@ def to_item(
     rev: int,
     recent_events: tuple[str, ...],
     expires_at: int | None,
+    email_index: str | None = None,
 ) -> Item:
     """The plaintext item to seal: bookkeeping as-is, claims and clock to be encrypted."""
     item: Item = {
@@ -102,6 +117,8 @@ def to_item(
     }
     if expires_at is not None:
         item["expires_at"] = {"N": str(expires_at)}
+    if email_index is not None:
+        item[EMAIL_INDEX] = {"S": email_index}
     for claim, value in (view(state) or {}).items():
         item[claim] = {"S": _dumps(value)}
     clock = {

@@ -30,6 +30,7 @@ class Settings(BaseSettings):
 
     table: str = "userstore-users"
     meta_table: str = "userstore-materials"
+    state_table: str = "userstore-state"
     queue: str = "userstore-events.fifo"
     dlq: str = "userstore-events-dlq.fifo"
     kms_key: str = "alias/userstore"

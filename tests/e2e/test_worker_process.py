@@ -43,6 +43,7 @@ def env_for(settings: Settings) -> dict[str, str]:
         AWS_REGION=settings.aws_region,
         USERSTORE_TABLE=settings.table,
         USERSTORE_META_TABLE=settings.meta_table,
+        USERSTORE_STATE_TABLE=settings.state_table,
         USERSTORE_QUEUE=settings.queue,
         USERSTORE_DLQ=settings.dlq,
         USERSTORE_KMS_KEY=settings.kms_key,

@@ -1,0 +1,71 @@
+"""Search on encrypted email: a blind index.
+
+The table never holds an email in plaintext. Each record that has one also carries a signed-only
+token, `<version>:<HMAC-SHA256(index key, normalized email)>`, with a global secondary index on
+it. Finding a user by email is a query for the token; only someone holding the index key can
+compute it. The index keys are 256-bit KMS data keys: stored only wrapped by KMS (in a control
+record), unwrapped into memory at start-up.
+
+What it leaks (see docs/keys.md): which records share an email, and how many records have one.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import unicodedata
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+INDEX_PURPOSE = "userstore-email-index"
+INDEX_NAME = "email-index"
+
+
+def normalize_email(email: str) -> str:
+    """One spelling per address: Unicode NFKC, surrounding whitespace dropped, case folded.
+
+    Case-folding the local part too is a choice: RFC 5321 lets it be case-sensitive, but no
+    mainstream provider treats it so, and users type it either way.
+    """
+    return unicodedata.normalize("NFKC", email).strip().casefold()
+
+
+def kms_context(table: str, version: int) -> dict[str, str]:
+    """KMS encryption context binding a wrapped index key to its purpose, table and version."""
+    return {"purpose": INDEX_PURPOSE, "table": table, "version": str(version)}
+
+
+@dataclass(frozen=True)
+class EmailIndex:
+    """Index keys by version, and which one new tokens use. Pure CPU: safe on the event loop."""
+
+    keys: Mapping[int, bytes]
+    active_version: int
+
+    def __post_init__(self) -> None:
+        if self.active_version not in self.keys:
+            raise ValueError("the active index key version has no key")
+
+    def token(self, email: str, version: int | None = None) -> str:
+        version = self.active_version if version is None else version
+        digest = hmac.new(
+            self.keys[version], normalize_email(email).encode("utf-8"), hashlib.sha256
+        ).digest()
+        return f"{version}:{base64.urlsafe_b64encode(digest).decode().rstrip('=')}"
+
+    def tokens(self, email: str) -> list[str]:
+        """The email's token under every known version, active first (for lookups mid-rotation)."""
+        versions = sorted(self.keys, key=lambda v: (v != self.active_version, -v))
+        return [self.token(email, v) for v in versions]
+
+
+class IndexKeys:
+    """The EmailIndex in force; replaced as a whole when index keys rotate."""
+
+    def __init__(self, current: EmailIndex) -> None:
+        self.current = current
+
+    def token_for(self, profile: Mapping[str, object] | None) -> str | None:
+        email = (profile or {}).get("email")
+        return self.current.token(email) if isinstance(email, str) else None
