@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
-from collections.abc import Iterator
+from collections.abc import Coroutine, Iterator
 from contextlib import contextmanager
-from typing import Any, TextIO
+from typing import Any, TextIO, TypeVar
 
 import click
 from pydantic import ValidationError
@@ -23,6 +23,8 @@ from .metrics import Metrics
 from .provision import provision as provision_all
 from .record import from_item
 from .settings import Settings
+
+T = TypeVar("T")
 
 
 def _settings() -> Settings:
@@ -154,3 +156,129 @@ def demo(users: int, seed: int) -> None:
     configure(settings.log_level)
     with _maybe_embedded(settings, True) as effective:
         asyncio.run(run_demo(effective, users=users, seed=seed))
+
+
+@main.command()
+@click.option("--to", "to", help="kms mode: key id, ARN or alias; cached mode: `new` or a version.")
+@click.option("--index-key", is_flag=True, help="Rotate the blind-index key instead.")
+def rotate(to: str | None, index_key: bool) -> None:
+    """Make a new key active; `userstore sweep` then re-encrypts what remains under old keys."""
+    from .rotation import rotate_index_key, rotate_key
+
+    if bool(to) == index_key:
+        raise click.UsageError("give exactly one of --to KEY and --index-key")
+    settings = _settings()
+    configure(settings.log_level)
+
+    async def go() -> str:
+        async with components(settings) as parts:
+            if index_key:
+                return f"blind-index key version {await rotate_index_key(parts)} is active"
+            assert to is not None
+            return f"active key: {await rotate_key(parts, to)}"
+
+    click.echo(_run_or_exit(go()))
+
+
+@main.group()
+def rotation() -> None:
+    """Where records stand with respect to key rotation."""
+
+
+@rotation.command("status")
+def rotation_status() -> None:
+    """How many records are sealed under each key or version, and the stream's lag."""
+    from .rotation import key_usage
+
+    settings = _settings()
+    configure(settings.log_level)
+
+    async def go() -> str:
+        async with components(settings) as parts:
+            usage = await key_usage(parts)
+        lines = [f"active key: {usage.active_key_ref}"]
+        for ref, count in sorted(usage.records_by_key.items(), key=lambda kv: -kv[1]):
+            mark = "active" if ref == usage.active_key_ref else "stale"
+            lines.append(f"  {count:8d}  {ref or '(none)'}  [{mark}]")
+        lines.append(f"active blind-index key version: {usage.active_index_version}")
+        for version, count in sorted(usage.emails_by_index_version.items()):
+            mark = "active" if version == usage.active_index_version else "stale"
+            lines.append(f"  {count:8d}  version {version}  [{mark}]")
+        lines.append(f"tombstones: {usage.tombstones}")
+        lines.append(
+            "old keys can be retired"
+            if usage.stale == 0
+            else f"{usage.stale} records to re-encrypt"
+        )
+        return "\n".join(lines)
+
+    click.echo(_run_or_exit(go()))
+
+
+@main.command()
+@click.option("--segments", default=4, show_default=True, help="Parallel scan segments.")
+@click.option(
+    "--rate", default=100.0, show_default=True, help="Re-encryptions per second, at most."
+)
+def sweep(segments: int, rate: float) -> None:
+    """Re-encrypt every record not sealed under the active key. Resumes if interrupted."""
+    from tqdm import tqdm
+
+    from .sweep import run_sweep
+
+    settings = _settings()
+    configure(settings.log_level)
+
+    async def go() -> bool:
+        async with components(settings) as parts:
+            total = (await parts.clients.dynamodb.describe_table(TableName=settings.table))[
+                "Table"
+            ].get("ItemCount")
+            with tqdm(total=total, unit="record", file=sys.stderr, disable=None) as bar:
+                report = await run_sweep(
+                    parts, segments=segments, rate_per_s=rate, on_scanned=bar.update
+                )
+        c = report.counts
+        click.echo(
+            f"{'resumed sweep' if report.resumed else 'sweep'} to {report.target.key_ref} "
+            f"(index key v{report.target.index_version}): scanned {c.scanned}, "
+            f"re-encrypted {c.resealed}, already current {c.current}, "
+            f"skipped (changed meanwhile) {c.skipped}, failed {c.failed}"
+        )
+        for user_id in report.failed_user_ids:
+            click.echo(f"failed verification or re-encryption: {user_id}")
+        return report.ok
+
+    if not _run_or_exit(go()):
+        sys.exit(1)
+
+
+@main.command()
+@click.option("--email", required=True, help="The address to look for.")
+def find(email: str) -> None:
+    """Print the ids of users whose email matches, through the blind index."""
+    from .search import find_by_email
+
+    settings = _settings()
+    configure(settings.log_level)
+
+    async def go() -> list[str]:
+        async with components(settings) as parts:
+            return await find_by_email(parts, email)
+
+    found = _run_or_exit(go())
+    for user_id in found:
+        click.echo(user_id)
+    if not found:
+        sys.exit(1)
+
+
+def _run_or_exit(coro: Coroutine[Any, Any, T]) -> T:
+    try:
+        return asyncio.run(coro)
+    except RecordTampered:
+        click.echo("userstore: a record failed verification", err=True)
+        sys.exit(2)
+    except UserstoreError as exc:
+        click.echo(f"userstore: {exc.reason}", err=True)
+        sys.exit(3)

@@ -153,6 +153,12 @@ class ItemCipher:
         self._keys = keys
         self._table_name = table_name
         self._executor = executor
+        # The key_ref of the last record sealed: what this replica writes under right now.
+        self.sealing_ref: str | None = None
+
+    @property
+    def keys(self) -> KeySource:
+        return self._keys
 
     async def seal(self, item: Item) -> Item:
         return await self._run(self._seal, item)
@@ -185,6 +191,7 @@ class ItemCipher:
             if _aws_cause(exc) is None:
                 raise  # not an AWS failure: a bug, which retrying won't fix
             raise _key_unavailable(exc, "sealing") from exc
+        self.sealing_ref = key_ref
         sealed = {**item, KEY_REF: {"S": key_ref}}
         config = CryptoConfig(
             materials_provider=_Sealed(materials),

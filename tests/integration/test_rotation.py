@@ -1,0 +1,150 @@
+"""Key rotation, the re-encryption sweep and blind-index search against a moto server process."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from tests.integration.helpers import event
+from worker import profile
+from worker.app import Components, components
+from worker.record import from_item
+from worker.rotation import follow_control, key_usage, rotate_index_key, rotate_key
+from worker.search import find_by_email
+from worker.settings import KeyMode, Settings
+from worker.sweep import run_sweep
+
+pytestmark = pytest.mark.integration
+
+NOW = datetime.now(UTC).replace(microsecond=0)
+
+
+def at(seconds: int) -> str:
+    return (NOW + timedelta(seconds=seconds)).isoformat()
+
+
+async def load_users(parts: Components, count: int) -> dict[str, dict[str, Any]]:
+    users = {}
+    for n in range(count):
+        user = f"urn:fdc:gov.uk:2022:rot-{uuid.uuid4().hex[:10]}"
+        data = {
+            "email": f"Person.{n}@Example.org",
+            "given_name": f"Given{n}",
+            "attributes": {"n": n},
+        }
+        await parts.handler.handle(event(f"c-{user}", "user.created", user, at(0), data))
+        users[user] = data
+    return users
+
+
+async def views(parts: Components, users: list[str]) -> dict[str, Any]:
+    result = {}
+    for user in users:
+        record = await parts.store.get(user)
+        assert record is not None
+        result[user] = profile.view(from_item(await parts.cipher.open(record.item)))
+    return result
+
+
+async def new_target(parts: Components) -> str:
+    if parts.settings.key_mode is KeyMode.KMS:
+        created = await parts.clients.kms.create_key(Description="userstore rotated key")
+        return str(created["KeyMetadata"]["Arn"])
+    return "new"
+
+
+async def test_rotate_then_sweep_reencrypts_everything_without_changing_content(
+    provisioned_settings: Settings,
+) -> None:
+    async with components(provisioned_settings) as parts:
+        users = await load_users(parts, 25)
+        before = await views(parts, list(users))
+        old_ref = (await key_usage(parts)).active_key_ref
+        new_ref = await rotate_key(parts, await new_target(parts))
+        assert new_ref != old_ref
+        usage = await key_usage(parts)
+        assert usage.active_key_ref == new_ref
+        assert usage.records_by_key == {old_ref: 25}
+        report = await run_sweep(parts, segments=3, rate_per_s=1000)
+        assert report.ok
+        assert (report.counts.scanned, report.counts.resealed) == (25, 25)
+        usage = await key_usage(parts)
+        assert usage.records_by_key == {new_ref: 25}
+        assert usage.stale == 0
+        assert await views(parts, list(users)) == before
+        # a second sweep finds nothing to do
+        again = await run_sweep(parts, segments=3, rate_per_s=1000)
+        assert (again.counts.scanned, again.counts.resealed, again.counts.current) == (25, 0, 25)
+
+
+async def test_a_replica_follows_a_confirmed_rotation(provisioned_settings: Settings) -> None:
+    async with (
+        components(provisioned_settings) as first,
+        components(provisioned_settings) as second,
+    ):
+        user = f"urn:fdc:gov.uk:2022:{uuid.uuid4().hex[:10]}"
+        await second.handler.handle(event("c1", "user.created", user, at(0), {"given_name": "A"}))
+        new_ref = await rotate_key(first, await new_target(first))
+        assert await follow_control(second)
+        await second.handler.handle(event("u1", "user.updated", user, at(1), {"given_name": "B"}))
+        record = await second.store.get(user)
+        assert record is not None
+        assert record.head.key_ref == new_ref
+
+
+async def test_find_by_email_follows_changes_deletes_and_index_rotation(moto_endpoint: str) -> None:
+    from tests.conftest import make_settings, provision_settings
+
+    settings = await provision_settings(make_settings(moto_endpoint))
+    async with components(settings) as parts:
+        a, b, c = (f"urn:fdc:gov.uk:2022:find-{uuid.uuid4().hex[:8]}" for _ in range(3))
+        await parts.handler.handle(
+            event("a1", "user.created", a, at(0), {"email": "shared@example.org"})
+        )
+        await parts.handler.handle(
+            event("b1", "user.created", b, at(0), {"email": "Shared@Example.ORG"})
+        )
+        await parts.handler.handle(
+            event("c1", "user.created", c, at(0), {"email": "other@example.org"})
+        )
+        assert await find_by_email(parts, "shared@example.org") == sorted([a, b])
+        await parts.handler.handle(
+            event("b2", "user.updated", b, at(1), {"email": "moved@example.org"})
+        )
+        assert await find_by_email(parts, "SHARED@example.org") == [a]
+        assert await find_by_email(parts, "moved@example.org") == [b]
+        await parts.handler.handle(event("a2", "user.deleted", a, at(2)))
+        assert await find_by_email(parts, "shared@example.org") == []
+        # rotate the index key: old tokens still found until the sweep re-indexes them
+        assert await rotate_index_key(parts) == 2
+        assert await find_by_email(parts, "other@example.org") == [c]
+        report = await run_sweep(parts, segments=2, rate_per_s=1000)
+        assert report.counts.resealed == 2  # b and c have an email; a is a tombstone
+        usage = await key_usage(parts)
+        assert usage.emails_by_index_version == {2: 2}
+        assert await find_by_email(parts, "other@example.org") == [c]
+        assert await find_by_email(parts, "moved@example.org") == [b]
+
+
+async def test_sweep_reports_a_tampered_record_and_leaves_it(moto_endpoint: str) -> None:
+    from tests.conftest import make_settings, provision_settings
+
+    settings = await provision_settings(make_settings(moto_endpoint))
+    async with components(settings) as parts:
+        users = await load_users(parts, 4)
+        victim = next(iter(users))
+        record = await parts.store.get(victim)
+        assert record is not None
+        forged = {**record.item, "presence_stamp": {"S": "9999-01-01T00:00:00.000000Z|x"}}
+        await parts.clients.dynamodb.put_item(TableName=settings.table, Item=forged)
+        await rotate_key(parts, await new_target(parts))
+        report = await run_sweep(parts, segments=2, rate_per_s=1000)
+        assert not report.ok
+        assert (report.counts.failed, report.counts.resealed) == (1, 3)
+        assert report.failed_user_ids == [victim]
+        after = await parts.store.get(victim)
+        assert after is not None
+        assert after.item == forged
