@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
 import sys
 from collections.abc import Coroutine, Iterator
 from contextlib import contextmanager
@@ -12,7 +13,7 @@ from typing import Any, TextIO, TypeVar
 import click
 from pydantic import ValidationError
 
-from events import InvalidEvent, Publisher
+from events import Event, InvalidEvent, Publisher, PublishError, parse_event
 
 from . import profile
 from .app import aws_clients, components, queue_url, run_worker
@@ -69,6 +70,8 @@ def run(embedded: bool) -> None:
     """Run the worker until SIGTERM or SIGINT."""
     settings = _settings()
     configure(settings.log_level)
+    # Until the worker installs its own handlers nothing is in flight: stopping is clean.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     with _maybe_embedded(settings, embedded) as effective:
 
         async def main_() -> None:
@@ -79,15 +82,16 @@ def run(embedded: bool) -> None:
         asyncio.run(main_())
 
 
-def _read_events(stream: TextIO) -> list[Any]:
-    events: list[Any] = []
+def _read_events(stream: TextIO) -> list[Event]:
+    """Every line parsed exactly as the worker will parse it; the first bad line stops it all."""
+    events: list[Event] = []
     for number, line in enumerate(stream, start=1):
         if not line.strip():
             continue
         try:
-            events.append(json.loads(line))
-        except json.JSONDecodeError:
-            raise click.ClickException(f"line {number}: not valid JSON") from None
+            events.append(parse_event(line))
+        except InvalidEvent as exc:
+            raise click.ClickException(f"nothing sent: line {number}: {exc.reason}") from None
     return events
 
 
@@ -106,9 +110,11 @@ def publish(file: TextIO) -> None:
             return result.sent
 
     try:
-        sent = asyncio.run(send())
-    except InvalidEvent as exc:
-        raise click.ClickException(f"nothing sent: {exc.reason}") from None
+        sent = _run_or_exit(send())
+    except PublishError as exc:
+        # Some batches went out: say which events did not, so the publisher can resend them.
+        failed = ", ".join(exc.failed_event_ids)
+        raise click.ClickException(f"sent {exc.result.sent}; not sent: {failed}") from None
     click.echo(f"sent {sent} events")
 
 

@@ -214,9 +214,10 @@ class SqsConsumer:
                 self._release(permits)
                 raise
             self._release(permits - len(messages))
-            # While traffic flows, poll briefly: a busy queue answers at once anyway, and a long
-            # poll can't see groups unlocked after it started (moto) until it times out.
-            wait_s = min(1, self._config.wait_time_s) if messages else self._config.wait_time_s
+            # While work is in flight, poll briefly: a busy queue answers at once anyway, and on
+            # moto a long poll does not see FIFO groups unlocked after it started.
+            busy = bool(messages or self._in_flight)
+            wait_s = min(1, self._config.wait_time_s) if busy else self._config.wait_time_s
             if messages:
                 task = asyncio.create_task(self._process_batch(messages))
                 self._batches.add(task)
@@ -253,11 +254,22 @@ class SqsConsumer:
             return []
         now = time.monotonic()
         visible_until = now + self._config.visibility_timeout_s
-        messages = [_Message(raw, now, visible_until) for raw in response.get("Messages", [])]
-        for message in messages:
+        fresh: list[_Message] = []
+        for raw in response.get("Messages", []):
+            message = _Message(raw, now, visible_until)
+            held = self._in_flight.get(message.id)
+            if held is not None:
+                # Its visibility ran out while we still work on it and SQS handed it out again.
+                # Keep working on the copy we hold, but with the new receipt handle: the old one
+                # may no longer delete it. No new permit was used for it.
+                held.raw["ReceiptHandle"] = message.receipt
+                held.visible_until = visible_until
+                log.warning("message.received_again", message_id=message.id)
+                continue
             self._in_flight[message.id] = message
+            fresh.append(message)
         self._metrics.in_flight.set(len(self._in_flight))
-        return messages
+        return fresh
 
     async def _process_batch(self, messages: list[_Message]) -> None:
         try:
@@ -458,7 +470,9 @@ class SqsConsumer:
     async def _heartbeat(self) -> None:
         """Extend the visibility of messages still being worked on before it runs out."""
         timeout = self._config.visibility_timeout_s
-        period = max(1.0, timeout / 4)
+        # Wake four times per timeout; extend whatever has half of it or less left, which leaves
+        # at least a quarter of the timeout as margin for the call itself.
+        period = max(0.25, timeout / 4)
         while True:
             await asyncio.sleep(period)
             soon = time.monotonic() + timeout / 2
