@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
 import base64
-import os
-import signal
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -42,6 +39,7 @@ class Clients:
     sqs: Any
     dynamodb: Any
     kms: Any
+    streams: Any
 
 
 @dataclass
@@ -67,6 +65,9 @@ async def aws_clients(settings: Settings) -> AsyncIterator[Clients]:
             sqs=await stack.enter_async_context(session.create_client("sqs", **kwargs)),
             dynamodb=await stack.enter_async_context(session.create_client("dynamodb", **kwargs)),
             kms=await stack.enter_async_context(session.create_client("kms", **kwargs)),
+            streams=await stack.enter_async_context(
+                session.create_client("dynamodbstreams", **kwargs)
+            ),
         )
         yield clients
 
@@ -207,35 +208,3 @@ async def consumer_for(parts: Components, metrics: Metrics) -> SqsConsumer:
         max_attempts=settings.aws_max_attempts,
     )
     return SqsConsumer(parts.clients.sqs, config, parts.handler, metrics)
-
-
-async def run_worker(
-    settings: Settings, metrics: Metrics, stop: asyncio.Event | None = None
-) -> None:
-    """Run until SIGTERM/SIGINT (or `stop`), then drain in-flight work and return."""
-    stop = stop or asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, _request_stop, stop, sig)
-    try:
-        async with components(settings) as parts:
-            consumer = await consumer_for(parts, metrics)
-            log.info(
-                "worker.started",
-                pid=os.getpid(),
-                key_mode=str(settings.key_mode),
-                max_in_flight=settings.max_in_flight,
-                table=settings.table,
-                queue=settings.queue,
-            )
-            await consumer.run(stop)
-    finally:
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.remove_signal_handler(sig)
-    log.info("worker.stopped")
-
-
-def _request_stop(stop: asyncio.Event, sig: signal.Signals) -> None:
-    if not stop.is_set():
-        log.info("worker.stopping", signal=sig.name)
-    stop.set()

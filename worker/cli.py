@@ -16,13 +16,14 @@ from pydantic import ValidationError
 from events import Event, InvalidEvent, Publisher, PublishError, parse_event
 
 from . import profile
-from .app import aws_clients, components, queue_url, run_worker
+from .app import aws_clients, components, queue_url
 from .embedded import embedded_moto
 from .errors import RecordTampered, UserNotFound, UserstoreError
 from .logs import configure
 from .metrics import Metrics
 from .provision import provision as provision_all
 from .record import from_item
+from .runner import run_worker
 from .settings import Settings
 
 T = TypeVar("T")

@@ -134,6 +134,8 @@ async def rotate_index_key(parts: Components) -> int:
 
     body = await _update_control_async(parts, INDEX_KEYS, change)
     parts.index.current = await load_index(settings, kms, body)
+    # Every stored email token must be recomputed: that is the re-encryption job's work too.
+    await _update_control(parts, ACTIVE_KEY, lambda b: {**b, "reencrypt_pending": True})
     log.info("rotation.index_key_activated", version=new_version)
     return new_version
 
@@ -246,7 +248,19 @@ def _with_active(body: dict[str, Any], new_ref: str) -> dict[str, Any]:
         "active_key_ref": new_ref,
         "history": history,
         "changed_at": datetime.now(UTC).isoformat(),
+        "reencrypt_pending": True,
     }
+
+
+async def job_done(parts: Components, key_ref: str) -> None:
+    """Clear the pending re-encryption job, unless another rotation happened meanwhile."""
+
+    def clear(body: dict[str, Any]) -> dict[str, Any]:
+        if body.get("active_key_ref") != key_ref:
+            return body
+        return {**body, "reencrypt_pending": False}
+
+    await _update_control(parts, ACTIVE_KEY, clear)
 
 
 async def _update_control(parts: Components, control_id: str, change: Any) -> dict[str, Any]:

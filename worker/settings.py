@@ -48,4 +48,8 @@ class Settings(BaseSettings):
     max_clock_skew_s: PositiveInt = 300
     max_conflict_retries: PositiveInt = 8
     aws_max_attempts: PositiveInt = 5
+    control_poll_s: PositiveFloat = 10.0
+    stream_enabled: bool = True
+    stream_lease_s: PositiveFloat = 30.0
+    reencrypt_rate_per_s: PositiveFloat = 50.0
     log_level: str = "INFO"

@@ -1,0 +1,149 @@
+"""A replica's duties beside the SQS loop: keep up with key rotation.
+
+- Follow the control records (poll every `control_poll_s`, and at once when the stream shows a
+  change): switch new writes to the active key once the authority confirms it.
+- Read the table's stream (leases shared with the other replicas): a changed record still
+  sealed under a retired key (written by a replica that had not switched yet) is re-encrypted.
+- Run the pending re-encryption job: after a rotation, one replica (the one holding the sweep
+  lease) sweeps the records still under older keys; if it dies, another resumes from the sweep's
+  checkpoints once the lease expires.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+from collections.abc import Sequence
+
+from .app import Components
+from .control import ACTIVE_KEY, is_control, read_control
+from .errors import RecordTampered, RetryLater, UserstoreError
+from .logs import get_logger
+from .metrics import Metrics
+from .record import read_head
+from .rotation import Resealed, Resealer, Target, current_target, follow_control, job_done
+from .streams import StreamConfig, StreamConsumer, StreamRecord
+from .sweep import SweepBusy, run_sweep
+
+log = get_logger("userstore.background")
+
+
+def worker_id() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+class RotationDuties:
+    def __init__(self, parts: Components, metrics: Metrics, stream_arn: str | None) -> None:
+        self._parts = parts
+        self._metrics = metrics
+        self._stream_arn = stream_arn
+        self._wake = asyncio.Event()
+        self._target: Target | None = None
+        self._resealer = Resealer(
+            parts.store,
+            parts.cipher,
+            parts.index,
+            max_conflicts=parts.settings.max_conflict_retries,
+        )
+        self.stream: StreamConsumer | None = None
+
+    async def run(self, stop: asyncio.Event) -> None:
+        await self._follow_once()
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(self._follow(stop), name="control-follower")
+            if self._stream_arn and self._parts.clients.streams is not None:
+                settings = self._parts.settings
+                self.stream = StreamConsumer(
+                    self._parts.clients.streams,
+                    self._parts.clients.dynamodb,
+                    stream_arn=self._stream_arn,
+                    lease_table=settings.state_table,
+                    worker_id=worker_id(),
+                    handler=self.on_records,
+                    config=StreamConfig(
+                        lease_duration_s=settings.stream_lease_s,
+                        renew_every_s=settings.stream_lease_s / 3,
+                        max_attempts=settings.aws_max_attempts,
+                    ),
+                    metrics=self._metrics,
+                )
+                tg.create_task(self.stream.run(stop), name="stream-consumer")
+
+    async def _follow(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            try:
+                await self._follow_once()
+                await self._run_pending_job(stop)
+            except UserstoreError as exc:
+                log.warning("control.follow_failed", error=type(exc).__name__, reason=exc.reason)
+            self._wake.clear()
+            await _sleep_until(self._parts.settings.control_poll_s, stop, self._wake)
+
+    async def _follow_once(self) -> None:
+        await follow_control(self._parts)
+        # The stream handler's idea of "stale" must match what this replica seals under, or it
+        # would re-encrypt records into the key they are already under. Both come from the
+        # authority, read fresh on every poll.
+        target = await current_target(self._parts)
+        if self._parts.cipher.sealing_ref != target.key_ref:
+            await self._parts.cipher.activate(target.key_ref)
+        self._target = target
+
+    async def _run_pending_job(self, stop: asyncio.Event) -> None:
+        control = await read_control(self._parts.store, self._parts.cipher, ACTIVE_KEY)
+        if control is None or not control.body.get("reencrypt_pending"):
+            return
+        try:
+            report = await run_sweep(
+                self._parts, rate_per_s=self._parts.settings.reencrypt_rate_per_s, stop=stop
+            )
+        except SweepBusy:
+            return  # another replica runs it; we take over if its lease lapses
+        if stop.is_set():
+            return  # interrupted: checkpoints let the next holder resume
+        c = report.counts
+        log.info(
+            "rotation.job_done",
+            scanned=c.scanned,
+            reencrypted=c.resealed,
+            skipped=c.skipped,
+            failed=c.failed,
+        )
+        await job_done(self._parts, report.target.key_ref)
+
+    async def on_records(self, records: Sequence[StreamRecord]) -> None:
+        """Re-encrypt records the stream shows sealed under a retired key; idempotent."""
+        for record in records:
+            user_id = record.keys.get("user_id", {}).get("S", "")
+            if is_control(user_id):
+                self._wake.set()
+                continue
+            image = record.new_image
+            # REMOVE records, and moto's key-only INSERT for an item being created, carry no
+            # sealed record to look at.
+            if image is None or "rev" not in image:
+                continue
+            target = self._target
+            if target is None or not target.is_stale(read_head(dict(image))):
+                continue
+            try:
+                outcome = await self._resealer.reseal(user_id, target)
+            except RecordTampered:
+                self._metrics.verification_failures.inc()
+                log.error("security.record_verification_failed", source="stream")
+                continue
+            except RetryLater:
+                raise  # the stream consumer retries the batch from its checkpoint
+            if outcome is Resealed.RESEALED:
+                log.info("rotation.stream_reencrypted", shard_id=record.shard_id)
+
+
+async def _sleep_until(timeout_s: float, *events: asyncio.Event) -> None:
+    """Sleep `timeout_s`, or less if one of `events` is set meanwhile."""
+    waiters = [asyncio.create_task(event.wait()) for event in events]
+    try:
+        await asyncio.wait(waiters, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()

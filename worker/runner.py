@@ -1,0 +1,63 @@
+"""`userstore run`: the SQS loop and the rotation duties, side by side until a stop signal."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+
+from .app import Components, components, consumer_for
+from .aws import call
+from .background import RotationDuties
+from .logs import get_logger
+from .metrics import Metrics
+from .settings import Settings
+
+log = get_logger("userstore.runner")
+
+
+async def run_worker(
+    settings: Settings, metrics: Metrics, stop: asyncio.Event | None = None
+) -> None:
+    """Run until SIGTERM/SIGINT (or `stop`), then drain in-flight work and return."""
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, _request_stop, stop, sig)
+    try:
+        async with components(settings) as parts:
+            consumer = await consumer_for(parts, metrics)
+            log.info(
+                "worker.started",
+                pid=os.getpid(),
+                key_mode=str(settings.key_mode),
+                max_in_flight=settings.max_in_flight,
+                table=settings.table,
+                queue=settings.queue,
+            )
+            stream_arn = await _stream_arn(parts) if settings.stream_enabled else None
+            duties = RotationDuties(parts, metrics, stream_arn)
+            async with asyncio.TaskGroup() as tasks:
+                tasks.create_task(consumer.run(stop), name="sqs-consumer")
+                tasks.create_task(duties.run(stop), name="rotation-duties")
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+    log.info("worker.stopped")
+
+
+async def _stream_arn(parts: Components) -> str | None:
+    described = await call(
+        "DescribeTable",
+        parts.clients.dynamodb.describe_table,
+        max_attempts=parts.settings.aws_max_attempts,
+        TableName=parts.settings.table,
+    )
+    arn = described["Table"].get("LatestStreamArn")
+    return str(arn) if arn else None
+
+
+def _request_stop(stop: asyncio.Event, sig: signal.Signals) -> None:
+    if not stop.is_set():
+        log.info("worker.stopping", signal=sig.name)
+    stop.set()
