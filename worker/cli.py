@@ -243,7 +243,11 @@ def sweep(segments: int, rate: float) -> None:
             ].get("ItemCount")
             with tqdm(total=total, unit="record", file=sys.stderr, disable=None) as bar:
                 report = await run_sweep(
-                    parts, segments=segments, rate_per_s=rate, on_scanned=bar.update
+                    parts,
+                    segments=segments,
+                    rate_per_s=rate,
+                    on_scanned=bar.update,
+                    wait_for_lease_s=2 * settings.sweep_lease_s,
                 )
         c = report.counts
         click.echo(

@@ -52,4 +52,5 @@ class Settings(BaseSettings):
     stream_enabled: bool = True
     stream_lease_s: PositiveFloat = 30.0
     reencrypt_rate_per_s: PositiveFloat = 50.0
+    sweep_lease_s: PositiveFloat = 30.0
     log_level: str = "INFO"

@@ -35,7 +35,6 @@ log = get_logger("userstore.sweep")
 
 _PAGE_SIZE = 200
 _PARALLEL_PER_SEGMENT = 8
-_LEASE_S = 60
 _MAX_FAILED_IDS = 100
 
 
@@ -96,6 +95,7 @@ class _State:
         self._table = parts.settings.state_table
         self._attempts = parts.settings.aws_max_attempts
         self._job = job
+        self.lease_s = parts.settings.sweep_lease_s
         self.owner = uuid.uuid4().hex
 
     def _key(self, suffix: str) -> dict[str, Any]:
@@ -112,11 +112,11 @@ class _State:
                 Item={
                     **self._key("lease"),
                     "owner": {"S": self.owner},
-                    "expires_at": {"N": str(int(now + _LEASE_S))},
+                    "expires_at": {"N": str(now + self.lease_s)},
                 },
                 ConditionExpression="attribute_not_exists(#o) OR expires_at < :now OR #o = :me",
                 ExpressionAttributeNames={"#o": "owner"},
-                ExpressionAttributeValues={":now": {"N": str(int(now))}, ":me": {"S": self.owner}},
+                ExpressionAttributeValues={":now": {"N": str(now)}, ":me": {"S": self.owner}},
                 passthrough=frozenset({"ConditionalCheckFailedException"}),
             )
         except ClientError as exc:
@@ -188,12 +188,26 @@ async def run_sweep(
     rate_per_s: float = 100.0,
     on_scanned: Callable[[int], object] | None = None,
     stop: asyncio.Event | None = None,
+    wait_for_lease_s: float = 0.0,
 ) -> SweepReport:
-    """Re-encrypt every stale record. Resumes an interrupted sweep for the same target."""
+    """Re-encrypt every stale record. Resumes an interrupted sweep for the same target.
+
+    If another sweep holds the lease, wait up to `wait_for_lease_s` for it (a sweep that was
+    killed holds it until it expires), then raise SweepBusy.
+    """
     target = await current_target(parts)
     await parts.cipher.activate(target.key_ref)
     state = _State(parts, job_id(target, segments))
-    await state.take_lease()
+    deadline = time.monotonic() + wait_for_lease_s
+    while True:
+        try:
+            await state.take_lease()
+            break
+        except SweepBusy:
+            if time.monotonic() >= deadline:
+                raise
+            log.info("sweep.waiting_for_lease")
+            await asyncio.sleep(1.0)
     try:
         saved = [await state.load(s) for s in range(segments)]
         if all(cp.done for cp in saved):
@@ -218,7 +232,7 @@ async def run_sweep(
 
 async def _renew(state: _State) -> None:
     while True:
-        await asyncio.sleep(_LEASE_S / 3)
+        await asyncio.sleep(state.lease_s / 3)
         await state.take_lease()
 
 
