@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
+import time
 from collections.abc import Sequence
 
 from .app import Components
@@ -47,6 +48,7 @@ class RotationDuties:
             max_conflicts=parts.settings.max_conflict_retries,
         )
         self.stream: StreamConsumer | None = None
+        self._lag_logged_at = float("-inf")
 
     async def run(self, stop: asyncio.Event) -> None:
         await self._follow_once()
@@ -64,6 +66,8 @@ class RotationDuties:
                     config=StreamConfig(
                         lease_duration_s=settings.stream_lease_s,
                         renew_every_s=settings.stream_lease_s / 3,
+                        discover_every_s=settings.stream_discover_every_s,
+                        poll_idle_s=settings.stream_poll_idle_s,
                         max_attempts=settings.aws_max_attempts,
                     ),
                     metrics=self._metrics,
@@ -77,8 +81,17 @@ class RotationDuties:
                 await self._run_pending_job(stop)
             except UserstoreError as exc:
                 log.warning("control.follow_failed", error=type(exc).__name__, reason=exc.reason)
+            self._log_lag()
             self._wake.clear()
             await _sleep_until(self._parts.settings.control_poll_s, stop, self._wake)
+
+    def _log_lag(self) -> None:
+        """Stream lag in the logs, once a minute at most."""
+        lag = None if self.stream is None else self.stream.lag_s
+        now = time.monotonic()
+        if lag is not None and now - self._lag_logged_at >= 60:
+            self._lag_logged_at = now
+            log.info("stream.lag", lag_s=round(lag, 3))
 
     async def _follow_once(self) -> None:
         await follow_control(self._parts)

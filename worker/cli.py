@@ -8,6 +8,7 @@ import signal
 import sys
 from collections.abc import Coroutine, Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from typing import Any, TextIO, TypeVar
 
 import click
@@ -195,7 +196,7 @@ def rotation() -> None:
 @rotation.command("status")
 def rotation_status() -> None:
     """How many records are sealed under each key or version, and the stream's lag."""
-    from .rotation import key_usage
+    from .rotation import key_usage, stream_progress
 
     settings = _settings()
     configure(settings.log_level)
@@ -203,6 +204,7 @@ def rotation_status() -> None:
     async def go() -> str:
         async with components(settings) as parts:
             usage = await key_usage(parts)
+            shards = await stream_progress(parts)
         lines = [f"active key: {usage.active_key_ref}"]
         for ref, count in sorted(usage.records_by_key.items(), key=lambda kv: -kv[1]):
             mark = "active" if ref == usage.active_key_ref else "stale"
@@ -217,6 +219,17 @@ def rotation_status() -> None:
             if usage.stale == 0
             else f"{usage.stale} records to re-encrypt"
         )
+        lines.append("stream shards:" if shards else "stream: no replica has read it yet")
+        now = datetime.now(UTC)
+        for shard in shards:
+            age = (
+                "no record yet"
+                if shard.last_record_at is None
+                else f"last record handled {(now - shard.last_record_at).total_seconds():.0f} s ago"
+            )
+            owner = shard.owner or "(no owner)"
+            state = "lease expired" if shard.expired else "leased"
+            lines.append(f"  {shard.shard_id}: {owner}, {state}, {age}")
         return "\n".join(lines)
 
     click.echo(_run_or_exit(go()))

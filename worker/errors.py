@@ -10,6 +10,8 @@
     │   ├── AwsUnavailable    throttling, 5xx, timeouts, dropped connections
     │   ├── KeyUnavailable    KMS refused or could not be reached
     │   └── WriteConflict     the conditional write lost too many races in a row
+    ├── StreamNotFound        the stream ARN names no stream (worker.streams; configuration)
+    ├── LeaseLost             another replica owns a shard's lease now (worker.streams; internal)
     └── UserNotFound          a read found no such user (operator commands)
 
 Every message string is safe to log: it names event ids, types and fields, never a value.

@@ -18,11 +18,12 @@ from .blind_index import INDEX_NAME
 from .logs import get_logger
 from .record import EMAIL_INDEX, PARTITION_KEY
 from .settings import Settings
+from .streams.leases import LEASE_KEY, LEASE_TABLE_SPEC
 
 log = get_logger("userstore.provision")
 
 TTL_ATTRIBUTE = "expires_at"
-STATE_KEY = "lease_key"
+STATE_KEY = LEASE_KEY  # the state table's key, shared by stream leases and sweep checkpoints
 # The dynamodb-encryption-sdk MetaStore schema: material name (S) and version (N).
 META_PARTITION, META_SORT = "N", "V"
 
@@ -118,14 +119,7 @@ async def ensure_table(ddb: Any, name: str) -> tuple[str, str]:
 
 async def ensure_state_table(ddb: Any, name: str) -> None:
     """Stream leases and checkpoints, sweep checkpoints: small items, one per lease or segment."""
-    await _create_table(
-        ddb,
-        name,
-        {
-            "AttributeDefinitions": [{"AttributeName": STATE_KEY, "AttributeType": "S"}],
-            "KeySchema": [{"AttributeName": STATE_KEY, "KeyType": "HASH"}],
-        },
-    )
+    await _create_table(ddb, name, LEASE_TABLE_SPEC)
 
 
 async def ensure_meta_table(ddb: Any, name: str) -> None:

@@ -26,6 +26,7 @@ from .logs import get_logger
 from .record import RecordHead, from_item, to_item
 from .settings import KeyMode
 from .store import RecordStore, StoredRecord
+from .streams import ShardProgress, read_progress
 
 log = get_logger("userstore.rotation")
 
@@ -282,3 +283,22 @@ async def _update_control_async(parts: Components, control_id: str, change: Any)
         ):
             return body
     raise WriteConflict("the control record kept changing under us")
+
+
+async def stream_progress(parts: Components) -> list[ShardProgress]:
+    """Per shard of the table's stream: who reads it and how far behind it is."""
+    described = await call(
+        "DescribeTable",
+        parts.clients.dynamodb.describe_table,
+        max_attempts=parts.settings.aws_max_attempts,
+        TableName=parts.settings.table,
+    )
+    arn = described["Table"].get("LatestStreamArn")
+    if not arn:
+        return []
+    return await read_progress(
+        parts.clients.dynamodb,
+        parts.settings.state_table,
+        str(arn),
+        max_attempts=parts.settings.aws_max_attempts,
+    )

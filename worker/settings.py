@@ -51,6 +51,8 @@ class Settings(BaseSettings):
     control_poll_s: PositiveFloat = 10.0
     stream_enabled: bool = True
     stream_lease_s: PositiveFloat = 30.0
+    stream_discover_every_s: PositiveFloat = 10.0
+    stream_poll_idle_s: PositiveFloat = 1.0
     reencrypt_rate_per_s: PositiveFloat = 50.0
     sweep_lease_s: PositiveFloat = 30.0
     log_level: str = "INFO"

@@ -118,8 +118,11 @@ class _Deleter:
         while not (stop.is_set() and not self.pending):
             if not self.pending:
                 self._wakeup.clear()
+                # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation
+                # that arrives as the event is set.
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wakeup.wait(), 0.25)
+                    async with asyncio.timeout(0.25):
+                        await self._wakeup.wait()
                 continue
             if len(self.pending) < _MAX_BATCH and not stop.is_set():
                 await asyncio.sleep(_DELETE_FLUSH_S)

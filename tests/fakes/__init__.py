@@ -1,0 +1,1 @@
+"""In-memory fakes of outside dependencies, for unit tests that need no AWS."""
