@@ -600,3 +600,25 @@ def test_demo_reports_outcomes_ciphertext_and_dead_letters() -> None:
         assert error == "InvalidMessage", line
         assert reason.strip() and reason != "?", line
     assert any("data.nickname: unknown field" in line for line in dead), dead
+
+
+@pytest.mark.timeout(120)
+def test_find_by_email_and_rotation_status(moto_endpoint: str) -> None:
+    settings, env = provisioned(moto_endpoint)
+    users = [f"urn:fdc:gov.uk:2022:find-{uuid.uuid4().hex[:8]}" for _ in range(3)]
+    emails = ["Ada@Example.org", "ada@example.org", "grace@example.org"]
+    apply_in_process(
+        settings,
+        [_event(u, "user.created", 0, {"email": e}) for u, e in zip(users, emails, strict=True)],
+    )
+    found = run_cli(env, "find", "--email", "ADA@example.org")
+    assert found.returncode == 0, found.stderr
+    assert found.stdout.split() == sorted(users[:2])
+    missing = run_cli(env, "find", "--email", "nobody@example.org")
+    assert (missing.returncode, missing.stdout) == (1, "")
+    status = run_cli(env, "rotation", "status")
+    assert status.returncode == 0, status.stderr
+    assert "3  kms:arn:aws:kms:" in status.stdout
+    assert "old keys can be retired" in status.stdout
+    for email in emails:
+        assert email.lower() not in (found.stderr + status.stdout + status.stderr).lower()

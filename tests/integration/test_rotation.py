@@ -148,3 +148,42 @@ async def test_sweep_reports_a_tampered_record_and_leaves_it(moto_endpoint: str)
         after = await parts.store.get(victim)
         assert after is not None
         assert after.item == forged
+
+
+async def test_a_forged_control_record_is_not_followed(moto_endpoint: str) -> None:
+    """A table writer with a KMS key of their own can seal a control record, not move the alias."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import boto3
+
+    from tests.conftest import make_settings, provision_settings
+    from worker.control import ACTIVE_KEY, read_control, write_control
+    from worker.crypto import ItemCipher, KmsKeys
+
+    settings = await provision_settings(make_settings(moto_endpoint))
+    async with components(settings) as parts:
+        user = f"urn:fdc:gov.uk:2022:{uuid.uuid4().hex[:10]}"
+        await parts.handler.handle(event("c1", "user.created", user, at(0), {"given_name": "A"}))
+        real_ref = parts.cipher.sealing_ref
+        evil_arn = (await parts.clients.kms.create_key(Description="attacker"))["KeyMetadata"][
+            "Arn"
+        ]
+        kms = boto3.session.Session(region_name="eu-west-2").client(
+            "kms", endpoint_url=moto_endpoint
+        )
+        with ThreadPoolExecutor(1) as pool:
+            evil = ItemCipher(KmsKeys(evil_arn, kms), settings.table, pool)
+            control = await read_control(parts.store, parts.cipher, ACTIVE_KEY)
+            assert control is not None
+            forged = {"active_key_ref": f"kms:{evil_arn}", "history": [], "reencrypt_pending": True}
+            assert await write_control(
+                parts.store, evil, ACTIVE_KEY, forged, expected_rev=control.rev
+            )
+        assert not await follow_control(parts)
+        await parts.handler.handle(event("u1", "user.updated", user, at(1), {"given_name": "B"}))
+        record = await parts.store.get(user)
+        assert record is not None
+        assert record.head.key_ref == real_ref
+        # and a sweep (the job the forged record asks for) keeps to the real key too
+        report = await run_sweep(parts, segments=1, rate_per_s=1000)
+        assert report.target.key_ref == real_ref
