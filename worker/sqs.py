@@ -29,7 +29,7 @@ from events import InvalidEvent, parse_event
 from .aws import call
 from .errors import DeadLetter, RecordTampered, RetryLater, UserstoreError
 from .handlers import Hints, Outcome
-from .logs import get_logger
+from .logs import frames, get_logger
 from .metrics import Metrics
 from .profile import Event
 
@@ -275,6 +275,7 @@ class SqsConsumer:
         return fresh
 
     async def _process_batch(self, messages: list[_Message]) -> None:
+        mine: set[str] = set()
         try:
             valid: list[_Message] = []
             for message in messages:
@@ -301,13 +302,17 @@ class SqsConsumer:
                 # out (or moto's concurrent long polls) can break that; ordering must not.
                 for key in [k for k in groups if k in self._active_groups]:
                     busy += groups.pop(key)
-                self._active_groups.update(groups)
+                mine = set(groups)
+                self._active_groups |= mine
             if busy:
                 await self._release_untouched(busy, delay_s=1)
             async with asyncio.TaskGroup() as tg:
                 for key, group in groups.items():
                     tg.create_task(self._process_group(key, group, hints))
+        except Exception as exc:  # a bug in settling: log it, never kill the receive loop
+            log.error("batch.unexpected_error", error=type(exc).__name__, frames=frames(exc))
         finally:
+            self._active_groups -= mine
             # Whatever happened, every permit of this batch comes back exactly once.
             for message in messages:
                 if self._in_flight.pop(message.id, None) is not None:
@@ -318,8 +323,10 @@ class SqsConsumer:
         user_ids = [m.event.user_id for m in messages if m.event is not None]
         try:
             return await self._handler.prefetch(user_ids)
-        except RetryLater as exc:
-            log.warning("prefetch.failed", error=exc.reason)  # each handle() reads for itself
+        except UserstoreError as exc:
+            # Each handle() then reads its own record, so a failure (or one malformed record)
+            # stays with the events it concerns.
+            log.warning("prefetch.failed", error=type(exc).__name__)
             return {}
 
     async def _process_group(self, key: str, group: list[_Message], hints: Hints) -> None:
@@ -347,7 +354,7 @@ class SqsConsumer:
         except RetryLater as exc:
             return await self._retry_later(message, exc.reason, type(exc).__name__)
         except Exception as exc:  # a bug: never let it kill the worker, never log its text
-            bound.exception("message.unexpected_error", error=type(exc).__name__)
+            bound.error("message.unexpected_error", error=type(exc).__name__, frames=frames(exc))
             return await self._retry_later(message, "unexpected error", type(exc).__name__)
         finally:
             self._metrics.handling_seconds.labels(str(event.type)).observe(

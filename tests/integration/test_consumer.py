@@ -229,3 +229,40 @@ async def test_fifo_failure_releases_the_rest_of_the_group_in_order(moto_endpoin
         assert flaky.order[user] == ["e0", "e1", "e2", "e3", "e4", "e5"]
         record = await parts.store.get(user)
         assert record is not None and record.head.rev == 6
+
+
+class BuggyOnce(FlakyOnce):
+    """Fails one event once with an unexpected error whose message holds a personal value."""
+
+    async def handle(self, event: Event, hints: Hints | None = None) -> Outcome:
+        if event.event_id == self.fail_event_id and not self.failed:
+            self.failed = True
+            raise ValueError(f"bug while handling {SECRET}")
+        return await self.inner.handle(event, hints)  # type: ignore[no-any-return]
+
+
+async def test_an_unexpected_error_is_retried_and_logged_without_its_message(
+    moto_endpoint: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    settings = await provision_settings(make_settings(moto_endpoint, fifo=True))
+    user = f"urn:fdc:gov.uk:2022:{uuid.uuid4().hex[:8]}"
+    metrics = Metrics()
+    async with components(settings) as parts:
+        consumer = await consumer_for(parts, metrics)
+        buggy = BuggyOnce(parts.handler, "b0")
+        consumer._handler = buggy
+        sqs = parts.clients.sqs
+        await send_all(
+            sqs, consumer._config.queue_url, [(user, body("b0", "user.created", user, 0, {}))]
+        )
+        stop = asyncio.Event()
+        task = asyncio.create_task(consumer.run(stop))
+        await drain_queue(sqs, consumer._config.queue_url)
+        stop.set()
+        await asyncio.wait_for(task, 30)
+        assert buggy.failed
+        assert await parts.store.get(user) is not None  # applied on the second attempt
+    assert metrics.count("userstore_message_retries", {"error": "ValueError"}) == 1
+    out = capsys.readouterr()
+    assert "message.unexpected_error" in out.out + out.err
+    assert SECRET not in out.out + out.err
