@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import signal
 import sys
 from collections.abc import Coroutine, Iterator
@@ -26,16 +27,26 @@ from .provision import provision as provision_all
 from .record import from_item
 from .runner import run_worker
 from .settings import Settings
+from .transport import InsecureEndpoint, check_endpoints
 
 T = TypeVar("T")
 
 
 def _settings() -> Settings:
     try:
-        return Settings()
+        settings = Settings()
     except ValidationError as exc:
         fields = ", ".join(".".join(str(p) for p in e["loc"]) for e in exc.errors())
         raise click.UsageError(f"invalid configuration: {fields}") from None
+    try:
+        check_endpoints(
+            settings.aws_endpoint_url,
+            os.environ,
+            allow_insecure=settings.allow_insecure_endpoint,
+        )
+    except InsecureEndpoint as exc:
+        raise click.UsageError(exc.reason) from None
+    return settings
 
 
 @contextmanager

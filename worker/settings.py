@@ -55,4 +55,5 @@ class Settings(BaseSettings):
     stream_poll_idle_s: PositiveFloat = 1.0
     reencrypt_rate_per_s: PositiveFloat = 50.0
     sweep_lease_s: PositiveFloat = 30.0
+    allow_insecure_endpoint: bool = False
     log_level: str = "INFO"
