@@ -56,7 +56,11 @@ class Components:
 @asynccontextmanager
 async def aws_clients(settings: Settings) -> AsyncIterator[Clients]:
     session = get_session()
-    config = client_config(max_pool_connections=max(10, settings.max_in_flight))
+    config = client_config(
+        max_pool_connections=max(10, settings.max_in_flight),
+        connect_timeout_s=settings.aws_connect_timeout_s,
+        read_timeout_s=settings.aws_read_timeout_s,
+    )
     kwargs: dict[str, Any] = {"region_name": settings.aws_region, "config": config}
     if settings.aws_endpoint_url:
         kwargs["endpoint_url"] = settings.aws_endpoint_url
@@ -77,8 +81,8 @@ def _sync_client(settings: Settings, service: str) -> Any:
     config = Config(
         retries={"mode": "standard", "max_attempts": settings.aws_max_attempts},
         max_pool_connections=settings.crypto_threads,
-        connect_timeout=5,
-        read_timeout=30,
+        connect_timeout=settings.aws_connect_timeout_s,
+        read_timeout=settings.aws_read_timeout_s,
     )
     return boto3.session.Session(region_name=settings.aws_region).client(
         service, endpoint_url=settings.aws_endpoint_url, config=config

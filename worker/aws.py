@@ -77,12 +77,14 @@ def is_transient(exc: BaseException) -> bool:
     return False
 
 
-def client_config(max_pool_connections: int) -> AioConfig:
+def client_config(
+    max_pool_connections: int, *, connect_timeout_s: float = 5.0, read_timeout_s: float = 30.0
+) -> AioConfig:
     return AioConfig(
         retries={"total_max_attempts": 1},  # tenacity retries, see `call`
         max_pool_connections=max_pool_connections,
-        connect_timeout=5,
-        read_timeout=30,
+        connect_timeout=connect_timeout_s,
+        read_timeout=read_timeout_s,
     )
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-from pydantic import AliasChoices, Field, PositiveFloat, PositiveInt
+from pydantic import AliasChoices, Field, PositiveFloat, PositiveInt, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -48,6 +48,8 @@ class Settings(BaseSettings):
     max_clock_skew_s: PositiveInt = 300
     max_conflict_retries: PositiveInt = 8
     aws_max_attempts: PositiveInt = 5
+    aws_connect_timeout_s: PositiveFloat = 5.0
+    aws_read_timeout_s: PositiveFloat = 30.0
     control_poll_s: PositiveFloat = 10.0
     stream_enabled: bool = True
     stream_lease_s: PositiveFloat = 30.0
@@ -57,3 +59,10 @@ class Settings(BaseSettings):
     sweep_lease_s: PositiveFloat = 30.0
     allow_insecure_endpoint: bool = False
     log_level: str = "INFO"
+
+    @model_validator(mode="after")
+    def _long_poll_fits_read_timeout(self) -> Settings:
+        # A long poll that outlasts the read timeout would fail as a timeout every idle time.
+        if self.aws_read_timeout_s <= self.wait_time_s:
+            raise ValueError("aws_read_timeout_s must be longer than wait_time_s")
+        return self
