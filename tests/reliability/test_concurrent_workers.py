@@ -1,0 +1,106 @@
+"""Concurrent workers: two worker processes on a standard queue, conflicting updates to the same
+users, delivered in any order. No update is lost: the result equals the reference model."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+
+from tests.conftest import make_settings
+from tests.e2e.test_worker_process import (
+    _read_profiles,
+    env_for,
+    userstore,
+    wait_drained,
+)
+from tests.model import expected_profiles
+
+pytestmark = pytest.mark.e2e
+
+NOW = datetime.now(UTC).replace(microsecond=0)
+SCALE = float(os.environ.get("RELIABILITY_SCALE", "1"))
+USERS = int(30 * SCALE)
+
+
+def _event(user: str, kind: str, seconds: float, data: Any = None) -> dict[str, Any]:
+    event: dict[str, Any] = {
+        "event_id": f"evt-{uuid.uuid4().hex}",
+        "type": kind,
+        "user_id": user,
+        "occurred_at": (NOW + timedelta(seconds=seconds)).isoformat(),
+    }
+    if data is not None:
+        event["data"] = data
+    return event
+
+
+def conflicting_traffic(rng: random.Random) -> list[dict[str, Any]]:
+    events = []
+    for n in range(USERS):
+        user = f"urn:fdc:gov.uk:2022:conc-{n:04d}-{uuid.uuid4().hex[:6]}"
+        events.append(_event(user, "user.created", 0, {"given_name": "A", "attributes": {}}))
+        for k in range(12):
+            # Every update touches the same fields as others: a lost update would show.
+            patch = {
+                "given_name": f"G{k}",
+                "attributes": {f"a{k % 3}": k, f"k{k}": True},
+            }
+            if k % 5 == 4:
+                patch["attributes"][f"a{(k + 1) % 3}"] = None
+            events.append(_event(user, "user.updated", 1 + k + rng.random() / 2, patch))
+    return events
+
+
+@pytest.mark.timeout(600)
+def test_two_workers_on_a_standard_queue_lose_no_update(moto_endpoint: str, tmp_path: Path) -> None:
+    rng = random.Random(99)
+    settings = make_settings(moto_endpoint, fifo=False)
+    env = env_for(settings) | {
+        "USERSTORE_MAX_IN_FLIGHT": "32",
+        "USERSTORE_VISIBILITY_TIMEOUT_S": "10",
+    }
+    subprocess.run(userstore("provision"), env=env, check=True, capture_output=True, timeout=60)
+    session = boto3.session.Session(region_name=settings.aws_region)
+    sqs = session.client("sqs", endpoint_url=moto_endpoint)
+    url = sqs.get_queue_url(QueueName=settings.queue)["QueueUrl"]
+    dlq = sqs.get_queue_url(QueueName=settings.dlq)["QueueUrl"]
+
+    events = conflicting_traffic(rng)
+    shuffled = events[:]
+    rng.shuffle(shuffled)
+    logs = [tmp_path / f"worker-{n}.log" for n in range(2)]
+    procs = []
+    for path in logs:
+        with path.open("w") as out:
+            procs.append(
+                subprocess.Popen(userstore("run"), env=env, stdout=out, stderr=subprocess.STDOUT)
+            )
+    try:
+        for start in range(0, len(shuffled), 10):
+            entries = [
+                {"Id": str(i), "MessageBody": json.dumps(e)}
+                for i, e in enumerate(shuffled[start : start + 10])
+            ]
+            assert not sqs.send_message_batch(QueueUrl=url, Entries=entries).get("Failed")
+        wait_drained(sqs, url, timeout_s=300)
+    finally:
+        for proc in procs:
+            proc.send_signal(signal.SIGTERM)
+        codes = [proc.wait(timeout=60) for proc in procs]
+    output = "\n".join(path.read_text() for path in logs)
+    assert codes == [0, 0], output[-2000:]
+    # both workers did part of the work
+    assert all(path.read_text().count('"message.handled"') > 0 for path in logs)
+    assert sqs.receive_message(QueueUrl=dlq, MaxNumberOfMessages=10).get("Messages", []) == []
+    users = sorted({e["user_id"] for e in events})
+    assert _read_profiles(settings, users) == expected_profiles(events)
