@@ -251,7 +251,8 @@ def rotation_status() -> None:
 @click.option(
     "--rate", default=100.0, show_default=True, help="Re-encryptions per second, at most."
 )
-def sweep(segments: int, rate: float) -> None:
+@click.option("--verify", is_flag=True, help="Also verify records already under the active key.")
+def sweep(segments: int, rate: float, verify: bool) -> None:
     """Re-encrypt every record not sealed under the active key. Resumes if interrupted."""
     from tqdm import tqdm
 
@@ -272,6 +273,7 @@ def sweep(segments: int, rate: float) -> None:
                     rate_per_s=rate,
                     on_scanned=bar.update,
                     wait_for_lease_s=2 * settings.sweep_lease_s,
+                    verify=verify,
                 )
         c = report.counts
         click.echo(

@@ -189,15 +189,18 @@ async def run_sweep(
     on_scanned: Callable[[int], object] | None = None,
     stop: asyncio.Event | None = None,
     wait_for_lease_s: float = 0.0,
+    verify: bool = False,
 ) -> SweepReport:
     """Re-encrypt every stale record. Resumes an interrupted sweep for the same target.
 
     If another sweep holds the lease, wait up to `wait_for_lease_s` for it (a sweep that was
-    killed holds it until it expires), then raise SweepBusy.
+    killed holds it until it expires), then raise SweepBusy. With `verify`, records already
+    under the active key are opened too, so that every tampered record is reported (one KMS
+    Decrypt per record in `kms` mode).
     """
     target = await current_target(parts)
     await parts.cipher.activate(target.key_ref)
-    state = _State(parts, job_id(target, segments))
+    state = _State(parts, job_id(target, segments) + ("-verify" if verify else ""))
     deadline = time.monotonic() + wait_for_lease_s
     while True:
         try:
@@ -216,7 +219,7 @@ async def run_sweep(
         report = SweepReport(
             target, SweepCounts(), resumed=any(cp.last_key or cp.done for cp in saved)
         )
-        sweep = _Sweep(parts, state, target, report, rate_per_s, on_scanned, stop)
+        sweep = _Sweep(parts, state, target, report, rate_per_s, on_scanned, stop, verify)
         renewer = asyncio.create_task(_renew(state))
         try:
             await asyncio.gather(*(sweep.segment(n, segments, saved[n]) for n in range(segments)))
@@ -246,8 +249,10 @@ class _Sweep:
         rate_per_s: float,
         on_scanned: Callable[[int], object] | None,
         stop: asyncio.Event | None,
+        verify: bool,
     ) -> None:
         self._parts = parts
+        self._verify = verify
         self._state = state
         self._target = target
         self._report = report
@@ -308,11 +313,16 @@ class _Sweep:
                 return
 
     async def _one(self, head: RecordHead, gate: asyncio.Semaphore) -> tuple[str, str | None]:
-        if not self._target.is_stale(head):
+        if not self._target.is_stale(head) and not self._verify:
             return "current", None
         async with gate:
             await self._limiter.acquire()
             try:
+                if not self._target.is_stale(head):
+                    record = await self._parts.store.get(head.user_id)
+                    if record is not None:
+                        await self._parts.cipher.open(record.item)  # verification only
+                    return "current", None
                 outcome = await self._resealer.reseal(head.user_id, self._target)
             except RecordTampered:
                 log.error("security.record_verification_failed", source="sweep")

@@ -1,0 +1,143 @@
+"""Tampering done directly in DynamoDB: every kind is refused, dead-lettered with its reason,
+logged as a security event, counted, left as evidence, and reported by the sweep."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from tests.conftest import make_settings, provision_settings
+from tests.integration.helpers import event
+from tests.integration.test_consumer import body, drain_queue, receive_all, send_all
+from worker.app import Components, components, consumer_for
+from worker.errors import RecordTampered
+from worker.metrics import Metrics
+from worker.profile import view
+from worker.record import from_item
+from worker.settings import KeyMode
+from worker.sweep import run_sweep
+
+pytestmark = pytest.mark.integration
+
+NOW = datetime.now(UTC).replace(microsecond=0)
+SECRET = "Tamper-Personal-0x5eed"
+
+
+def at(seconds: int) -> str:
+    return (NOW + timedelta(seconds=seconds)).isoformat()
+
+
+async def _create(parts: Components, user: str, given: str) -> dict[str, Any]:
+    await parts.handler.handle(
+        event(
+            f"c-{user}",
+            "user.created",
+            user,
+            at(0),
+            {"given_name": given, "email": "t@example.org"},
+        )
+    )
+    record = await parts.store.get(user)
+    assert record is not None
+    return record.item
+
+
+@pytest.mark.parametrize("mode", [KeyMode.KMS, KeyMode.CACHED], ids=["kms", "cached"])
+async def test_every_kind_of_tampering_is_refused_and_reported(
+    moto_endpoint: str, mode: KeyMode, capsys: pytest.CaptureFixture[str]
+) -> None:
+    settings = await provision_settings(make_settings(moto_endpoint, mode))
+    other_table = await provision_settings(make_settings(moto_endpoint, mode))
+    metrics = Metrics()
+    async with components(settings) as parts, components(other_table) as elsewhere:
+        ids = {
+            k: f"urn:fdc:gov.uk:2022:{k}-{uuid.uuid4().hex[:6]}"
+            for k in (
+                "edited",
+                "attr_copied",
+                "item_copied",
+                "other_table",
+                "key_ref",
+                "donor",
+                "fine",
+            )
+        }
+        items = {k: await _create(parts, uid, SECRET) for k, uid in ids.items()}
+        foreign = await _create(elsewhere, ids["other_table"], "Elsewhere")
+        ddb, table = parts.clients.dynamodb, settings.table
+        forged = {
+            "edited": {**items["edited"], "presence_stamp": {"S": "9999-01-01T00:00:00.000000Z|x"}},
+            "attr_copied": {**items["attr_copied"], "given_name": items["donor"]["given_name"]},
+            "item_copied": {**items["donor"], "user_id": {"S": ids["item_copied"]}},
+            "other_table": foreign,
+            "key_ref": {**items["key_ref"], "key_ref": {"S": "kms:arn:aws:kms:eu-west-2:1:key/x"}},
+        }
+        for item in forged.values():
+            await ddb.put_item(TableName=table, Item=item)
+
+        # Reads refuse every one of them.
+        for kind in forged:
+            record = await parts.store.get(ids[kind])
+            assert record is not None
+            with pytest.raises(RecordTampered):
+                from_item(await parts.cipher.open(record.item))
+
+        # Events for those users are dead-lettered with the reason; the others go through.
+        consumer = await consumer_for(parts, metrics)
+        sqs, url = parts.clients.sqs, consumer._config.queue_url
+        await send_all(
+            sqs,
+            url,
+            [
+                (ids[k], body(f"u-{k}", "user.updated", ids[k], 5, {"family_name": "X"}))
+                for k in forged
+            ]
+            + [(ids["fine"], body("u-fine", "user.updated", ids["fine"], 5, {"family_name": "X"}))],
+        )
+        stop = asyncio.Event()
+        task = asyncio.create_task(consumer.run(stop))
+        await drain_queue(sqs, url)
+        stop.set()
+        await asyncio.wait_for(task, 30)
+        dead = await receive_all(sqs, consumer._config.dlq_url)
+        assert sorted(
+            m["MessageAttributes"]["userstore.event_id"]["StringValue"] for m in dead
+        ) == sorted(f"u-{k}" for k in forged)
+        assert {m["MessageAttributes"]["userstore.error"]["StringValue"] for m in dead} == {
+            "RecordTampered"
+        }
+        fine = await parts.store.get(ids["fine"])
+        assert fine is not None
+        assert view(from_item(await parts.cipher.open(fine.item)))["family_name"] == "X"
+
+        # Left as evidence.
+        for kind, item in forged.items():
+            stored = await parts.store.get(ids[kind])
+            assert stored is not None
+            assert stored.item == item
+
+        # The sweep reports them and repairs nothing. A plain sweep opens only the records whose
+        # key_ref is not the active key (the edited key_ref; in kms mode also the item from the
+        # other table, sealed under that table's key); with verify it opens every record.
+        report = await run_sweep(parts, segments=2, rate_per_s=1000)
+        assert ids["key_ref"] in report.failed_user_ids
+        assert set(report.failed_user_ids) <= {ids[k] for k in forged}
+        verified = await run_sweep(parts, segments=2, rate_per_s=1000, verify=True)
+        assert sorted(verified.failed_user_ids) == sorted(ids[k] for k in forged)
+        assert verified.counts.failed == len(forged)
+        for kind, item in forged.items():
+            stored = await parts.store.get(ids[kind])
+            assert stored is not None
+            assert stored.item == item
+
+    assert metrics.count("userstore_verification_failures") == len(forged)  # the consumer's
+    out = capsys.readouterr()
+    logged = out.out + out.err
+    assert logged.count("security.record_verification_failed") >= len(forged)
+    assert SECRET not in logged
+    for message in dead:
+        assert SECRET not in str(message["MessageAttributes"])
