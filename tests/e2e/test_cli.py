@@ -622,3 +622,12 @@ def test_find_by_email_and_rotation_status(moto_endpoint: str) -> None:
     assert "old keys can be retired" in status.stdout
     for email in emails:
         assert email.lower() not in (found.stderr + status.stdout + status.stderr).lower()
+
+
+def test_a_plain_http_endpoint_off_loopback_is_refused() -> None:
+    # Refused before any client exists: nothing is sent anywhere. (That an explicit allowance
+    # lets it through is a unit test: this machine must not send traffic off loopback.)
+    env = env_without_endpoint() | {"AWS_ENDPOINT_URL": "http://10.20.30.40:4566"}
+    refused = run_cli(env, "get", "urn:fdc:gov.uk:2022:x")
+    assert refused.returncode == 2
+    assert "plain HTTP" in refused.stderr
