@@ -7,6 +7,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.emulator import moto_server_process
+from tests.reliability.scenario import scenario
 from worker.settings import KeyMode, Settings
 
 # Tests never reach real AWS: dummy credentials, a fixed region, endpoints given explicitly.
@@ -67,3 +68,6 @@ async def provision_settings(settings: Settings) -> Settings:
     async with aws_clients(settings) as clients:
         await provision(settings, clients.kms, clients.dynamodb, clients.sqs)
     return settings
+
+
+__all__ = ["scenario"]  # the reliability report's fixture, available to every test

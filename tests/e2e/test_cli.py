@@ -37,6 +37,7 @@ from tests.e2e.test_worker_process import (
 )
 from tests.emulator import free_port
 from tests.model import expected_profiles
+from tests.reliability.scenario import ScenarioRecorder
 from worker.settings import Settings
 
 pytestmark = pytest.mark.e2e
@@ -495,9 +496,16 @@ def test_run_embedded_starts_handles_an_event_and_stops_on_sigterm(tmp_path: Pat
 
 @pytest.mark.timeout(180)
 def test_sigterm_under_load_drains_and_a_second_worker_finishes_the_queue(
-    moto_endpoint: str, tmp_path: Path
+    moto_endpoint: str, tmp_path: Path, scenario: ScenarioRecorder
 ) -> None:
     drain_s = 10
+    scenario.describe(
+        "Graceful shutdown under load",
+        load="300 events for 60 users, FIFO",
+        faults=f"SIGTERM mid-load (drain bound {drain_s} s); a second worker finishes",
+        checked="exit 0 within the drain bound; every event handled once across both workers;"
+        " DLQ empty; state = model; no personal value in logs or raw items",
+    )
     settings, env = provisioned(
         moto_endpoint,
         USERSTORE_DRAIN_TIMEOUT_S=str(drain_s),
@@ -624,7 +632,13 @@ def test_find_by_email_and_rotation_status(moto_endpoint: str) -> None:
         assert email.lower() not in (found.stderr + status.stdout + status.stderr).lower()
 
 
-def test_a_plain_http_endpoint_off_loopback_is_refused() -> None:
+def test_a_plain_http_endpoint_off_loopback_is_refused(scenario: ScenarioRecorder) -> None:
+    scenario.describe(
+        "Transport: plain HTTP off loopback",
+        load="one command",
+        faults="AWS_ENDPOINT_URL=http://<private address>",
+        checked="refused at start (exit 2) unless USERSTORE_ALLOW_INSECURE_ENDPOINT; nothing sent",
+    )
     # Refused before any client exists: nothing is sent anywhere. (That an explicit allowance
     # lets it through is a unit test: this machine must not send traffic off loopback.)
     env = env_without_endpoint() | {"AWS_ENDPOINT_URL": "http://10.20.30.40:4566"}

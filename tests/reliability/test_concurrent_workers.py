@@ -24,6 +24,7 @@ from tests.e2e.test_worker_process import (
     wait_drained,
 )
 from tests.model import expected_profiles
+from tests.reliability.scenario import ScenarioRecorder
 
 pytestmark = pytest.mark.e2e
 
@@ -62,7 +63,9 @@ def conflicting_traffic(rng: random.Random) -> list[dict[str, Any]]:
 
 
 @pytest.mark.timeout(600)
-def test_two_workers_on_a_standard_queue_lose_no_update(moto_endpoint: str, tmp_path: Path) -> None:
+def test_two_workers_on_a_standard_queue_lose_no_update(
+    moto_endpoint: str, tmp_path: Path, scenario: ScenarioRecorder
+) -> None:
     rng = random.Random(99)
     settings = make_settings(moto_endpoint, fifo=False)
     env = env_for(settings) | {
@@ -76,6 +79,12 @@ def test_two_workers_on_a_standard_queue_lose_no_update(moto_endpoint: str, tmp_
     dlq = sqs.get_queue_url(QueueName=settings.dlq)["QueueUrl"]
 
     events = conflicting_traffic(rng)
+    scenario.describe(
+        "Concurrent workers, conflicting updates",
+        load=f"{len(events)} events for {USERS} users, shuffled, standard queue",
+        faults="two worker processes racing on the same records",
+        checked="decrypted state = model (no lost update); both workers worked; DLQ empty",
+    )
     shuffled = events[:]
     rng.shuffle(shuffled)
     logs = [tmp_path / f"worker-{n}.log" for n in range(2)]

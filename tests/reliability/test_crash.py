@@ -31,6 +31,7 @@ from tests.e2e.test_worker_process import (
     wait_drained,
 )
 from tests.model import expected_profiles
+from tests.reliability.scenario import ScenarioRecorder
 
 pytestmark = pytest.mark.e2e
 
@@ -71,7 +72,9 @@ def _event(user: str, kind: str, seconds: int, data: Any = None) -> dict[str, An
 
 
 @pytest.mark.timeout(600)
-def test_sigkill_at_random_moments_loses_nothing(moto_endpoint: str, tmp_path: Path) -> None:
+def test_sigkill_at_random_moments_loses_nothing(
+    moto_endpoint: str, tmp_path: Path, scenario: ScenarioRecorder
+) -> None:
     rng = random.Random(2026)
     settings = make_settings(moto_endpoint)
     # Killed workers leave messages in flight: they come back after the visibility timeout and
@@ -89,6 +92,13 @@ def test_sigkill_at_random_moments_loses_nothing(moto_endpoint: str, tmp_path: P
     dlq = sqs.get_queue_url(QueueName=settings.dlq)["QueueUrl"]
 
     events, personal = traffic(rng)
+    scenario.describe(
+        "Crash: SIGKILL at random moments",
+        load=f"{len(events)} events for {USERS} users, FIFO, trickled in",
+        faults=f"worker SIGKILLed {KILLS} times at random moments, restarted each time",
+        checked="decrypted state = model; nothing dead-lettered; no personal value in raw items"
+        " or logs",
+    )
     messages = [(e["user_id"], uuid.uuid4().hex, json.dumps(e)) for e in events]
     # Trickle the events in while the worker is killed and restarted.
     sender = threading.Thread(
