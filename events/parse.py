@@ -46,7 +46,6 @@ MAX_DEPTH: Final = 32
 # Python's int() refuses more than 4300 digits with a ValueError.
 MAX_INTEGER_LITERAL_LENGTH: Final = 40
 MAX_REASON_LENGTH: Final = 500
-_MAX_SEGMENT_LENGTH: Final = 64
 
 _MODELS: Final[Mapping[str, type[UserCreated] | type[UserUpdated] | type[UserDeleted]]] = {
     EventType.CREATED.value: UserCreated,
@@ -140,12 +139,20 @@ def _message(error: ErrorDetails) -> str:
         return template.split(" (", 1)[0]
 
 
+_NAME_LIKE = re.compile(ATTRIBUTE_NAME_PATTERN)
+_NOT_SHOWN: Final = "<name not shown>"
+
+
 def _quote(segment: str) -> str:
-    """Render a user-controlled name: escaped (JSON, ASCII only) and truncated."""
-    quoted = json.dumps(segment[:_MAX_SEGMENT_LENGTH], ensure_ascii=True)
-    if len(segment) > _MAX_SEGMENT_LENGTH:
-        quoted = quoted[:-1] + '..."'
-    return quoted
+    """Render a user-controlled name, if it looks like a name.
+
+    Reasons name the offending field, but a key is publisher-chosen text: one that could not be
+    a field or attribute name (an email address, a phone number, words with spaces) may be the
+    very personal value that was misplaced, so it is not repeated.
+    """
+    if not _NAME_LIKE.fullmatch(segment):
+        return _NOT_SHOWN
+    return json.dumps(segment, ensure_ascii=True)
 
 
 def _format_loc(loc: Sequence[int | str]) -> str:
