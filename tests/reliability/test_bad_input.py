@@ -28,8 +28,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-
-from tests.reliability.scenario import ScenarioRecorder
 import structlog
 from botocore.exceptions import ClientError
 from hypothesis import HealthCheck, Phase, given, settings
@@ -51,6 +49,7 @@ from tests.reliability.corpus import (
     sqs_accepts,
 )
 from tests.reliability.leaks import assert_no_leaks, find_leaks, format_leaks
+from tests.reliability.scenario import ScenarioRecorder
 from worker import profile
 from worker.app import components, consumer_for
 from worker.logs import configure
