@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
@@ -76,16 +77,13 @@ async def aws_clients(settings: Settings) -> AsyncIterator[Clients]:
         yield clients
 
 
-def _sync_client(settings: Settings, service: str) -> Any:
-    """A boto3 client for the encryption SDK, which only runs on the crypto thread pool."""
-    config = Config(
+def _sync_config(settings: Settings) -> Config:
+    """For the encryption SDK's boto3 clients, which only run on the crypto thread pool."""
+    return Config(
         retries={"mode": "standard", "max_attempts": settings.aws_max_attempts},
         max_pool_connections=settings.crypto_threads,
         connect_timeout=settings.aws_connect_timeout_s,
         read_timeout=settings.aws_read_timeout_s,
-    )
-    return boto3.session.Session(region_name=settings.aws_region).client(
-        service, endpoint_url=settings.aws_endpoint_url, config=config
     )
 
 
@@ -100,13 +98,14 @@ async def resolve_key_arn(kms: Any, settings: Settings) -> str:
 
 
 def build_keys(settings: Settings, key_arn: str) -> KeySource:
-    kms = _sync_client(settings, "kms")
+    """Blocking (client construction, and MetaStore calls DescribeTable): run it off the loop."""
+    session = boto3.session.Session(region_name=settings.aws_region)
+    config = _sync_config(settings)
+    kms = session.client("kms", endpoint_url=settings.aws_endpoint_url, config=config)
     if settings.key_mode is KeyMode.KMS:
         return KmsKeys(key_arn=key_arn, kms_client=kms)
     region = key_arn.split(":")[3]
-    resource = boto3.session.Session(region_name=settings.aws_region).resource(
-        "dynamodb", endpoint_url=settings.aws_endpoint_url
-    )
+    resource = session.resource("dynamodb", endpoint_url=settings.aws_endpoint_url, config=config)
     meta_store = MetaStore(
         table=resource.Table(settings.meta_table),
         materials_provider=AwsKmsCryptographicMaterialsProvider(
@@ -125,7 +124,9 @@ async def components(settings: Settings) -> AsyncIterator[Components]:
         )
         stack.callback(executor.shutdown, wait=True, cancel_futures=True)
         key_arn = await resolve_key_arn(clients.kms, settings)
-        keys = build_keys(settings, key_arn)
+        keys = await asyncio.get_running_loop().run_in_executor(
+            executor, build_keys, settings, key_arn
+        )
         cipher = ItemCipher(keys, settings.table, executor)
         store = RecordStore(
             clients.dynamodb, settings.table, max_attempts=settings.aws_max_attempts

@@ -51,7 +51,9 @@ class RotationDuties:
         self._lag_logged_at = float("-inf")
 
     async def run(self, stop: asyncio.Event) -> None:
-        await self._follow_once()
+        # Until the first poll succeeds (say KMS is down), _target stays None and the stream
+        # handler leaves records alone; the follower keeps trying.
+        await self._follow_guarded()
         async with asyncio.TaskGroup() as tg:
             tg.create_task(self._follow(stop), name="control-follower")
             if self._stream_arn and self._parts.clients.streams is not None:
@@ -76,11 +78,11 @@ class RotationDuties:
 
     async def _follow(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
-            try:
-                await self._follow_once()
-                await self._run_pending_job(stop)
-            except UserstoreError as exc:
-                log.warning("control.follow_failed", error=type(exc).__name__, reason=exc.reason)
+            if await self._follow_guarded():
+                try:
+                    await self._run_pending_job(stop)
+                except UserstoreError as exc:
+                    log.warning("rotation.job_failed", error=type(exc).__name__, reason=exc.reason)
             self._log_lag()
             self._wake.clear()
             await _sleep_until(self._parts.settings.control_poll_s, stop, self._wake)
@@ -92,6 +94,14 @@ class RotationDuties:
         if lag is not None and now - self._lag_logged_at >= 60:
             self._lag_logged_at = now
             log.info("stream.lag", lag_s=round(lag, 3))
+
+    async def _follow_guarded(self) -> bool:
+        try:
+            await self._follow_once()
+        except UserstoreError as exc:
+            log.warning("control.follow_failed", error=type(exc).__name__, reason=exc.reason)
+            return False
+        return True
 
     async def _follow_once(self) -> None:
         await follow_control(self._parts)

@@ -168,8 +168,14 @@ class ItemCipher:
         return await self._run(self._open, item)
 
     async def active_ref(self) -> str:
+        """Asks the authority (cached mode: the meta store), so it may raise KeyUnavailable."""
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, self._keys.active_ref)
+        try:
+            return await loop.run_in_executor(self._executor, self._keys.active_ref)
+        except Exception as exc:
+            if _aws_cause(exc) is None:
+                raise
+            raise _key_unavailable(exc, "reading the active key of") from exc
 
     async def activate(self, key_ref: str) -> None:
         loop = asyncio.get_running_loop()

@@ -105,7 +105,9 @@ class UserEventHandler:
             )
             sealed = await self._cipher.seal(item)
             result = await self._store.put(sealed, expected_rev=rev)
-            if result.written:
+            # A put whose answer was lost (dropped connection) is retried, and the retry then
+            # fails its condition on our own write: the item it returns is the one we wrote.
+            if result.written or (result.current is not None and result.current.item == sealed):
                 hints[uid] = StoredRecord(sealed, read_head(sealed))
                 return Outcome.APPLIED
             # Someone else wrote first: decide again on their state, after a jittered pause so

@@ -84,8 +84,9 @@ class Resealer:
                 expires_at=head.expires_at,
                 email_index=self._index.token_for(profile.view(state)),
             )
-            result = await self._store.put(await self._cipher.seal(item), expected_rev=head.rev)
-            if result.written:
+            sealed = await self._cipher.seal(item)
+            result = await self._store.put(sealed, expected_rev=head.rev)
+            if result.written or (result.current is not None and result.current.item == sealed):
                 return Resealed.RESEALED
             current = result.current  # a concurrent update won: re-decide on its record
         raise WriteConflict(f"re-encryption lost {self._max_conflicts} conditional writes in a row")
