@@ -13,7 +13,6 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
 import pytest
-from botocore.exceptions import BotoCoreError
 
 from tests.conftest import make_settings, provision_settings
 from tests.faults.proxy import (
@@ -28,7 +27,7 @@ from tests.integration.helpers import event
 from worker import profile
 from worker.app import components
 from worker.background import RotationDuties
-from worker.errors import KeyUnavailable, RetryLater
+from worker.errors import RetryLater
 from worker.handlers import Outcome
 from worker.metrics import Metrics
 from worker.record import from_item
