@@ -92,7 +92,7 @@ def run(embedded: bool) -> None:
                 await _provision(effective)
             await run_worker(effective, Metrics())
 
-        asyncio.run(main_())
+        _run_or_exit(main_())
 
 
 def _read_events(stream: TextIO) -> list[Event]:
