@@ -8,6 +8,7 @@ boto3. Worker output always goes to a file, never a pipe, so a chatty process ca
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import os
 import random
@@ -17,7 +18,6 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +36,7 @@ from tests.e2e.test_worker_process import (
     wait_drained,
 )
 from tests.emulator import free_port
+from tests.factories import event_dict
 from tests.model import expected_profiles
 from tests.reliability.scenario import ScenarioRecorder
 from worker.settings import Settings
@@ -48,16 +49,7 @@ COMMAND_TIMEOUT_S = 60
 # --- helpers -----------------------------------------------------------------------------------
 
 
-def _event(user: str, kind: str, seconds: int, data: Any = None) -> dict[str, Any]:
-    event: dict[str, Any] = {
-        "event_id": f"evt-{uuid.uuid4().hex}",
-        "type": kind,
-        "user_id": user,
-        "occurred_at": (NOW + timedelta(seconds=seconds)).isoformat(),
-    }
-    if data is not None:
-        event["data"] = data
-    return event
+_event = functools.partial(event_dict, base=NOW)
 
 
 def make_events(users: int, per_user: int, seed: int) -> tuple[list[dict[str, Any]], list[str]]:

@@ -7,6 +7,7 @@ rotation when no event touched it meanwhile).
 
 from __future__ import annotations
 
+import functools
 import json
 import random
 import signal
@@ -14,7 +15,7 @@ import subprocess
 import threading
 import time
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,7 @@ from tests.e2e.test_worker_process import (
     userstore,
     wait_drained,
 )
+from tests.factories import event_dict
 from tests.model import expected_profiles
 from worker.settings import KeyMode
 
@@ -38,16 +40,7 @@ pytestmark = pytest.mark.e2e
 NOW = datetime.now(UTC).replace(microsecond=0)
 
 
-def _event(user: str, kind: str, seconds: float, data: Any = None) -> dict[str, Any]:
-    event: dict[str, Any] = {
-        "event_id": f"evt-{uuid.uuid4().hex}",
-        "type": kind,
-        "user_id": user,
-        "occurred_at": (NOW + timedelta(seconds=seconds)).isoformat(),
-    }
-    if data is not None:
-        event["data"] = data
-    return event
+_event = functools.partial(event_dict, base=NOW)
 
 
 def _messages(events: list[dict[str, Any]]) -> list[tuple[str, str, str]]:

@@ -7,6 +7,7 @@ dead-letter queue must hold exactly the malformed messages.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import random
@@ -23,6 +24,7 @@ import boto3
 import pytest
 
 from tests.conftest import make_settings
+from tests.factories import event_dict
 from tests.model import expected_profiles
 from worker.settings import Settings
 
@@ -133,16 +135,7 @@ def make_traffic(seed: int, users: int) -> tuple[list[dict[str, Any]], list[str]
     return events + duplicates, malformed, personal
 
 
-def _e(user: str, kind: str, seconds: int, data: Any = None) -> dict[str, Any]:
-    event: dict[str, Any] = {
-        "event_id": f"evt-{uuid.uuid4().hex}",
-        "type": kind,
-        "user_id": user,
-        "occurred_at": (NOW + timedelta(seconds=seconds)).isoformat(),
-    }
-    if data is not None:
-        event["data"] = data
-    return event
+_e = functools.partial(event_dict, base=NOW)
 
 
 def publish_with_boto3(sqs: Any, url: str, messages: list[tuple[str, str, str]]) -> None:

@@ -3,13 +3,14 @@ users, delivered in any order. No update is lost: the result equals the referenc
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import random
 import signal
 import subprocess
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ from tests.e2e.test_worker_process import (
     userstore,
     wait_drained,
 )
+from tests.factories import event_dict
 from tests.model import expected_profiles
 from tests.reliability.scenario import ScenarioRecorder
 
@@ -33,16 +35,7 @@ SCALE = float(os.environ.get("RELIABILITY_SCALE", "1"))
 USERS = int(30 * SCALE)
 
 
-def _event(user: str, kind: str, seconds: float, data: Any = None) -> dict[str, Any]:
-    event: dict[str, Any] = {
-        "event_id": f"evt-{uuid.uuid4().hex}",
-        "type": kind,
-        "user_id": user,
-        "occurred_at": (NOW + timedelta(seconds=seconds)).isoformat(),
-    }
-    if data is not None:
-        event["data"] = data
-    return event
+_event = functools.partial(event_dict, base=NOW)
 
 
 def conflicting_traffic(rng: random.Random) -> list[dict[str, Any]]:

@@ -6,6 +6,7 @@ different effect, nothing dead-lettered.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import random
@@ -14,7 +15,7 @@ import subprocess
 import threading
 import time
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,7 @@ from tests.e2e.test_worker_process import (
     userstore,
     wait_drained,
 )
+from tests.factories import event_dict
 from tests.model import expected_profiles
 from tests.reliability.scenario import ScenarioRecorder
 
@@ -59,16 +61,7 @@ def traffic(rng: random.Random) -> tuple[list[dict[str, Any]], list[str]]:
     return events, personal
 
 
-def _event(user: str, kind: str, seconds: int, data: Any = None) -> dict[str, Any]:
-    event: dict[str, Any] = {
-        "event_id": f"evt-{uuid.uuid4().hex}",
-        "type": kind,
-        "user_id": user,
-        "occurred_at": (NOW + timedelta(seconds=seconds)).isoformat(),
-    }
-    if data is not None:
-        event["data"] = data
-    return event
+_event = functools.partial(event_dict, base=NOW)
 
 
 @pytest.mark.timeout(600)

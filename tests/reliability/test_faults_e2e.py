@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import random
@@ -9,7 +10,7 @@ import signal
 import subprocess
 import time
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,7 @@ from tests.e2e.test_worker_process import (
     userstore,
     wait_drained,
 )
+from tests.factories import event_dict
 from tests.faults.proxy import (
     DROP_AFTER,
     DROP_BEFORE,
@@ -57,16 +59,7 @@ def traffic(users: int, seed: int) -> tuple[list[dict[str, Any]], list[str]]:
     return events, personal
 
 
-def _event(user: str, kind: str, seconds: int, data: Any = None) -> dict[str, Any]:
-    event: dict[str, Any] = {
-        "event_id": f"evt-{uuid.uuid4().hex}",
-        "type": kind,
-        "user_id": user,
-        "occurred_at": (NOW + timedelta(seconds=seconds)).isoformat(),
-    }
-    if data is not None:
-        event["data"] = data
-    return event
+_event = functools.partial(event_dict, base=NOW)
 
 
 def _start(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
