@@ -28,20 +28,23 @@ SCENARIOS = [
 
 
 class Collector:
+    """Scenario rows from tests that described themselves; a tally of the supporting tests."""
+
     def __init__(self) -> None:
         self.rows: list[dict[str, Any]] = []
+        self.supporting: dict[str, int] = {}
 
     @pytest.hookimpl
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         if report.when != "call" and not (report.when == "setup" and report.outcome != "passed"):
             return
         described = [v for k, v in report.user_properties if k == PROPERTY]
-        for scenario in described or [
-            {"name": report.nodeid, "load": "", "faults": "", "checked": ""}
-        ]:
+        for scenario in described:
             self.rows.append(
                 {**scenario, "result": report.outcome, "seconds": round(report.duration, 1)}
             )
+        if not described:
+            self.supporting[report.outcome] = self.supporting.get(report.outcome, 0) + 1
 
 
 def main() -> int:
@@ -68,6 +71,12 @@ def main() -> int:
         lines.append(
             "| " + " | ".join(c.replace("|", "/") for c in cells) + f" | {row['seconds']} |"
         )
+    tally = ", ".join(f"{n} {outcome}" for outcome, n in sorted(collector.supporting.items()))
+    lines += [
+        "",
+        "Supporting tests in the same run (the bad-input corpus case by case, the fault proxy's"
+        f" own tests, the leak scanner): {tally or 'none'}.",
+    ]
     OUTPUT.write_text("\n".join(lines) + "\n")
     print(f"wrote {OUTPUT.relative_to(ROOT)} ({len(collector.rows)} scenarios)")
     return int(code)
