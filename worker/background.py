@@ -55,7 +55,7 @@ class RotationDuties:
         # handler leaves records alone; the follower keeps trying.
         await self._follow_guarded()
         async with asyncio.TaskGroup() as tg:
-            tg.create_task(self._follow(stop), name="control-follower")
+            tg.create_task(self._follow(stop, tg), name="control-follower")
             if self._stream_arn and self._parts.clients.streams is not None:
                 settings = self._parts.settings
                 self.stream = StreamConsumer(
@@ -76,13 +76,12 @@ class RotationDuties:
                 )
                 tg.create_task(self.stream.run(stop), name="stream-consumer")
 
-    async def _follow(self, stop: asyncio.Event) -> None:
+    async def _follow(self, stop: asyncio.Event, tg: asyncio.TaskGroup) -> None:
+        job: asyncio.Task[None] | None = None
         while not stop.is_set():
-            if await self._follow_guarded():
-                try:
-                    await self._run_pending_job(stop)
-                except UserstoreError as exc:
-                    log.warning("rotation.job_failed", error=type(exc).__name__, reason=exc.reason)
+            # The job runs beside the polls, so a replica busy re-encrypting still follows.
+            if await self._follow_guarded() and (job is None or job.done()):
+                job = tg.create_task(self._run_pending_job(stop), name="reencryption-job")
             self._log_lag()
             self._wake.clear()
             await _sleep_until(self._parts.settings.control_poll_s, stop, self._wake)
@@ -114,26 +113,30 @@ class RotationDuties:
         self._target = target
 
     async def _run_pending_job(self, stop: asyncio.Event) -> None:
-        control = await read_control(self._parts.store, self._parts.cipher, ACTIVE_KEY)
-        if control is None or not control.body.get("reencrypt_pending"):
-            return
+        """The re-encryption job a rotation asked for, if no other replica holds it."""
         try:
+            control = await read_control(self._parts.store, self._parts.cipher, ACTIVE_KEY)
+            if control is None or not control.body.get("reencrypt_pending"):
+                return
             report = await run_sweep(
                 self._parts, rate_per_s=self._parts.settings.reencrypt_rate_per_s, stop=stop
             )
+            if stop.is_set():
+                return  # interrupted: checkpoints let the next holder resume
+            c = report.counts
+            log.info(
+                "rotation.job_done",
+                scanned=c.scanned,
+                reencrypted=c.resealed,
+                skipped=c.skipped,
+                failed=c.failed,
+            )
+            await job_done(self._parts, report.target.key_ref)
         except SweepBusy:
             return  # another replica runs it; we take over if its lease lapses
-        if stop.is_set():
-            return  # interrupted: checkpoints let the next holder resume
-        c = report.counts
-        log.info(
-            "rotation.job_done",
-            scanned=c.scanned,
-            reencrypted=c.resealed,
-            skipped=c.skipped,
-            failed=c.failed,
-        )
-        await job_done(self._parts, report.target.key_ref)
+        except UserstoreError as exc:
+            # Retried at the next poll; a sweep resumes from its checkpoints.
+            log.warning("rotation.job_failed", error=type(exc).__name__, reason=exc.reason)
 
     async def on_records(self, records: Sequence[StreamRecord]) -> None:
         """Re-encrypt records the stream shows sealed under a retired key; idempotent."""
