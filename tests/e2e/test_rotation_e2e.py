@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import random
 import signal
 import subprocess
@@ -74,7 +75,7 @@ def _wait_all_sealed_under(ddb: Any, table: str, key_ref: str, timeout_s: float)
 def test_rotation_while_events_flow(
     moto_endpoint: str, tmp_path: Path, mode: KeyMode, workers: int
 ) -> None:
-    users_count = 1000
+    users_count = int(1000 * float(os.environ.get("RELIABILITY_SCALE", "1")))
     settings = make_settings(moto_endpoint, mode)
     env = env_for(settings) | {
         "USERSTORE_CONTROL_POLL_S": "1",
