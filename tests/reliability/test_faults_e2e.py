@@ -37,6 +37,7 @@ from tests.faults.proxy import (
 )
 from tests.model import expected_profiles
 from tests.reliability.scenario import ScenarioRecorder
+from worker.settings import Settings
 
 pytestmark = pytest.mark.e2e
 
@@ -60,6 +61,23 @@ def traffic(users: int, seed: int) -> tuple[list[dict[str, Any]], list[str]]:
 
 
 _event = functools.partial(event_dict, base=NOW)
+
+
+def _provisioned(
+    endpoint: str, env: dict[str, str] | None = None, **settings_overrides: Any
+) -> tuple[Settings, dict[str, str], Any, Any, str, str]:
+    """Fresh resources provisioned by `userstore provision`, and boto3 clients on the emulator."""
+    settings = make_settings(endpoint, **settings_overrides)
+    full_env = env_for(settings) | (env or {})
+    subprocess.run(
+        userstore("provision"), env=full_env, check=True, capture_output=True, timeout=60
+    )
+    session = boto3.session.Session(region_name=settings.aws_region)
+    sqs = session.client("sqs", endpoint_url=endpoint)
+    ddb = session.client("dynamodb", endpoint_url=endpoint)
+    url = sqs.get_queue_url(QueueName=settings.queue)["QueueUrl"]
+    dlq = sqs.get_queue_url(QueueName=settings.dlq)["QueueUrl"]
+    return settings, full_env, sqs, ddb, url, dlq
 
 
 def _start(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
@@ -89,14 +107,7 @@ def test_throttling_5xx_and_dropped_connections_lose_nothing(
         checked="every valid event applied (state = model), none dead-lettered, faults really"
         " injected on each service, no personal value in logs or raw items",
     )
-    settings = make_settings(moto_endpoint)
-    env = env_for(settings)
-    subprocess.run(userstore("provision"), env=env, check=True, capture_output=True, timeout=60)
-    session = boto3.session.Session(region_name=settings.aws_region)
-    sqs = session.client("sqs", endpoint_url=moto_endpoint)
-    ddb = session.client("dynamodb", endpoint_url=moto_endpoint)
-    url = sqs.get_queue_url(QueueName=settings.queue)["QueueUrl"]
-    dlq = sqs.get_queue_url(QueueName=settings.dlq)["QueueUrl"]
+    settings, env, sqs, ddb, url, dlq = _provisioned(moto_endpoint)
     log = tmp_path / "worker.log"
     with fault_proxy_process(moto_endpoint, FaultRules.everywhere(rates, seed=11)) as (
         proxy,
@@ -135,14 +146,7 @@ def test_a_kms_outage_delays_events_until_kms_returns(
         checked="no record written during the outage (never half-written); nothing"
         " dead-lettered; every event applied once KMS returned",
     )
-    settings = make_settings(moto_endpoint)
-    env = env_for(settings)
-    subprocess.run(userstore("provision"), env=env, check=True, capture_output=True, timeout=60)
-    session = boto3.session.Session(region_name=settings.aws_region)
-    sqs = session.client("sqs", endpoint_url=moto_endpoint)
-    ddb = session.client("dynamodb", endpoint_url=moto_endpoint)
-    url = sqs.get_queue_url(QueueName=settings.queue)["QueueUrl"]
-    dlq = sqs.get_queue_url(QueueName=settings.dlq)["QueueUrl"]
+    settings, env, sqs, ddb, url, dlq = _provisioned(moto_endpoint)
     log = tmp_path / "worker.log"
     with fault_proxy_process(moto_endpoint, FaultRules()) as (proxy, control):
         worker = _start(env | {"AWS_ENDPOINT_URL": proxy}, log)
@@ -179,14 +183,9 @@ def test_a_long_kms_outage_dead_letters_with_the_reason(
         checked="each event dead-lettered on its last receive with a reason naming the KMS"
         " error and the attempts; no record written",
     )
-    settings = make_settings(moto_endpoint, max_receive_count=3)
-    env = env_for(settings) | {"USERSTORE_MAX_RECEIVE_COUNT": "3"}
-    subprocess.run(userstore("provision"), env=env, check=True, capture_output=True, timeout=60)
-    session = boto3.session.Session(region_name=settings.aws_region)
-    sqs = session.client("sqs", endpoint_url=moto_endpoint)
-    ddb = session.client("dynamodb", endpoint_url=moto_endpoint)
-    url = sqs.get_queue_url(QueueName=settings.queue)["QueueUrl"]
-    dlq = sqs.get_queue_url(QueueName=settings.dlq)["QueueUrl"]
+    settings, env, sqs, ddb, url, dlq = _provisioned(
+        moto_endpoint, max_receive_count=3, env={"USERSTORE_MAX_RECEIVE_COUNT": "3"}
+    )
     log = tmp_path / "worker.log"
     with fault_proxy_process(moto_endpoint, FaultRules()) as (proxy, control):
         worker = _start(env | {"AWS_ENDPOINT_URL": proxy}, log)
