@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.emulator import moto_server_process
+from tests.emulator import ministack_process, moto_server_process, run_hooks, selected_emulator
 from tests.reliability.scenario import scenario
 from worker.settings import KeyMode, Settings
 
@@ -18,7 +18,10 @@ os.environ.update(
     AWS_REGION="eu-west-2",
 )
 for _name in list(os.environ):
-    if _name.startswith("USERSTORE_") or _name.startswith("AWS_ENDPOINT_URL"):
+    # USERSTORE_TEST_* choose the harness's emulator (tests/emulator.py): not worker settings.
+    if _name.startswith(("USERSTORE_", "AWS_ENDPOINT_URL")) and not _name.startswith(
+        "USERSTORE_TEST_"
+    ):
         del os.environ[_name]
 
 
@@ -26,6 +29,34 @@ for _name in list(os.environ):
 def moto_endpoint() -> Iterator[str]:
     with moto_server_process() as url:
         yield url
+
+
+@pytest.fixture(scope="session")
+def aws_endpoint(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    """The e2e tier's emulator: moto server, or ministack with USERSTORE_TEST_EMULATOR=ministack.
+
+    Either way the localstack/ready.d hooks have provisioned the default resource names (ministack
+    runs them itself at start; for moto the harness runs them), as `docker compose up` does.
+    """
+    if selected_emulator() == "ministack":
+        log = tmp_path_factory.mktemp("ministack") / "ministack.log"
+        with ministack_process(log) as url:
+            yield url
+    else:
+        url = request.getfixturevalue("moto_endpoint")
+        run_hooks(url)
+        yield url
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """On ministack, run only the tests that use the emulator (the others don't touch it)."""
+    if selected_emulator() != "ministack":
+        return
+    uses = ["aws_endpoint" in getattr(item, "fixturenames", ()) for item in items]
+    config.hook.pytest_deselected(items=[i for i, use in zip(items, uses, strict=True) if not use])
+    items[:] = [i for i, use in zip(items, uses, strict=True) if use]
 
 
 def make_settings(

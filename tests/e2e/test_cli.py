@@ -1,8 +1,9 @@
 """End to end: the `userstore` commands as an operator runs them, one real process each.
 
-`publish` and `get` run against a moto server process provisioned by `userstore provision`;
-`run --embedded` and `demo` bring their own emulator. Queues and tables are checked with plain
-boto3. Worker output always goes to a file, never a pipe, so a chatty process can't block.
+`publish` and `get` run against the emulator process (`aws_endpoint`: moto server, or ministack)
+provisioned by `userstore provision`; `run --embedded` and `demo` bring their own emulator.
+Queues and tables are checked with plain boto3. Worker output always goes to a file, never a
+pipe, so a chatty process can't block.
 """
 
 from __future__ import annotations
@@ -258,9 +259,9 @@ def env_without_endpoint() -> dict[str, str]:
 
 @pytest.mark.timeout(120)
 def test_publish_sends_every_event_from_a_file_and_from_stdin(
-    moto_endpoint: str, tmp_path: Path
+    aws_endpoint: str, tmp_path: Path
 ) -> None:
-    settings, env = provisioned(moto_endpoint)
+    settings, env = provisioned(aws_endpoint)
     sqs, _, url, _ = clients(settings)
     events, _ = make_events(users=5, per_user=3, seed=1)
     assert len(events) == 15
@@ -304,8 +305,8 @@ def test_publish_sends_every_event_from_a_file_and_from_stdin(
 
 
 @pytest.mark.timeout(120)
-def test_publish_sends_nothing_when_any_line_is_invalid(moto_endpoint: str, tmp_path: Path) -> None:
-    settings, env = provisioned(moto_endpoint)
+def test_publish_sends_nothing_when_any_line_is_invalid(aws_endpoint: str, tmp_path: Path) -> None:
+    settings, env = provisioned(aws_endpoint)
     sqs, _, url, _ = clients(settings)
     events, _ = make_events(users=5, per_user=3, seed=3)
     lines = [json.dumps(e) for e in events]
@@ -363,8 +364,8 @@ def get_item(ddb: Any, table: str, user: str) -> dict[str, Any]:
 
 
 @pytest.mark.timeout(120)
-def test_get_prints_profile_refuses_unknown_and_tampered_records(moto_endpoint: str) -> None:
-    settings, env = provisioned(moto_endpoint)
+def test_get_prints_profile_refuses_unknown_and_tampered_records(aws_endpoint: str) -> None:
+    settings, env = provisioned(aws_endpoint)
     _, ddb, _, _ = clients(settings)
     events, personal = make_events(users=4, per_user=3, seed=4)
     users = list(dict.fromkeys(e["user_id"] for e in events))
@@ -488,7 +489,7 @@ def test_run_embedded_starts_handles_an_event_and_stops_on_sigterm(tmp_path: Pat
 
 @pytest.mark.timeout(180)
 def test_sigterm_under_load_drains_and_a_second_worker_finishes_the_queue(
-    moto_endpoint: str, tmp_path: Path, scenario: ScenarioRecorder
+    aws_endpoint: str, tmp_path: Path, scenario: ScenarioRecorder
 ) -> None:
     drain_s = 10
     scenario.describe(
@@ -499,7 +500,7 @@ def test_sigterm_under_load_drains_and_a_second_worker_finishes_the_queue(
         " DLQ empty; state = model; no personal value in logs or raw items",
     )
     settings, env = provisioned(
-        moto_endpoint,
+        aws_endpoint,
         USERSTORE_DRAIN_TIMEOUT_S=str(drain_s),
         USERSTORE_VISIBILITY_TIMEOUT_S="5",
     )
@@ -603,8 +604,8 @@ def test_demo_reports_outcomes_ciphertext_and_dead_letters() -> None:
 
 
 @pytest.mark.timeout(120)
-def test_find_by_email_and_rotation_status(moto_endpoint: str) -> None:
-    settings, env = provisioned(moto_endpoint)
+def test_find_by_email_and_rotation_status(aws_endpoint: str) -> None:
+    settings, env = provisioned(aws_endpoint)
     users = [f"urn:fdc:gov.uk:2022:find-{uuid.uuid4().hex[:8]}" for _ in range(3)]
     emails = ["Ada@Example.org", "ada@example.org", "grace@example.org"]
     apply_in_process(

@@ -73,10 +73,10 @@ def _wait_all_sealed_under(ddb: Any, table: str, key_ref: str, timeout_s: float)
     ids=["kms-two-workers", "cached-one-worker"],
 )
 def test_rotation_while_events_flow(
-    moto_endpoint: str, tmp_path: Path, mode: KeyMode, workers: int
+    aws_endpoint: str, tmp_path: Path, mode: KeyMode, workers: int
 ) -> None:
     users_count = int(1000 * float(os.environ.get("RELIABILITY_SCALE", "1")))
-    settings = make_settings(moto_endpoint, mode)
+    settings = make_settings(aws_endpoint, mode)
     env = env_for(settings) | {
         "USERSTORE_CONTROL_POLL_S": "1",
         "USERSTORE_REENCRYPT_RATE_PER_S": "2000",
@@ -85,9 +85,9 @@ def test_rotation_while_events_flow(
     }
     subprocess.run(userstore("provision"), env=env, check=True, capture_output=True, timeout=60)
     session = boto3.session.Session(region_name=settings.aws_region)
-    sqs = session.client("sqs", endpoint_url=moto_endpoint)
-    ddb = session.client("dynamodb", endpoint_url=moto_endpoint)
-    kms = session.client("kms", endpoint_url=moto_endpoint)
+    sqs = session.client("sqs", endpoint_url=aws_endpoint)
+    ddb = session.client("dynamodb", endpoint_url=aws_endpoint)
+    kms = session.client("kms", endpoint_url=aws_endpoint)
     url = sqs.get_queue_url(QueueName=settings.queue)["QueueUrl"]
 
     rng = random.Random(5)

@@ -43,13 +43,13 @@ def _segment_progress(ddb: object, table: str) -> int:
 
 
 @pytest.mark.timeout(300)
-def test_sweep_killed_halfway_resumes_and_counts_every_record_once(moto_endpoint: str) -> None:
-    settings = asyncio.run(provision_settings(make_settings(moto_endpoint)))
+def test_sweep_killed_halfway_resumes_and_counts_every_record_once(aws_endpoint: str) -> None:
+    settings = asyncio.run(provision_settings(make_settings(aws_endpoint)))
     asyncio.run(_load(settings))
     env = env_for(settings) | {"USERSTORE_SWEEP_LEASE_S": "4"}
     session = boto3.session.Session(region_name=settings.aws_region)
-    ddb = session.client("dynamodb", endpoint_url=moto_endpoint)
-    new_key = session.client("kms", endpoint_url=moto_endpoint).create_key()["KeyMetadata"]["Arn"]
+    ddb = session.client("dynamodb", endpoint_url=aws_endpoint)
+    new_key = session.client("kms", endpoint_url=aws_endpoint).create_key()["KeyMetadata"]["Arn"]
     rotated = subprocess.run(
         userstore("rotate", "--to", new_key), env=env, capture_output=True, text=True, timeout=60
     )

@@ -1,4 +1,4 @@
-"""End to end: the real `userstore` process against a moto server process.
+"""End to end: the real `userstore` process against an emulator process (moto or ministack).
 
 Events are published with plain boto3, the way another service would. Afterwards the decrypted
 state must equal the reference model, raw items and logs must hold no personal value, and the
@@ -170,14 +170,14 @@ def scan_all(ddb: Any, table: str) -> list[dict[str, Any]]:
 
 
 @pytest.mark.timeout(300)
-def test_worker_process_end_to_end(moto_endpoint: str, tmp_path: Path) -> None:
-    settings = make_settings(moto_endpoint)
+def test_worker_process_end_to_end(aws_endpoint: str, tmp_path: Path) -> None:
+    settings = make_settings(aws_endpoint)
     env = env_for(settings)
     subprocess.run(userstore("provision"), env=env, check=True, capture_output=True, timeout=60)
 
     session = boto3.session.Session(region_name=settings.aws_region)
-    sqs = session.client("sqs", endpoint_url=moto_endpoint)
-    ddb = session.client("dynamodb", endpoint_url=moto_endpoint)
+    sqs = session.client("sqs", endpoint_url=aws_endpoint)
+    ddb = session.client("dynamodb", endpoint_url=aws_endpoint)
     url = sqs.get_queue_url(QueueName=settings.queue)["QueueUrl"]
     dlq = sqs.get_queue_url(QueueName=settings.dlq)["QueueUrl"]
 

@@ -1,0 +1,243 @@
+"""The localstack/ready.d hook and `userstore provision` create the same resources.
+
+The emulator (`aws_endpoint`) was provisioned at start by the hook with the default names, as
+`docker compose up` does: on ministack by ministack's own hook runner, on moto by the harness.
+Each test provisions the other side under fresh names on the same emulator and compares
+normalized descriptions (names replaced by their role), so any drift between the hook and the
+product shows up as a difference.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import urllib.request
+import uuid
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+
+from tests.e2e.test_cli import (
+    background,
+    count_logged,
+    env_without_endpoint,
+    log_records,
+    make_events,
+    queue_counts,
+    run_cli,
+    stop,
+    wait_until,
+    write_jsonl,
+)
+from tests.e2e.test_worker_process import userstore
+from tests.emulator import HOOKS_DIR, RESOURCES_FILE, selected_emulator
+from tests.model import expected_profiles
+from worker.settings import Settings
+
+pytestmark = pytest.mark.e2e
+
+NAMES = ("table", "meta_table", "state_table", "queue", "dlq", "kms_key")
+# Attributes that describe a queue's identity or state, not its shape.
+VOLATILE_QUEUE_ATTRIBUTES = frozenset({"QueueArn", "CreatedTimestamp", "LastModifiedTimestamp"})
+
+
+def fresh_names(fifo: bool = True) -> dict[str, str]:
+    tag = uuid.uuid4().hex[:10]
+    suffix = ".fifo" if fifo else ""
+    return {
+        "table": f"hook-users-{tag}",
+        "meta_table": f"hook-materials-{tag}",
+        "state_table": f"hook-state-{tag}",
+        "queue": f"hook-events-{tag}{suffix}",
+        "dlq": f"hook-events-dlq-{tag}{suffix}",
+        "kms_key": f"alias/hook-{tag}",
+    }
+
+
+def settings_env(endpoint: str, **values: str) -> dict[str, str]:
+    """The test environment, no USERSTORE_ setting but `values` (table=... -> USERSTORE_TABLE)."""
+    return (
+        env_without_endpoint()
+        | {"AWS_ENDPOINT_URL": endpoint}
+        | {f"USERSTORE_{name.upper()}": value for name, value in values.items()}
+    )
+
+
+def run_hook(env: dict[str, str]) -> None:
+    """The ready.d hook, run the way ministack runs it: a python process with its environment."""
+    for hook in sorted(HOOKS_DIR.glob("*.py")):
+        done = subprocess.run(
+            [sys.executable, str(hook)],
+            env=env | {"USERSTORE_RESOURCES_FILE": str(RESOURCES_FILE)},
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr[-2000:]
+
+
+def describe(endpoint: str, names: dict[str, str]) -> dict[str, Any]:
+    """Everything provisioned under `names`, with each name (and ARN) replaced by its role."""
+    session = boto3.session.Session(region_name="eu-west-2")
+    ddb = session.client("dynamodb", endpoint_url=endpoint)
+    sqs = session.client("sqs", endpoint_url=endpoint)
+    kms = session.client("kms", endpoint_url=endpoint)
+
+    def table(name: str) -> dict[str, Any]:
+        t = ddb.describe_table(TableName=name)["Table"]
+        ttl = ddb.describe_time_to_live(TableName=name)["TimeToLiveDescription"]
+        return {
+            "status": t["TableStatus"],
+            "key": t["KeySchema"],
+            "attributes": sorted(t["AttributeDefinitions"], key=lambda a: a["AttributeName"]),
+            "billing": t.get("BillingModeSummary", {}).get("BillingMode"),
+            "indexes": sorted(
+                (
+                    {k: i[k] for k in ("IndexName", "KeySchema", "Projection")}
+                    for i in t.get("GlobalSecondaryIndexes", [])
+                ),
+                key=lambda i: i["IndexName"],
+            ),
+            "stream": t.get("StreamSpecification"),
+            "has_stream_arn": bool(t.get("LatestStreamArn")),
+            "ttl": (ttl.get("AttributeName"), ttl.get("TimeToLiveStatus")),
+        }
+
+    def queue(name: str) -> dict[str, Any]:
+        url = sqs.get_queue_url(QueueName=name)["QueueUrl"]
+        attrs = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
+        shape = {
+            k: v
+            for k, v in attrs.items()
+            if k not in VOLATILE_QUEUE_ATTRIBUTES and not k.startswith("Approximate")
+        }
+        if "RedrivePolicy" in shape:
+            redrive = json.loads(shape["RedrivePolicy"])
+            target = redrive["deadLetterTargetArn"].rsplit(":", 1)[1]
+            shape["RedrivePolicy"] = {
+                "deadLetterTarget": "<dlq>" if target == names["dlq"] else target,
+                "maxReceiveCount": int(redrive["maxReceiveCount"]),
+            }
+        return shape
+
+    key = kms.describe_key(KeyId=names["kms_key"])["KeyMetadata"]
+    aliases = [
+        a["AliasName"]
+        for a in kms.list_aliases(KeyId=key["KeyId"])["Aliases"]
+        if a["AliasName"] == names["kms_key"]
+    ]
+    return {
+        "key": {
+            **{k: key.get(k) for k in ("KeyUsage", "KeySpec", "KeyState", "Enabled")},
+            "Description": key.get("Description"),
+            "aliased": aliases == [names["kms_key"]],
+        },
+        "users": table(names["table"]),
+        "materials": table(names["meta_table"]),
+        "state": table(names["state_table"]),
+        "queue": queue(names["queue"]),
+        "dlq": queue(names["dlq"]),
+    }
+
+
+def defaults() -> dict[str, str]:
+    settings = Settings()
+    return {name: str(getattr(settings, name)) for name in NAMES}
+
+
+def test_the_selected_emulator_is_the_one_serving(aws_endpoint: str) -> None:
+    """USERSTORE_TEST_EMULATOR really picks the backend (an env clean-up once ate it silently)."""
+    own_api = {"moto": "/moto-api/", "ministack": "/_ministack/health"}[selected_emulator()]
+    with urllib.request.urlopen(f"{aws_endpoint}{own_api}", timeout=5) as response:
+        assert response.status == 200
+
+
+def test_hook_defaults_match_userstore_provision(aws_endpoint: str) -> None:
+    """The emulator's start-up hook made the default names; `userstore provision` the same shape."""
+    names = fresh_names()
+    done = run_cli(settings_env(aws_endpoint, **names), "provision")
+    assert done.returncode == 0, done.stderr[-2000:]
+
+    by_hook = describe(aws_endpoint, defaults())
+    by_provision = describe(aws_endpoint, names)
+
+    assert by_hook == by_provision
+    # Not two empty shapes: what the worker relies on is there.
+    users = by_hook["users"]
+    assert users["stream"]["StreamViewType"] == "NEW_AND_OLD_IMAGES"
+    assert users["has_stream_arn"]
+    assert [i["IndexName"] for i in users["indexes"]] == ["email-index"]
+    assert users["ttl"][0] == "expires_at"
+    assert by_hook["queue"]["FifoQueue"] == "true"
+    assert by_hook["queue"]["VisibilityTimeout"] == str(Settings().visibility_timeout_s)
+    assert by_hook["queue"]["RedrivePolicy"] == {
+        "deadLetterTarget": "<dlq>",
+        "maxReceiveCount": Settings().max_receive_count,
+    }
+    assert by_hook["key"]["aliased"]
+
+
+def test_hook_reads_the_worker_settings_variables(aws_endpoint: str) -> None:
+    """Same non-default settings (standard queues, other timeouts) through both: same result."""
+    knobs = {"visibility_timeout_s": "45", "max_receive_count": "3"}
+    hook_names, provision_names = fresh_names(fifo=False), fresh_names(fifo=False)
+    run_hook(settings_env(aws_endpoint, **hook_names, **knobs))
+    done = run_cli(settings_env(aws_endpoint, **provision_names, **knobs), "provision")
+    assert done.returncode == 0, done.stderr[-2000:]
+
+    by_hook = describe(aws_endpoint, hook_names)
+    assert by_hook == describe(aws_endpoint, provision_names)
+    assert by_hook["queue"].get("FifoQueue", "false") == "false"
+    assert by_hook["queue"]["VisibilityTimeout"] == "45"
+    assert by_hook["queue"]["RedrivePolicy"]["maxReceiveCount"] == 3
+
+    # Run again: nothing changes, nothing fails.
+    run_hook(settings_env(aws_endpoint, **hook_names, **knobs))
+    assert describe(aws_endpoint, hook_names) == by_hook
+
+
+@pytest.mark.timeout(120)
+def test_worker_runs_on_the_hook_provisioned_defaults(aws_endpoint: str, tmp_path: Path) -> None:
+    """`docker compose up` in small: no names configured, the hook's resources, a real worker."""
+    env = settings_env(aws_endpoint, wait_time_s="1", drain_timeout_s="10")
+    session = boto3.session.Session(region_name="eu-west-2")
+    sqs = session.client("sqs", endpoint_url=aws_endpoint)
+    url = sqs.get_queue_url(QueueName=Settings().queue)["QueueUrl"]
+    dlq = sqs.get_queue_url(QueueName=Settings().dlq)["QueueUrl"]
+    events, personal = make_events(users=4, per_user=3, seed=21)
+
+    sent = run_cli(env, "publish", str(write_jsonl(tmp_path / "events.jsonl", _lines(events))))
+    assert sent.returncode == 0, sent.stderr[-2000:]
+    log = tmp_path / "worker.log"
+    with background(userstore("run"), env, log) as proc:
+        wait_until(
+            lambda: count_logged(log, "message.handled") >= len(events),
+            90,
+            "every event handled",
+            proc,
+            log,
+        )
+        stop(proc, 30, log)
+
+    assert queue_counts(sqs, url) == (0, 0, 0)
+    assert queue_counts(sqs, dlq) == (0, 0, 0)
+    outcomes = {r.get("outcome") for r in log_records(log) if r.get("event") == "message.handled"}
+    assert outcomes == {"applied"}, outcomes
+    for user, profile in expected_profiles(events).items():
+        shown = run_cli(env, "get", user)
+        if profile is None:
+            assert shown.returncode == 1, shown.stderr
+        else:
+            assert shown.returncode == 0, shown.stderr
+            assert json.loads(shown.stdout) == profile
+    text = log.read_text()
+    for value in personal:
+        assert value not in text
+
+
+def _lines(events: list[dict[str, Any]]) -> list[str]:
+    return [json.dumps(e) for e in events]

@@ -1,0 +1,160 @@
+"""docker-compose.yml and the Dockerfile, checked as files (no Docker engine runs the tests).
+
+What `docker compose up` relies on: the pinned LocalStack tag, the hook and the resource
+definition mounted where the hook looks, the same resource settings given to the hook and the
+worker, a worker endpoint the worker accepts, and an image that installs the package and runs
+`userstore run`.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+import shlex
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.emulator import HOOKS_DIR
+from worker.resources import definition
+from worker.settings import Settings
+from worker.transport import check_endpoints
+
+ROOT = Path(__file__).resolve().parents[2]
+PINNED_LOCALSTACK = "localstack/localstack:4.14.0"
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    loaded: dict[str, Any] = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    return loaded
+
+
+def _interpolate(value: str, shell: dict[str, str]) -> str:
+    """Compose's ${NAME:-default} for the values used here."""
+    return re.sub(
+        r"\$\{(\w+):-([^}]*)\}", lambda m: shell.get(m.group(1)) or m.group(2), str(value)
+    )
+
+
+def _environment(service: dict[str, Any], shell: dict[str, str]) -> dict[str, str]:
+    """The container's environment: a key with no value comes from the shell, or is unset."""
+    env = {}
+    for name, value in service["environment"].items():
+        if value is None:
+            if name in shell:
+                env[name] = shell[name]
+        else:
+            env[name] = _interpolate(value, shell)
+    return env
+
+
+def _hook_default_resources_file() -> str:
+    source = (HOOKS_DIR / "userstore.py").read_text()
+    for node in ast.parse(source).body:
+        if isinstance(node, ast.Assign) and ast.unparse(node.targets[0]) == (
+            "DEFAULT_RESOURCES_FILE"
+        ):
+            return str(ast.literal_eval(node.value))
+    raise AssertionError("the hook names no DEFAULT_RESOURCES_FILE")
+
+
+def test_localstack_is_pinned_to_a_tag_that_starts_without_a_token(
+    compose: dict[str, Any],
+) -> None:
+    localstack = compose["services"]["localstack"]
+    assert _interpolate(localstack["image"], {}) == PINNED_LOCALSTACK
+    # A newer image with a token: both from the shell (or .env), the token passed through.
+    assert _interpolate(localstack["image"], {"LOCALSTACK_IMAGE": "x:latest"}) == "x:latest"
+    assert _environment(localstack, {}).get("LOCALSTACK_AUTH_TOKEN") is None
+    assert _environment(localstack, {"LOCALSTACK_AUTH_TOKEN": "t"})["LOCALSTACK_AUTH_TOKEN"] == "t"
+    assert set(localstack["environment"]["SERVICES"].split(",")) == {
+        "sqs",
+        "dynamodb",
+        "dynamodbstreams",
+        "kms",
+    }
+    assert localstack["ports"] == ["127.0.0.1:4566:4566"]  # loopback only
+
+
+def test_the_hook_and_the_definition_are_mounted_where_the_hook_looks(
+    compose: dict[str, Any],
+) -> None:
+    localstack = compose["services"]["localstack"]
+    mounts = {}
+    for volume in localstack["volumes"]:
+        source, target, mode = volume.split(":")
+        assert mode == "ro"
+        assert (ROOT / source).exists(), source
+        mounts[target] = (ROOT / source).resolve()
+    assert mounts["/etc/localstack/init/ready.d"] == HOOKS_DIR.resolve()
+    resources_file = _environment(localstack, {})["USERSTORE_RESOURCES_FILE"]
+    assert resources_file == _hook_default_resources_file()
+    assert mounts[resources_file] == (ROOT / "worker" / "resources.json").resolve()
+    assert "ready" in " ".join(localstack["healthcheck"]["test"])
+
+
+@pytest.mark.parametrize(
+    "shell", [{}, {"USERSTORE_TABLE": "mine", "USERSTORE_QUEUE": "q.fifo"}], ids=["unset", "set"]
+)
+def test_hook_and_worker_get_the_same_resource_settings(
+    compose: dict[str, Any], shell: dict[str, str]
+) -> None:
+    services = compose["services"]
+    variables = {f"USERSTORE_{name.upper()}" for name in definition()["defaults"]}
+    for name in ("localstack", "worker"):
+        declared = set(services[name]["environment"])
+        assert variables <= declared, (name, variables - declared)
+
+    def resources(service: str) -> dict[str, str]:
+        env = _environment(services[service], shell)
+        return {k: v for k, v in env.items() if k in variables or k == "AWS_REGION"}
+
+    assert resources("localstack") == resources("worker")
+    assert resources("worker") == shell | {"AWS_REGION": "eu-west-2"}
+
+
+def test_the_worker_accepts_its_compose_configuration(
+    compose: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    worker = compose["services"]["worker"]
+    assert worker["build"] == "."
+    assert worker["depends_on"]["localstack"]["condition"] == "service_healthy"
+    env = _environment(worker, {})
+    assert env["AWS_ENDPOINT_URL"] == "http://localstack:4566"
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    settings = Settings()
+    # Plain HTTP off loopback is allowed here, explicitly, and only because of this variable.
+    assert settings.allow_insecure_endpoint
+    check_endpoints(settings.aws_endpoint_url, env, allow_insecure=True)
+    assert settings.table == Settings.model_fields["table"].default
+
+
+def _dockerfile() -> list[tuple[str, str]]:
+    text = (ROOT / "Dockerfile").read_text().replace("\\\n", " ")
+    lines = [line.strip() for line in text.splitlines()]
+    return [
+        (line.split(maxsplit=1)[0].upper(), line.split(maxsplit=1)[1])
+        for line in lines
+        if line and not line.startswith("#")
+    ]
+
+
+def test_the_image_installs_the_package_and_runs_the_worker() -> None:
+    instructions = _dockerfile()
+    assert instructions[0][0] == "FROM" and instructions[0][1].startswith("python:3.11")
+    copied = {part for op, args in instructions if op == "COPY" for part in shlex.split(args)[:-1]}
+    assert {"pyproject.toml", "README.md", "events", "worker"} <= copied
+    runs = [args for op, args in instructions if op == "RUN"]
+    assert any(re.search(r"\bpip install \.(\s|$)", run) for run in runs), runs
+    entrypoint = next(args for op, args in instructions if op == "ENTRYPOINT")
+    command = next(args for op, args in instructions if op == "CMD")
+    assert [*ast.literal_eval(entrypoint), *ast.literal_eval(command)] == ["userstore", "run"]
+    user = next(args for op, args in instructions if op == "USER")
+    assert user not in ("root", "0")
+    # The definition ships with the package, where worker/resources.py reads it.
+    pyproject = (ROOT / "pyproject.toml").read_text()
+    assert re.search(r'worker = \[[^\]]*"resources.json"', pyproject)
