@@ -24,6 +24,7 @@ from .blind_index import EmailIndex, IndexKeys, kms_context
 from .control import ACTIVE_KEY, INDEX_KEYS, read_control, write_control
 from .crypto import CachedKeys, ItemCipher, KeySource, KmsKeys
 from .handlers import HandlerLimits, UserEventHandler
+from .intake import LazyOpener, MessageReader
 from .logs import get_logger
 from .metrics import Metrics
 from .settings import KeyMode, Settings
@@ -52,6 +53,7 @@ class Components:
     handler: UserEventHandler
     key_arn: str
     index: IndexKeys
+    reader: MessageReader
 
 
 @asynccontextmanager
@@ -138,7 +140,8 @@ async def components(settings: Settings) -> AsyncIterator[Components]:
         )
         index = IndexKeys(await ensure_controls(settings, clients.kms, store, cipher))
         handler = UserEventHandler(store, cipher, index, limits)
-        yield Components(settings, clients, store, cipher, handler, key_arn, index)
+        reader = MessageReader(LazyOpener(settings), executor)
+        yield Components(settings, clients, store, cipher, handler, key_arn, index, reader)
 
 
 async def ensure_controls(
@@ -212,4 +215,4 @@ async def consumer_for(parts: Components, metrics: Metrics) -> SqsConsumer:
         drain_timeout_s=settings.drain_timeout_s,
         max_attempts=settings.aws_max_attempts,
     )
-    return SqsConsumer(parts.clients.sqs, config, parts.handler, metrics)
+    return SqsConsumer(parts.clients.sqs, config, parts.handler, metrics, parts.reader)

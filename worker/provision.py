@@ -35,19 +35,22 @@ class Provisioned:
     stream_arn: str
     queue_url: str
     dlq_url: str
+    payload_key_arn: str = ""
 
 
 async def provision(settings: Settings, kms: Any, ddb: Any, sqs: Any) -> Provisioned:
     key_arn = await ensure_key(kms, settings.kms_key)
+    # Publishers seal event data under it (kms:GenerateDataKey); the worker only decrypts.
+    payload_key_arn = await ensure_key(kms, settings.payload_kms_key, "userstore event payloads")
     table_arn, stream_arn = await ensure_table(ddb, settings.table)
     await ensure_meta_table(ddb, settings.meta_table)
     await ensure_state_table(ddb, settings.state_table)
     dlq_url, queue_url = await ensure_queues(sqs, settings)
     log.info("provision.done", table=settings.table, queue=settings.queue, key=key_arn)
-    return Provisioned(key_arn, table_arn, stream_arn, queue_url, dlq_url)
+    return Provisioned(key_arn, table_arn, stream_arn, queue_url, dlq_url, payload_key_arn)
 
 
-async def ensure_key(kms: Any, key: str) -> str:
+async def ensure_key(kms: Any, key: str, description: str = "userstore record keys") -> str:
     """The key's ARN; when `key` is an alias that doesn't exist yet, create key and alias."""
     try:
         described = await kms.describe_key(KeyId=key)
@@ -56,7 +59,7 @@ async def ensure_key(kms: Any, key: str) -> str:
         if error_code(exc) != "NotFoundException" or not key.startswith("alias/"):
             raise
     created = await kms.create_key(
-        Description="userstore record keys", KeyUsage="ENCRYPT_DECRYPT", KeySpec="SYMMETRIC_DEFAULT"
+        Description=description, KeyUsage="ENCRYPT_DECRYPT", KeySpec="SYMMETRIC_DEFAULT"
     )
     arn = str(created["KeyMetadata"]["Arn"])
     await kms.create_alias(AliasName=key, TargetKeyId=created["KeyMetadata"]["KeyId"])

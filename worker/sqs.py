@@ -24,11 +24,16 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Protocol
 
-from events import InvalidEvent, parse_event
+from events import InvalidEvent
 
 from .aws import call
 from .errors import DeadLetter, RecordTampered, RetryLater, UserstoreError
 from .handlers import Hints, Outcome
+from .intake import ERROR_ATTRIBUTE as ERROR_ATTRIBUTE
+from .intake import EVENT_ID_ATTRIBUTE as EVENT_ID_ATTRIBUTE
+from .intake import REASON_ATTRIBUTE as REASON_ATTRIBUTE
+from .intake import SOURCE_ID_ATTRIBUTE as SOURCE_ID_ATTRIBUTE
+from .intake import MessageReader, dead_letter_attributes
 from .logs import frames, get_logger
 from .metrics import Metrics
 from .profile import Event
@@ -37,10 +42,6 @@ log = get_logger("userstore.sqs")
 
 _MAX_BATCH = 10
 _DELETE_FLUSH_S = 0.02
-REASON_ATTRIBUTE = "userstore.reason"
-ERROR_ATTRIBUTE = "userstore.error"
-EVENT_ID_ATTRIBUTE = "userstore.event_id"
-SOURCE_ID_ATTRIBUTE = "userstore.source_message_id"
 
 
 class Settled(StrEnum):
@@ -161,8 +162,10 @@ class SqsConsumer:
         config: ConsumerConfig,
         handler: EventHandler,
         metrics: Metrics,
+        reader: MessageReader | None = None,
     ) -> None:
         self._client = client
+        self._reader = reader or MessageReader(opener=None, executor=None)
         self._config = config
         self._handler = handler
         self._metrics = metrics
@@ -280,9 +283,12 @@ class SqsConsumer:
             valid: list[_Message] = []
             for message in messages:
                 try:
-                    message.event = parse_event(message.raw.get("Body", ""))
+                    message.event = await self._reader.read(message.raw.get("Body", ""))
                 except InvalidEvent as exc:
                     await self._dead_letter(message, exc.reason, "InvalidMessage", exc.event_id)
+                    continue
+                except RetryLater as exc:  # a sealed payload while KMS is unreachable
+                    await self._retry_later(message, exc.reason, type(exc).__name__)
                     continue
                 valid.append(message)
             if not valid:
@@ -404,13 +410,7 @@ class SqsConsumer:
     async def _dead_letter(
         self, message: _Message, reason: str, error: str, event_id: str | None
     ) -> Settled:
-        attributes = {
-            REASON_ATTRIBUTE: {"DataType": "String", "StringValue": reason[:1000]},
-            ERROR_ATTRIBUTE: {"DataType": "String", "StringValue": error},
-            SOURCE_ID_ATTRIBUTE: {"DataType": "String", "StringValue": message.id},
-        }
-        if event_id:
-            attributes[EVENT_ID_ATTRIBUTE] = {"DataType": "String", "StringValue": event_id}
+        attributes = dead_letter_attributes(reason, error, message.id, event_id)
         extra: dict[str, Any] = {}
         if self._config.dlq_url.endswith(".fifo"):
             extra = {
