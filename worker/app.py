@@ -19,6 +19,8 @@ from dynamodb_encryption_sdk.material_providers.aws_kms import (
 )
 from dynamodb_encryption_sdk.material_providers.store.meta import MetaStore
 
+from events.sealing import PayloadSealer
+
 from .aws import call, client_config
 from .blind_index import EmailIndex, IndexKeys, kms_context
 from .control import ACTIVE_KEY, INDEX_KEYS, read_control, write_control
@@ -87,6 +89,21 @@ def _sync_config(settings: Settings) -> Config:
         connect_timeout=settings.aws_connect_timeout_s,
         read_timeout=settings.aws_read_timeout_s,
     )
+
+
+async def payload_sealer(settings: Settings) -> PayloadSealer:
+    """A publisher-side sealer for the payload key (blocking setup runs off the loop)."""
+
+    def build() -> PayloadSealer:
+        kms = boto3.session.Session(region_name=settings.aws_region).client(
+            "kms", endpoint_url=settings.aws_endpoint_url, config=_sync_config(settings)
+        )
+        described = kms.describe_key(KeyId=settings.payload_kms_key)
+        return PayloadSealer(
+            kms, str(described["KeyMetadata"]["Arn"]), max_age_s=settings.payload_key_cache_s
+        )
+
+    return await asyncio.get_running_loop().run_in_executor(None, build)
 
 
 async def resolve_key_arn(kms: Any, settings: Settings) -> str:
