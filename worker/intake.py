@@ -51,6 +51,14 @@ def dead_letter_attributes(
     return attributes
 
 
+class PayloadKeyUnavailable(KeyUnavailable):
+    """A sealed event that cannot be opened yet (KMS unreachable, throttling, key missing)."""
+
+    def __init__(self, reason: str, event_id: str) -> None:
+        super().__init__(reason)
+        self.event_id = event_id
+
+
 class LazyOpener:
     """A PayloadOpener for the configured key, built on first use (on the executor thread)."""
 
@@ -112,7 +120,7 @@ class MessageReader:
         try:
             opened: Event = await loop.run_in_executor(self._executor, self._opener.open, event)
         except SealingUnavailable as exc:
-            raise KeyUnavailable(exc.reason) from None
+            raise PayloadKeyUnavailable(exc.reason, event.event_id) from None
         return opened
 
 
@@ -123,5 +131,6 @@ __all__ = [
     "SOURCE_ID_ATTRIBUTE",
     "LazyOpener",
     "MessageReader",
+    "PayloadKeyUnavailable",
     "dead_letter_attributes",
 ]
