@@ -122,7 +122,7 @@ class SqsBatch:
             return await self._dead_letter(record, exc.reason, "InvalidMessage", exc.event_id)
         except RetryLater as exc:
             event_id = exc.event_id if isinstance(exc, PayloadKeyUnavailable) else None
-            return await self._retry_later(record, exc.reason, "KeyUnavailable", event_id)
+            return await self._retry_later(record, exc.reason, type(exc).__name__, event_id)
         except Exception as exc:  # a bug in intake: retry (bounded), never log its text
             log.error("message.unexpected_error", error=type(exc).__name__, frames=frames(exc))
             return await self._retry_later(record, "unexpected error", type(exc).__name__, None)

@@ -243,3 +243,34 @@ async def test_sealed_events_applied_tampered_ones_dead_lettered_without_plainte
         )
         assert SECRET not in message["Body"]  # the DLQ holds ciphertext only
         assert message["MessageAttributes"][ERROR_ATTRIBUTE]["StringValue"] == "InvalidMessage"
+
+
+async def test_sealed_event_waits_for_its_key_then_dead_letters_with_why(
+    moto_endpoint: str,
+) -> None:
+    """The worker's payload key is missing (think: KMS unreachable): retried, not invalid."""
+    settings = await _settings(moto_endpoint, fifo=True)
+    sealer = await payload_sealer(settings)
+    worker_settings = settings.model_copy(
+        update={"payload_kms_key": f"alias/absent-{uuid.uuid4().hex[:8]}", "max_receive_count": 2}
+    )
+    victim = user()
+    async with client(settings, "sqs") as sqs:
+        queue_url = (await sqs.get_queue_url(QueueName=settings.queue))["QueueUrl"]
+        await Publisher(sqs, queue_url, sealer=sealer).publish(
+            [json.loads(body("k-1", "user.created", victim, 0, {"given_name": SECRET}))]
+        )
+        # Keep the jittered backoff short: the second receive comes at once.
+        await sqs.set_queue_attributes(
+            QueueUrl=queue_url, Attributes={"RedrivePolicy": "", "VisibilityTimeout": "1"}
+        )
+    metrics = Metrics()
+    dead = await run_until_drained(worker_settings, metrics)
+    assert len(dead) == 1
+    attributes = dead[0]["MessageAttributes"]
+    assert attributes[REASON_ATTRIBUTE]["StringValue"] == (
+        "gave up after 2 attempts: payload key not available (NotFoundException)"
+    )
+    assert attributes[ERROR_ATTRIBUTE]["StringValue"] == "PayloadKeyUnavailable"
+    assert SECRET not in dead[0]["Body"]
+    assert metrics.count("userstore_message_retries", {"error": "PayloadKeyUnavailable"}) == 1

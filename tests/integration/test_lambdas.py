@@ -215,7 +215,7 @@ def test_sqs_handler_reports_partial_failures_and_keeps_fifo_groups_in_order(
     assert lambdas.sqs_handler({"Records": [last]}, None) == {"batchItemFailures": []}
     dead = dead_letters(sqs, dlq)
     assert dead["a1"]["reason"].startswith("gave up after 5 attempts: payload key not available")
-    assert dead["a1"]["error"] == "KeyUnavailable"
+    assert dead["a1"]["error"] == "PayloadKeyUnavailable"
 
 
 def test_sqs_handler_standard_queue_sns_and_sealed(moto_endpoint: str, lambda_env: Any) -> None:
