@@ -33,7 +33,7 @@ from .intake import ERROR_ATTRIBUTE as ERROR_ATTRIBUTE
 from .intake import EVENT_ID_ATTRIBUTE as EVENT_ID_ATTRIBUTE
 from .intake import REASON_ATTRIBUTE as REASON_ATTRIBUTE
 from .intake import SOURCE_ID_ATTRIBUTE as SOURCE_ID_ATTRIBUTE
-from .intake import MessageReader, dead_letter_attributes
+from .intake import MessageReader, PayloadKeyUnavailable, dead_letter_attributes
 from .logs import frames, get_logger
 from .metrics import Metrics
 from .profile import Event
@@ -281,16 +281,29 @@ class SqsConsumer:
         mine: set[str] = set()
         try:
             valid: list[_Message] = []
+            held: list[_Message] = []
+            stalled: set[str | None] = set()  # FIFO groups with a message coming back first
             for message in messages:
+                if self._config.fifo and message.group in stalled:
+                    held.append(message)
+                    continue
                 try:
                     message.event = await self._reader.read(message.raw.get("Body", ""))
                 except InvalidEvent as exc:
-                    await self._dead_letter(message, exc.reason, "InvalidMessage", exc.event_id)
-                    continue
+                    settled = await self._dead_letter(
+                        message, exc.reason, "InvalidMessage", exc.event_id
+                    )
                 except RetryLater as exc:  # a sealed payload while KMS is unreachable
-                    await self._retry_later(message, exc.reason, type(exc).__name__)
+                    event_id = exc.event_id if isinstance(exc, PayloadKeyUnavailable) else None
+                    settled = await self._retry_later(
+                        message, exc.reason, type(exc).__name__, event_id
+                    )
+                else:
+                    valid.append(message)
                     continue
-                valid.append(message)
+                if settled is Settled.RETRY:
+                    stalled.add(message.group)
+            await self._release_untouched(held)
             if not valid:
                 return
             hints = await self._prefetch(valid)
@@ -377,21 +390,22 @@ class SqsConsumer:
             self._capacity.release()
             self._metrics.in_flight.set(len(self._in_flight))
 
-    async def _retry_later(self, message: _Message, reason: str, error: str) -> Settled:
+    async def _retry_later(
+        self, message: _Message, reason: str, error: str, event_id: str | None = None
+    ) -> Settled:
         event = message.event
+        event_id = event.event_id if event else event_id
         if message.receive_count >= self._config.max_receive_count:
             # Last allowed receive: dead-letter it ourselves, so the DLQ says why.
             give_up = f"gave up after {message.receive_count} attempts: {reason}"
-            return await self._dead_letter(
-                message, give_up, error, event.event_id if event else None
-            )
+            return await self._dead_letter(message, give_up, error, event_id)
         delay = min(self._config.retry_delay_max_s, 2**message.receive_count)
         delay = random.randint(delay // 2, delay)  # noqa: S311 - jitter, not crypto
         self._metrics.retries.labels(error).inc()
         log.warning(
             "message.retry_later",
             message_id=message.id,
-            event_id=event.event_id if event else None,
+            event_id=event_id,
             error=error,
             reason=reason,
             delay_s=delay,

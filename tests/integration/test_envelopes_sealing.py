@@ -274,3 +274,53 @@ async def test_sealed_event_waits_for_its_key_then_dead_letters_with_why(
     assert attributes[ERROR_ATTRIBUTE]["StringValue"] == "PayloadKeyUnavailable"
     assert SECRET not in dead[0]["Body"]
     assert metrics.count("userstore_message_retries", {"error": "PayloadKeyUnavailable"}) == 1
+
+
+class RecordingReader:
+    """The worker's own reader, noting which event each read was for, in order."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.reads: list[str] = []
+
+    async def read(self, text: str) -> Any:
+        self.reads.append(json.loads(text)["event_id"])
+        return await self.inner.read(text)
+
+
+async def test_fifo_group_waits_behind_a_sealed_event_that_cannot_be_opened_yet(
+    moto_endpoint: str,
+) -> None:
+    settings = await _settings(moto_endpoint, fifo=True)
+    sealer = await payload_sealer(settings)
+    worker_settings = settings.model_copy(
+        update={"payload_kms_key": f"alias/absent-{uuid.uuid4().hex[:8]}", "max_receive_count": 2}
+    )
+    someone = user()
+    async with client(settings, "sqs") as sqs:
+        queue_url = (await sqs.get_queue_url(QueueName=settings.queue))["QueueUrl"]
+        await sqs.set_queue_attributes(QueueUrl=queue_url, Attributes={"RedrivePolicy": ""})
+        await Publisher(sqs, queue_url).publish(
+            [json.loads(body("o-0", "user.created", someone, 0, {"given_name": "A"}))]
+        )
+        await Publisher(sqs, queue_url, sealer=sealer).publish(
+            [json.loads(body("o-1", "user.updated", someone, 1, {"given_name": SECRET}))]
+        )
+        await Publisher(sqs, queue_url).publish(
+            [json.loads(body("o-2", "user.updated", someone, 2, {"family_name": "C"}))]
+        )
+    metrics = Metrics()
+    async with components(worker_settings) as parts:
+        recorder = RecordingReader(parts.reader)
+        parts.reader = recorder  # type: ignore[assignment]
+        consumer = await consumer_for(parts, metrics)
+        stop = asyncio.Event()
+        task = asyncio.create_task(consumer.run(stop))
+        await drain_queue(parts.clients.sqs, consumer._config.queue_url)
+        stop.set()
+        await asyncio.wait_for(task, 30)
+        dead = await receive_all(parts.clients.sqs, consumer._config.dlq_url)
+    # o-2 is read only once o-1 has had its last attempt: never applied out of order.
+    assert recorder.reads == ["o-0", "o-1", "o-1", "o-2"]
+    assert [m["MessageAttributes"][EVENT_ID_ATTRIBUTE]["StringValue"] for m in dead] == ["o-1"]
+    assert await stored_view(settings, someone) == {"given_name": "A", "family_name": "C"}
