@@ -17,7 +17,9 @@ How each SQS record is settled (the long-running worker's rules, in Lambda's ter
   redrive policy's maxReceiveCount) it is dead-lettered with "gave up after N attempts" instead;
 - a dead-letter send that fails -> reported failed, so the message is not lost;
 - FIFO: after a failure in a message group, the group's later records in the batch are reported
-  failed untouched, so SQS redelivers the group in order.
+  failed untouched, so SQS redelivers the group in order;
+- out of time (3 s before the function's timeout): what is unfinished is cancelled and reported
+  failed, rather than letting the timeout fail the whole batch.
 
 Lifetime: clients, keys and the crypto thread pool are built once per container (on the first
 invocation) and kept in a module-level runtime with its own event loop, reused by every
@@ -55,6 +57,15 @@ log = get_logger("userstore.lambda")
 
 BatchResponse = dict[str, list[dict[str, str]]]
 _FIFO_DEAD_LETTER_GROUP = "userstore-dead-letters"
+# Answer this long before Lambda's own timeout: enough for a last SendMessage and the reply.
+_DEADLINE_MARGIN_S = 3.0
+
+
+def _time_budget_s(context: Any) -> float | None:
+    remaining = getattr(context, "get_remaining_time_in_millis", None)
+    if remaining is None:
+        return None
+    return max(0.0, float(remaining()) / 1000 - _DEADLINE_MARGIN_S)
 
 
 # --- SQS ----------------------------------------------------------------------
@@ -90,28 +101,38 @@ class SqsBatch:
         self._metrics = metrics
         self._capacity = asyncio.Semaphore(parts.settings.max_in_flight)
 
-    async def run(self, records: Sequence[SqsRecord]) -> list[str]:
+    async def run(
+        self, records: Sequence[SqsRecord], time_budget_s: float | None = None
+    ) -> list[str]:
+        """Message ids to report failed, in batch order.
+
+        With `time_budget_s`, work still unfinished when it runs out is cancelled and reported
+        failed, so the function answers before Lambda's timeout (which would fail the batch).
+        """
         # FIFO: one sequence per message group, in batch order. Standard: each record alone
         # (the conditional write keeps concurrent events of one user consistent).
         sequences: dict[str, list[SqsRecord]] = {}
         for record in records:
             key = f"group:{record.group}" if record.group is not None else record.message_id
             sequences.setdefault(key, []).append(record)
-        failed: list[str] = []
-        async with asyncio.TaskGroup() as tg:
-            for sequence in sequences.values():
-                tg.create_task(self._run_sequence(sequence, failed))
-        order = {record.message_id: n for n, record in enumerate(records)}
-        return sorted(failed, key=order.__getitem__)
+        done: set[str] = set()
+        try:
+            async with asyncio.timeout(time_budget_s), asyncio.TaskGroup() as tg:
+                for sequence in sequences.values():
+                    tg.create_task(self._run_sequence(sequence, done))
+        except TimeoutError:
+            log.warning("batch.out_of_time", unsettled=len(records) - len(done))
+        return [record.message_id for record in records if record.message_id not in done]
 
-    async def _run_sequence(self, sequence: list[SqsRecord], failed: list[str]) -> None:
-        for index, record in enumerate(sequence):
+    async def _run_sequence(self, sequence: list[SqsRecord], done: set[str]) -> None:
+        for record in sequence:
             async with self._capacity:
                 settled = await self._settle(record)
             if not settled:
-                # The rest of a FIFO group waits for this one: report them failed, untouched.
-                failed.extend(r.message_id for r in sequence[index:])
+                # The rest of a FIFO group waits for this one: they stay unsettled, reported
+                # failed untouched.
                 return
+            done.add(record.message_id)
 
     async def _settle(self, record: SqsRecord) -> bool:
         """True when the record is done with (applied or dead-lettered)."""
@@ -247,7 +268,10 @@ def stream_record_from_lambda(raw: Mapping[str, Any]) -> StreamRecord:
 
 
 async def handle_stream_batch(
-    parts: Components, metrics: Metrics, raw_records: Sequence[Mapping[str, Any]]
+    parts: Components,
+    metrics: Metrics,
+    raw_records: Sequence[Mapping[str, Any]],
+    time_budget_s: float | None = None,
 ) -> BatchResponse:
     """Re-encrypt stale records in order; on a retryable failure report it and stop there.
 
@@ -261,22 +285,24 @@ async def handle_stream_batch(
         parts.store, parts.cipher, parts.index, max_conflicts=parts.settings.max_conflict_retries
     )
     target = None
-    for record in records:
-        try:
-            if target is None or is_control(record_user_id(record)):
-                # Read fresh per batch, and again after a control record changed (a rotation).
-                target = await follow_authority(parts)
-            if record.event_name is not EventName.REMOVE:
-                await reencrypt_if_stale(resealer, target, record, metrics)
-        except Exception as exc:
-            level = log.warning if isinstance(exc, RetryLater) else log.error
-            level(
-                "stream.record_failed",
-                sequence_number=record.sequence_number,
-                error=type(exc).__name__,
-                frames=None if isinstance(exc, UserstoreError) else frames(exc),
-            )
-            return {"batchItemFailures": [{"itemIdentifier": record.sequence_number}]}
+    current = records[0]
+    try:
+        async with asyncio.timeout(time_budget_s):
+            for current in records:
+                if target is None or is_control(record_user_id(current)):
+                    # Read fresh per batch, and again after a control record (a rotation).
+                    target = await follow_authority(parts)
+                if current.event_name is not EventName.REMOVE:
+                    await reencrypt_if_stale(resealer, target, current, metrics)
+    except Exception as exc:  # TimeoutError included: retry from the record in hand
+        level = log.warning if isinstance(exc, RetryLater | TimeoutError) else log.error
+        level(
+            "stream.record_failed",
+            sequence_number=current.sequence_number,
+            error=type(exc).__name__,
+            frames=None if isinstance(exc, UserstoreError | TimeoutError) else frames(exc),
+        )
+        return {"batchItemFailures": [{"itemIdentifier": current.sequence_number}]}
     return {"batchItemFailures": []}
 
 
@@ -327,7 +353,7 @@ def sqs_handler(event: Mapping[str, Any], context: Any) -> BatchResponse:
     runtime = _get_runtime()
     records = [SqsRecord.from_lambda(raw) for raw in event.get("Records", [])]
     batch = SqsBatch(runtime.parts, runtime.dlq_url, runtime.metrics)
-    failed = runtime.loop.run_until_complete(batch.run(records))
+    failed = runtime.loop.run_until_complete(batch.run(records, _time_budget_s(context)))
     return {"batchItemFailures": [{"itemIdentifier": message_id} for message_id in failed]}
 
 
@@ -335,7 +361,9 @@ def streams_handler(event: Mapping[str, Any], context: Any) -> BatchResponse:
     """Handler ``worker.lambdas.streams_handler`` for a DynamoDB Streams event source mapping."""
     runtime = _get_runtime()
     return runtime.loop.run_until_complete(
-        handle_stream_batch(runtime.parts, runtime.metrics, event.get("Records", []))
+        handle_stream_batch(
+            runtime.parts, runtime.metrics, event.get("Records", []), _time_budget_s(context)
+        )
     )
 
 

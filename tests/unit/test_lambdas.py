@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 from types import SimpleNamespace
@@ -12,7 +13,7 @@ import pytest
 from events import InvalidEvent, parse_event
 from worker.errors import AwsUnavailable, InvalidResult
 from worker.handlers import Outcome
-from worker.lambdas import SqsBatch, SqsRecord, stream_record_from_lambda
+from worker.lambdas import SqsBatch, SqsRecord, _time_budget_s, stream_record_from_lambda
 from worker.metrics import Metrics
 from worker.profile import Event
 from worker.streams import EventName
@@ -138,6 +139,32 @@ async def test_standard_queue_records_are_independent() -> None:
     assert [m["MessageBody"] for m in sqs.sent] == [event_body("e5", user="u1")]
     assert "MessageGroupId" not in sqs.sent[0]  # a standard dead-letter queue
     assert sorted(handler.seen) == [f"e{n}" for n in range(6)]
+
+
+class Slow(Handler):
+    async def handle(self, event: Event, hints: Any = None) -> Outcome:
+        if event.event_id == "slow":
+            await asyncio.sleep(30)
+        return await super().handle(event, hints)
+
+
+async def test_out_of_time_reports_the_unfinished_records_failed() -> None:
+    records = [
+        record("m1", event_body("a1"), "A"),
+        record("m2", event_body("slow"), "B"),
+        record("m3", event_body("b2"), "B"),
+        record("m4", event_body("a2"), "A"),
+    ]
+    handler = Slow()
+    assert await batch(handler, Sqs()).run(records, time_budget_s=0.5) == ["m2", "m3"]
+    assert handler.seen == ["a1", "a2"]
+
+
+def test_time_budget_leaves_a_margin_before_the_lambda_timeout() -> None:
+    context = SimpleNamespace(get_remaining_time_in_millis=lambda: 60_000)
+    assert _time_budget_s(context) == 57.0
+    assert _time_budget_s(SimpleNamespace(get_remaining_time_in_millis=lambda: 1_000)) == 0.0
+    assert _time_budget_s(None) is None
 
 
 def test_stream_record_from_lambda_decodes_binary_values() -> None:
