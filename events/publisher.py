@@ -28,7 +28,7 @@ from tenacity import (
 from .errors import EventError, InvalidEvent
 from .models import Event, SealedEvent, UserCreated, UserDeleted, UserUpdated
 from .parse import parse_event, validate_event
-from .sealing import PayloadSealer, SealingUnavailable
+from .sealing import Sealer, SealingUnavailable
 
 __all__ = ["MAX_BATCH_BYTES", "MAX_BATCH_ENTRIES", "PublishError", "PublishResult", "Publisher"]
 
@@ -174,10 +174,10 @@ class Publisher:
     failed event of each affected user; FIFO deduplication (5 minutes) absorbs
     the repeats.
 
-    With ``sealer`` (an ``events.sealing.PayloadSealer``), each event's ``data`` is
-    sealed for the worker after validation: the queue only ever holds ciphertext of
-    it. Sealing calls KMS (rarely, thanks to the data-key cache) and runs on
-    ``executor`` (the loop's default executor if None). If any event cannot be
+    With ``sealer`` (an ``events.sealing.PayloadSealer``), each event's ``data``
+    is sealed for the worker after validation: the queue only ever holds its
+    ciphertext. Sealing calls KMS (rarely, thanks to the data-key cache) and runs
+    on ``executor`` (the loop's default executor if None). If any event cannot be
     sealed, nothing is sent and PublishError lists them all.
     """
 
@@ -189,7 +189,7 @@ class Publisher:
         max_attempts: int = 5,
         initial_backoff: float = 0.1,
         max_backoff: float = 5.0,
-        sealer: PayloadSealer | None = None,
+        sealer: Sealer | None = None,
         executor: Executor | None = None,
     ) -> None:
         if max_attempts < 1:
@@ -266,7 +266,7 @@ class Publisher:
             )
         return _Entry(index, model.event_id, request, len(body.encode()), model)
 
-    async def _seal(self, entries: list[_Entry], sealer: PayloadSealer) -> None:
+    async def _seal(self, entries: list[_Entry], sealer: Sealer) -> None:
         loop = asyncio.get_running_loop()
         results = await asyncio.gather(
             *(loop.run_in_executor(self._executor, sealer.seal, e.model) for e in entries),

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 import attr
 import aws_encryption_sdk
@@ -51,6 +51,7 @@ __all__ = [
     "PURPOSE_KEY",
     "PayloadOpener",
     "PayloadSealer",
+    "Sealer",
     "SealingUnavailable",
     "encryption_context",
 ]
@@ -73,6 +74,12 @@ class SealingUnavailable(EventError):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
+
+
+class Sealer(Protocol):
+    """What the publisher needs: seal one validated event (synchronous; may call KMS)."""
+
+    def seal(self, event: Event) -> SealedEvent: ...
 
 
 def encryption_context(event_id: str, user_id: str, event_type: str) -> dict[str, str]:
