@@ -316,6 +316,23 @@ class _Runtime:
     parts: Components
     dlq_url: str
     metrics: Metrics
+    followed_at: float = float("-inf")
+
+    async def follow_if_due(self) -> None:
+        """Adopt a rotated key as a replica does, at most every `control_poll_s`.
+
+        A warm container could otherwise seal under a retired key for hours; the stream handler
+        would catch those records, but there is no reason to make it.
+        """
+        now = time.monotonic()
+        if now - self.followed_at < self.parts.settings.control_poll_s:
+            return
+        try:
+            await follow_authority(self.parts)
+        except UserstoreError as exc:
+            log.warning("control.follow_failed", error=type(exc).__name__, reason=exc.reason)
+            return
+        self.followed_at = now
 
 
 _runtime: _Runtime | None = None
@@ -353,6 +370,7 @@ def sqs_handler(event: Mapping[str, Any], context: Any) -> BatchResponse:
     runtime = _get_runtime()
     records = [SqsRecord.from_lambda(raw) for raw in event.get("Records", [])]
     batch = SqsBatch(runtime.parts, runtime.dlq_url, runtime.metrics)
+    runtime.loop.run_until_complete(runtime.follow_if_due())
     failed = runtime.loop.run_until_complete(batch.run(records, _time_budget_s(context)))
     return {"batchItemFailures": [{"itemIdentifier": message_id} for message_id in failed]}
 

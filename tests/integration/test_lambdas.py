@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
+import time
 import uuid
 from collections.abc import Iterator
 from datetime import datetime
@@ -350,3 +351,31 @@ def test_streams_handler_reencrypts_records_under_a_retired_key(
     assert result.records_by_key == {f"kms:{new_key}": 4}  # control records are not counted
     for user_id in users:
         assert asyncio.run(stored_view(settings, user_id)) == {"given_name": SECRET}
+
+
+def test_warm_sqs_container_follows_a_rotation(moto_endpoint: str, lambda_env: Any) -> None:
+    settings = asyncio.run(
+        provision_settings(make_settings(moto_endpoint, fifo=False, control_poll_s=0.2))
+    )
+    lambda_env(settings)
+    sqs = boto(settings, "sqs")
+    url = sqs.get_queue_url(QueueName=settings.queue)["QueueUrl"]
+    before, after = user(), user()
+    send(sqs, url, body("w1", "user.created", before, 0, {"given_name": "B"}), before)
+    assert lambdas.sqs_handler(lambda_sqs_event(sqs, url, 1), None) == {"batchItemFailures": []}
+    new_key = boto(settings, "kms").create_key()["KeyMetadata"]["Arn"]
+
+    async def rotate() -> None:
+        async with components(settings) as parts:
+            await rotate_key(parts, new_key)
+
+    asyncio.run(rotate())
+    time.sleep(0.3)
+    send(sqs, url, body("w2", "user.created", after, 0, {"given_name": "A"}), after)
+    assert lambdas.sqs_handler(lambda_sqs_event(sqs, url, 1), None) == {"batchItemFailures": []}
+    ddb = boto(settings, "dynamodb")
+    refs = {
+        u: ddb.get_item(TableName=settings.table, Key={"user_id": {"S": u}})["Item"]["key_ref"]["S"]
+        for u in (before, after)
+    }
+    assert refs[after] == f"kms:{new_key}" != refs[before]
