@@ -17,7 +17,9 @@ The contract (publisher and worker):
   writes the per-event entries into the header itself. KMS binds the data key to the purpose;
   the header's authentication tag (under that data key) and the signature bind the message to
   its event. One GenerateDataKey serves up to ``max_messages`` events or ``max_age_s`` seconds;
-  the worker's decrypt cache reuses the unwrapped key just as long.
+  the worker's decrypt cache reuses the unwrapped key just as long. Such messages carry
+  ``userstore:data-key-scope=purpose``; without it (another language's SDK sealing the plain
+  way) the whole context is given to KMS, and the message opens just the same.
 
 Both classes are synchronous and call KMS: async callers run them on a thread pool.
 """
@@ -61,6 +63,9 @@ PURPOSE: Final = "user-event-data/v1"
 _BOUND_KEYS: Final = ("event_id", "user_id", "type")
 # The SDK's own entry (the signing suite's public key), part of what KMS and the cache see.
 _PUBLIC_KEY: Final = "aws-crypto-public-key"
+# Ours: the data key is bound (in KMS) to the purpose only, not to the event.
+_SCOPE_KEY: Final = "userstore:data-key-scope"
+_SCOPE_PURPOSE: Final = "purpose"
 # KMS answers meaning "this ciphertext is not for you / not genuine", as opposed to "try later".
 _CONTEXT_MISMATCH: Final = (
     "sealed: encryption context does not match this event's event_id, user_id and type"
@@ -87,13 +92,17 @@ def encryption_context(event_id: str, user_id: str, event_type: str) -> dict[str
 
 
 class _PerEventContext(CryptoMaterialsManager):  # type: ignore[misc]
-    """Materials cached per purpose, while each message's header carries its event's context."""
+    """Materials cached per purpose, while each message's header carries its event's context.
+
+    The header also says so (``_SCOPE_KEY``), so that messages from publishers that seal the
+    plain way (the whole context given to KMS, as any other aws-encryption-sdk does) open too.
+    """
 
     def __init__(self, cache: CachingCryptoMaterialsManager) -> None:
         self._cache = cache
 
     def get_encryption_materials(self, request: EncryptionMaterialsRequest) -> Any:
-        full = dict(request.encryption_context)
+        full = {**request.encryption_context, _SCOPE_KEY: _SCOPE_PURPOSE}
         shared = {k: v for k, v in full.items() if k not in _BOUND_KEYS}
         materials = self._cache.get_encryption_materials(
             attr.evolve(request, encryption_context=shared)
@@ -101,8 +110,10 @@ class _PerEventContext(CryptoMaterialsManager):  # type: ignore[misc]
         return attr.evolve(materials, encryption_context={**materials.encryption_context, **full})
 
     def decrypt_materials(self, request: DecryptionMaterialsRequest) -> Any:
-        shared = {k: v for k, v in request.encryption_context.items() if k not in _BOUND_KEYS}
-        return self._cache.decrypt_materials(attr.evolve(request, encryption_context=shared))
+        context = request.encryption_context
+        if context.get(_SCOPE_KEY) == _SCOPE_PURPOSE:
+            context = {k: v for k, v in context.items() if k not in _BOUND_KEYS}
+        return self._cache.decrypt_materials(attr.evolve(request, encryption_context=context))
 
 
 class _MasterKey(KMSMasterKey):  # type: ignore[misc]
@@ -188,7 +199,11 @@ class PayloadOpener:
             plaintext, header = _CLIENT.decrypt(
                 source=ciphertext, materials_manager=self._materials
             )
-            context = {k: v for k, v in header.encryption_context.items() if k != _PUBLIC_KEY}
+            context = {
+                k: v
+                for k, v in header.encryption_context.items()
+                if k not in (_PUBLIC_KEY, _SCOPE_KEY)
+            }
             if context != expected:
                 reason = _CONTEXT_MISMATCH
                 plaintext = b""

@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import base64
 import json
 from collections import Counter
 from typing import Any
 
+import aws_encryption_sdk
 import boto3
 import pytest
+from aws_encryption_sdk.identifiers import CommitmentPolicy
+from aws_encryption_sdk.key_providers.kms import KMSMasterKey
 from botocore.config import Config
 
-from events import InvalidEvent, parse_event
-from events.sealing import PayloadOpener, PayloadSealer, SealingUnavailable
+from events import InvalidEvent, SealedEvent, parse_event
+from events.envelopes import sealed_plaintext
+from events.sealing import PayloadOpener, PayloadSealer, SealingUnavailable, encryption_context
 from tests.emulator import free_port
 
 pytestmark = pytest.mark.integration
@@ -92,3 +97,24 @@ def test_unreachable_kms_is_retryable_not_invalid(moto_endpoint: str) -> None:
     assert SECRET not in str(caught.value)
     with pytest.raises(SealingUnavailable):
         PayloadSealer(down, key).seal(event(2))
+
+
+def test_a_publisher_sealing_the_plain_way_is_opened_too(moto_endpoint: str) -> None:
+    """Another language's aws-encryption-sdk, no caching trick: the whole context goes to KMS."""
+    kms = kms_client(moto_endpoint)
+    key = kms.create_key()["KeyMetadata"]["Arn"]
+    plain = event(5)
+    ciphertext, _ = aws_encryption_sdk.EncryptionSDKClient(
+        commitment_policy=CommitmentPolicy.REQUIRE_ENCRYPT_REQUIRE_DECRYPT
+    ).encrypt(
+        source=sealed_plaintext(plain),
+        encryption_context=encryption_context("e-5", "u-1", "user.created"),
+        key_provider=KMSMasterKey(key_id=key, client=kms),
+    )
+    fields = plain.model_dump(mode="json", exclude={"data"})
+    envelope = SealedEvent.model_validate(
+        {**fields, "sealed": base64.b64encode(ciphertext).decode()}
+    )
+    assert PayloadOpener(kms, key).open(envelope) == plain
+    with pytest.raises(InvalidEvent, match="encryption context does not match"):
+        PayloadOpener(kms, key).open(envelope.model_copy(update={"event_id": "e-6"}))
