@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import os
 import time
 from collections.abc import Mapping, Sequence
 from contextlib import AsyncExitStack
@@ -52,6 +53,7 @@ from .metrics import Metrics
 from .rotation import Resealer, follow_authority
 from .settings import Settings
 from .streams import EventName, StreamRecord
+from .transport import check_endpoints
 
 log = get_logger("userstore.lambda")
 
@@ -343,6 +345,9 @@ def _get_runtime() -> _Runtime:
     if _runtime is None:
         settings = Settings()
         configure(settings.log_level)
+        check_endpoints(
+            settings.aws_endpoint_url, os.environ, allow_insecure=settings.allow_insecure_endpoint
+        )
         loop = asyncio.new_event_loop()
         stack = AsyncExitStack()
         try:
