@@ -43,6 +43,7 @@ from aws_encryption_sdk.materials_managers import (
 from aws_encryption_sdk.materials_managers.base import CryptoMaterialsManager
 from aws_encryption_sdk.materials_managers.caching import CachingCryptoMaterialsManager
 from botocore.exceptions import BotoCoreError, ClientError
+from cryptography.exceptions import InvalidSignature, InvalidTag
 
 from .envelopes import open_sealed, sealed_plaintext
 from .errors import EventError, InvalidEvent
@@ -211,7 +212,14 @@ class PayloadOpener:
             raise
         except BotoCoreError as exc:
             raise SealingUnavailable(f"key service unreachable ({type(exc).__name__})") from None
-        except (AWSEncryptionSDKClientError, binascii.Error, ValueError, EOFError):
+        except (
+            AWSEncryptionSDKClientError,
+            InvalidSignature,
+            InvalidTag,
+            binascii.Error,
+            ValueError,
+            EOFError,
+        ):
             # The SDK's messages are about structure and keys, but may hold ciphertext bytes.
             reason = "sealed: cannot be opened (not sealed for this worker's key, or altered)"
         if reason:

@@ -118,3 +118,32 @@ def test_a_publisher_sealing_the_plain_way_is_opened_too(moto_endpoint: str) -> 
     assert PayloadOpener(kms, key).open(envelope) == plain
     with pytest.raises(InvalidEvent, match="encryption context does not match"):
         PayloadOpener(kms, key).open(envelope.model_copy(update={"event_id": "e-6"}))
+
+
+def test_every_flipped_bit_or_truncation_is_refused(moto_endpoint: str) -> None:
+    kms = kms_client(moto_endpoint)
+    key = kms.create_key()["KeyMetadata"]["Arn"]
+    envelope = PayloadSealer(kms, key).seal(event(1))
+    opener = PayloadOpener(kms, key)
+    raw = base64.b64decode(envelope.sealed)
+    altered = [raw[:cut] for cut in range(1, len(raw), 23)]
+    for index in range(0, len(raw), 5):
+        flipped = bytearray(raw)
+        flipped[index] ^= 0x01
+        altered.append(bytes(flipped))
+    outcomes: Counter[str] = Counter()
+    for ciphertext in altered:
+        candidate = envelope.model_copy(update={"sealed": base64.b64encode(ciphertext).decode()})
+        try:
+            opener.open(candidate)
+        except InvalidEvent as exc:
+            outcomes[exc.reason] += 1
+        except SealingUnavailable as exc:
+            # moto answers AccessDenied for a data-key blob altered into another key id (AWS:
+            # InvalidCiphertext). Retried, then dead-lettered with the reason: never opened.
+            outcomes[f"retry: {exc.reason}"] += 1
+    assert sum(outcomes.values()) == len(altered)
+    assert set(outcomes) <= {
+        "sealed: cannot be opened (not sealed for this worker's key, or altered)",
+        "retry: key service refused to decrypt (AccessDeniedException)",
+    }
