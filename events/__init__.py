@@ -1,5 +1,6 @@
 """The user event contract shared by userstore and the services that publish to it."""
 
+from .envelopes import Incoming, Wrapper, read_message
 from .errors import EventError, InvalidEvent
 from .models import (
     EVENT_ADAPTER,
@@ -11,6 +12,7 @@ from .models import (
     EventType,
     Profile,
     ProfilePatch,
+    SealedEvent,
     UserCreated,
     UserDeleted,
     UserUpdated,
@@ -27,17 +29,21 @@ __all__ = [
     "Event",
     "EventError",
     "EventType",
+    "Incoming",
     "InvalidEvent",
     "Profile",
     "ProfilePatch",
     "PublishError",
     "PublishResult",
     "Publisher",
+    "SealedEvent",
     "UserCreated",
     "UserDeleted",
     "UserUpdated",
+    "Wrapper",
     "format_errors",
     "parse_event",
+    "read_message",
     "serialize",
     "validate_event",
 ]

@@ -48,6 +48,7 @@ __all__ = [
     "MAX_ID_LENGTH",
     "MAX_NAME_LENGTH",
     "MAX_PATCH_ATTRIBUTES",
+    "MAX_SEALED_LENGTH",
     "MAX_STREET_ADDRESS_LENGTH",
     "SCHEMA_VERSION",
     "SUPPORTED_SCHEMA_VERSIONS",
@@ -58,6 +59,7 @@ __all__ = [
     "EventType",
     "Profile",
     "ProfilePatch",
+    "SealedEvent",
     "UserCreated",
     "UserDeleted",
     "UserUpdated",
@@ -648,3 +650,38 @@ class UserDeleted(_Envelope):
 
 Event = Annotated[UserCreated | UserUpdated | UserDeleted, Field(discriminator="type")]
 EVENT_ADAPTER: TypeAdapter[UserCreated | UserUpdated | UserDeleted] = TypeAdapter(Event)
+
+
+# base64 of an aws-encryption-sdk message; it must fit an SQS body with the envelope around it.
+MAX_SEALED_LENGTH: Final = 200 * 1024
+_BASE64_PATTERN: Final = "^[A-Za-z0-9+/]+={0,2}$"
+
+
+def _check_base64(value: str) -> str:
+    if len(value) % 4 or not re.fullmatch(_BASE64_PATTERN, value):
+        raise _fail("sealed_base64", "must be standard base64 with padding")
+    return value
+
+
+SealedData = Annotated[
+    str,
+    Strict(),
+    StringConstraints(min_length=4, max_length=MAX_SEALED_LENGTH),
+    AfterValidator(_check_base64),
+    _JsonSchemaExtra(pattern=_BASE64_PATTERN, contentEncoding="base64"),
+]
+
+
+class SealedEvent(_Envelope):
+    """Any event whose data is sealed for the worker (see events.sealing).
+
+    ``sealed`` replaces ``data``: an aws-encryption-sdk message (base64) holding the compact JSON
+    of ``data``, with ``event_id``, ``user_id`` and ``type`` in its encryption context. Once
+    unsealed, the event is validated exactly as if ``data`` had been sent in the clear.
+    """
+
+    type: EventType
+    sealed: Annotated[
+        SealedData,
+        Field(description="aws-encryption-sdk message (base64) holding the JSON of data."),
+    ]

@@ -118,6 +118,8 @@ _MESSAGES: Final[Mapping[str, str]] = {
     "too_many_attributes": "too many attributes (max {max_attributes})",
     "attributes_too_large": "too large (max {max_bytes} bytes as compact JSON)",
     "deleted_data": "must be absent, null or an empty object",
+    "sealed_base64": "must be standard base64 with padding",
+    "enum": f"unknown event type (expected {_EXPECTED_TYPES})",
 }
 _SHORT_MESSAGES: Final[Mapping[str, str]] = {"string_too_short": "must not be empty"}
 _PLAIN_SEGMENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")

@@ -1,10 +1,12 @@
 """A small async SQS publisher for services that emit user events."""
 
+import asyncio
 import hashlib
 import json
 import logging
 import re
 from collections.abc import Iterable, Mapping, Sequence
+from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -24,8 +26,9 @@ from tenacity import (
 )
 
 from .errors import EventError, InvalidEvent
-from .models import Event, UserCreated, UserDeleted, UserUpdated
+from .models import Event, SealedEvent, UserCreated, UserDeleted, UserUpdated
 from .parse import parse_event, validate_event
+from .sealing import Sealer, SealingUnavailable
 
 __all__ = ["MAX_BATCH_BYTES", "MAX_BATCH_ENTRIES", "PublishError", "PublishResult", "Publisher"]
 
@@ -80,6 +83,12 @@ def serialize(event: Event) -> str:
     return text.replace("\ufffe", "\\ufffe").replace("\uffff", "\\uffff")
 
 
+def seal_body(sealed: SealedEvent) -> str:
+    """Compact JSON body of a sealed envelope (``type`` and ``schema_version`` always written)."""
+    payload = sealed.model_dump(mode="json", warnings=False)
+    return json.dumps(payload, ensure_ascii=True, separators=(",", ":"))
+
+
 @dataclass(frozen=True)
 class PublishResult:
     """``sent``: messages SQS accepted; ``message_ids``: their SQS ids, in input order."""
@@ -117,6 +126,7 @@ class _Entry:
     event_id: str
     request: dict[str, str]
     size: int
+    model: Event
 
 
 @dataclass
@@ -163,6 +173,12 @@ class Publisher:
     a caller that needs strict per-user order should republish from the first
     failed event of each affected user; FIFO deduplication (5 minutes) absorbs
     the repeats.
+
+    With ``sealer`` (an ``events.sealing.PayloadSealer``), each event's ``data``
+    is sealed for the worker after validation: the queue only ever holds its
+    ciphertext. Sealing calls KMS (rarely, thanks to the data-key cache) and runs
+    on ``executor`` (the loop's default executor if None). If any event cannot be
+    sealed, nothing is sent and PublishError lists them all.
     """
 
     def __init__(
@@ -173,6 +189,8 @@ class Publisher:
         max_attempts: int = 5,
         initial_backoff: float = 0.1,
         max_backoff: float = 5.0,
+        sealer: Sealer | None = None,
+        executor: Executor | None = None,
     ) -> None:
         if max_attempts < 1:
             raise ValueError("max_attempts must be at least 1")
@@ -182,6 +200,8 @@ class Publisher:
         self._max_attempts = max_attempts
         self._initial_backoff = initial_backoff
         self._max_backoff = max_backoff
+        self._sealer = sealer
+        self._executor = executor
 
     async def publish(self, events: Iterable[Event | Mapping[str, Any]]) -> PublishResult:
         """Validate all events, then send them; raise PublishError if any could not be sent.
@@ -189,6 +209,8 @@ class Publisher:
         Nothing is sent when any event is invalid (InvalidEvent names its index).
         """
         entries = [self._entry(index, event) for index, event in enumerate(events)]
+        if self._sealer is not None:
+            await self._seal(entries, self._sealer)
         message_ids: dict[int, str] = {}
         failures: dict[int, str] = {}
         for batch in _batches(entries):
@@ -242,7 +264,31 @@ class Publisher:
                 if _SQS_ID.fullmatch(model.event_id)
                 else hashlib.sha256(model.event_id.encode()).hexdigest()
             )
-        return _Entry(index, model.event_id, request, len(body.encode()))
+        return _Entry(index, model.event_id, request, len(body.encode()), model)
+
+    async def _seal(self, entries: list[_Entry], sealer: Sealer) -> None:
+        loop = asyncio.get_running_loop()
+        results = await asyncio.gather(
+            *(loop.run_in_executor(self._executor, sealer.seal, e.model) for e in entries),
+            return_exceptions=True,
+        )
+        failed = [(e, r) for e, r in zip(entries, results, strict=True) if isinstance(r, Exception)]
+        for result in results:
+            if isinstance(result, BaseException) and not isinstance(result, Exception):
+                raise result
+        if failed:
+            raise PublishError(
+                [entry.event_id for entry, _ in failed],
+                codes=[
+                    "SealingUnavailable" if isinstance(r, SealingUnavailable) else type(r).__name__
+                    for _, r in failed
+                ],
+            )
+        for entry, sealed in zip(entries, results, strict=True):
+            assert isinstance(sealed, SealedEvent)
+            body = seal_body(sealed)
+            entry.request["MessageBody"] = body
+            entry.size = len(body.encode())
 
     async def _send_batch(self, batch: list[_Entry]) -> _BatchOutcome:
         outcome = _BatchOutcome()

@@ -13,7 +13,15 @@ from typing import Any, Final
 
 from pydantic import TypeAdapter
 
-from .models import SCHEMA_VERSION, Event, EventType, UserCreated, UserDeleted, UserUpdated
+from .models import (
+    SCHEMA_VERSION,
+    Event,
+    EventType,
+    SealedEvent,
+    UserCreated,
+    UserDeleted,
+    UserUpdated,
+)
 
 __all__ = ["SCHEMA_DIR", "generate", "main", "render"]
 
@@ -53,6 +61,12 @@ def generate() -> dict[str, dict[str, Any]]:
             name,
             f"{event_type.value} event (schema version {SCHEMA_VERSION})",
         )
+    sealed_name = f"user-event.sealed.{version}.schema.json"
+    schemas[sealed_name] = _finish(
+        TypeAdapter(SealedEvent).json_schema(),
+        sealed_name,
+        f"userstore user event with sealed data (schema version {SCHEMA_VERSION})",
+    )
     return schemas
 
 

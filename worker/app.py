@@ -19,11 +19,14 @@ from dynamodb_encryption_sdk.material_providers.aws_kms import (
 )
 from dynamodb_encryption_sdk.material_providers.store.meta import MetaStore
 
+from events.sealing import PayloadSealer
+
 from .aws import call, client_config
 from .blind_index import EmailIndex, IndexKeys, kms_context
 from .control import ACTIVE_KEY, INDEX_KEYS, read_control, write_control
 from .crypto import CachedKeys, ItemCipher, KeySource, KmsKeys
 from .handlers import HandlerLimits, UserEventHandler
+from .intake import LazyOpener, MessageReader
 from .logs import get_logger
 from .metrics import Metrics
 from .settings import KeyMode, Settings
@@ -52,6 +55,7 @@ class Components:
     handler: UserEventHandler
     key_arn: str
     index: IndexKeys
+    reader: MessageReader
 
 
 @asynccontextmanager
@@ -85,6 +89,21 @@ def _sync_config(settings: Settings) -> Config:
         connect_timeout=settings.aws_connect_timeout_s,
         read_timeout=settings.aws_read_timeout_s,
     )
+
+
+async def payload_sealer(settings: Settings) -> PayloadSealer:
+    """A publisher-side sealer for the payload key (blocking setup runs off the loop)."""
+
+    def build() -> PayloadSealer:
+        kms = boto3.session.Session(region_name=settings.aws_region).client(
+            "kms", endpoint_url=settings.aws_endpoint_url, config=_sync_config(settings)
+        )
+        described = kms.describe_key(KeyId=settings.payload_kms_key)
+        return PayloadSealer(
+            kms, str(described["KeyMetadata"]["Arn"]), max_age_s=settings.payload_key_cache_s
+        )
+
+    return await asyncio.get_running_loop().run_in_executor(None, build)
 
 
 async def resolve_key_arn(kms: Any, settings: Settings) -> str:
@@ -138,7 +157,8 @@ async def components(settings: Settings) -> AsyncIterator[Components]:
         )
         index = IndexKeys(await ensure_controls(settings, clients.kms, store, cipher))
         handler = UserEventHandler(store, cipher, index, limits)
-        yield Components(settings, clients, store, cipher, handler, key_arn, index)
+        reader = MessageReader(LazyOpener(settings), executor)
+        yield Components(settings, clients, store, cipher, handler, key_arn, index, reader)
 
 
 async def ensure_controls(
@@ -212,4 +232,4 @@ async def consumer_for(parts: Components, metrics: Metrics) -> SqsConsumer:
         drain_timeout_s=settings.drain_timeout_s,
         max_attempts=settings.aws_max_attempts,
     )
-    return SqsConsumer(parts.clients.sqs, config, parts.handler, metrics)
+    return SqsConsumer(parts.clients.sqs, config, parts.handler, metrics, parts.reader)

@@ -19,11 +19,11 @@ from collections.abc import Sequence
 
 from .app import Components
 from .control import ACTIVE_KEY, is_control, read_control
-from .errors import RecordTampered, RetryLater, UserstoreError
-from .logs import get_logger
+from .errors import RecordTampered, UserstoreError
+from .logs import frames, get_logger
 from .metrics import Metrics
 from .record import read_head
-from .rotation import Resealed, Resealer, Target, current_target, follow_control, job_done
+from .rotation import Resealed, Resealer, Target, follow_authority, job_done
 from .streams import StreamConfig, StreamConsumer, StreamRecord
 from .sweep import SweepBusy, run_sweep
 
@@ -103,14 +103,7 @@ class RotationDuties:
         return True
 
     async def _follow_once(self) -> None:
-        await follow_control(self._parts)
-        # The stream handler's idea of "stale" must match what this replica seals under, or it
-        # would re-encrypt records into the key they are already under. Both come from the
-        # authority, read fresh on every poll.
-        target = await current_target(self._parts)
-        if self._parts.cipher.sealing_ref != target.key_ref:
-            await self._parts.cipher.activate(target.key_ref)
-        self._target = target
+        self._target = await follow_authority(self._parts)
 
     async def _run_pending_job(self, stop: asyncio.Event) -> None:
         """The re-encryption job a rotation asked for, if no other replica holds it."""
@@ -141,28 +134,43 @@ class RotationDuties:
     async def on_records(self, records: Sequence[StreamRecord]) -> None:
         """Re-encrypt records the stream shows sealed under a retired key; idempotent."""
         for record in records:
-            user_id = record.keys.get("user_id", {}).get("S", "")
-            if is_control(user_id):
+            if is_control(record_user_id(record)):
                 self._wake.set()
                 continue
-            image = record.new_image
-            # REMOVE records, and moto's key-only INSERT for an item being created, carry no
-            # sealed record to look at.
-            if image is None or "rev" not in image:
-                continue
-            target = self._target
-            if target is None or not target.is_stale(read_head(dict(image))):
-                continue
-            try:
-                outcome = await self._resealer.reseal(user_id, target)
-            except RecordTampered:
-                self._metrics.verification_failures.inc()
-                log.error("security.record_verification_failed", source="stream")
-                continue
-            except RetryLater:
-                raise  # the stream consumer retries the batch from its checkpoint
-            if outcome is Resealed.RESEALED:
-                log.info("rotation.stream_reencrypted", shard_id=record.shard_id)
+            # Until the first control poll succeeds there is no target: leave records alone.
+            if self._target is not None:
+                await reencrypt_if_stale(self._resealer, self._target, record, self._metrics)
+
+
+def record_user_id(record: StreamRecord) -> str:
+    return str(record.keys.get("user_id", {}).get("S", ""))
+
+
+async def reencrypt_if_stale(
+    resealer: Resealer, target: Target, record: StreamRecord, metrics: Metrics
+) -> Resealed | None:
+    """Re-encrypt the record behind one stream record if it shows a retired key.
+
+    Shared by the replicas' stream reader and the Lambda stream handler. RetryLater propagates
+    (the caller retries from this record); a record failing verification is logged, never
+    rewritten, and does not hold up the stream.
+    """
+    image = record.new_image
+    # REMOVE records, and moto's key-only INSERT for an item being created, carry no sealed
+    # record to look at; control records are rewritten by their own code paths.
+    if image is None or "rev" not in image or is_control(record_user_id(record)):
+        return None
+    try:
+        if not target.is_stale(read_head(dict(image))):
+            return None
+        outcome = await resealer.reseal(record_user_id(record), target)
+    except RecordTampered as exc:
+        metrics.verification_failures.inc()
+        log.error("security.record_verification_failed", source="stream", frames=frames(exc))
+        return None
+    if outcome is Resealed.RESEALED:
+        log.info("rotation.stream_reencrypted", shard_id=record.shard_id)
+    return outcome
 
 
 async def _sleep_until(timeout_s: float, *events: asyncio.Event) -> None:

@@ -18,7 +18,7 @@ from pydantic import ValidationError
 from events import Event, InvalidEvent, Publisher, PublishError, parse_event
 
 from . import profile
-from .app import aws_clients, components, queue_url
+from .app import aws_clients, components, payload_sealer, queue_url
 from .embedded import embedded_moto
 from .errors import RecordTampered, UserNotFound, UserstoreError
 from .logs import configure
@@ -110,7 +110,12 @@ def _read_events(stream: TextIO) -> list[Event]:
 
 @main.command()
 @click.argument("file", type=click.File("r"), default="-")
-def publish(file: TextIO) -> None:
+@click.option(
+    "--seal",
+    is_flag=True,
+    help="Seal each event's data under USERSTORE_PAYLOAD_KMS_KEY (kms:GenerateDataKey).",
+)
+def publish(file: TextIO, seal: bool) -> None:
     """Validate and send events given as JSON lines (standard input by default)."""
     settings = _settings()
     configure(settings.log_level)
@@ -119,7 +124,8 @@ def publish(file: TextIO) -> None:
     async def send() -> int:
         async with aws_clients(settings) as clients:
             url = await queue_url(clients.sqs, settings.queue, settings)
-            result = await Publisher(clients.sqs, url).publish(events)
+            sealer = await payload_sealer(settings) if seal else None
+            result = await Publisher(clients.sqs, url, sealer=sealer).publish(events)
             return result.sent
 
     try:

@@ -33,17 +33,22 @@ class Provisioned:
     stream_arn: str
     queue_url: str
     dlq_url: str
+    payload_key_arn: str
 
 
 async def provision(settings: Settings, kms: Any, ddb: Any, sqs: Any) -> Provisioned:
     values = setting_values(settings)
     spec = definition()
-    key_arn = await ensure_key(kms, settings.kms_key, spec["key"]["create"])
+    # The records' key first, then the payload key publishers seal event data under (they need
+    # kms:GenerateDataKey on it; the worker only kms:Decrypt).
+    key_arn, payload_key_arn = [
+        await ensure_key(kms, key["alias"], key["create"]) for key in render(spec["keys"], values)
+    ]
     arns = [await ensure_table(ddb, render(table, values)) for table in spec["tables"]]
     dlq_url, queue_url = await ensure_queues(sqs, settings, values)
     log.info("provision.done", table=settings.table, queue=settings.queue, key=key_arn)
     table_arn, stream_arn = arns[0]  # the users table comes first
-    return Provisioned(key_arn, table_arn, stream_arn, queue_url, dlq_url)
+    return Provisioned(key_arn, table_arn, stream_arn, queue_url, dlq_url, payload_key_arn)
 
 
 async def ensure_key(kms: Any, key: str, create: dict[str, Any]) -> str:

@@ -168,6 +168,19 @@ async def follow_control(parts: Components) -> bool:
     return changed
 
 
+async def follow_authority(parts: Components) -> Target:
+    """Follow the control records, seal under the authority's key, and return the target.
+
+    The stream handler's idea of "stale" must match what this replica seals under, or it would
+    re-encrypt records into the key they are already under. Both come from the authority.
+    """
+    await follow_control(parts)
+    target = await current_target(parts)
+    if parts.cipher.sealing_ref != target.key_ref:
+        await parts.cipher.activate(target.key_ref)
+    return target
+
+
 @dataclass(frozen=True)
 class KeyUsage:
     active_key_ref: str

@@ -34,6 +34,8 @@ class Settings(BaseSettings):
     queue: str = "userstore-events.fifo"
     dlq: str = "userstore-events-dlq.fifo"
     kms_key: str = "alias/userstore"
+    payload_kms_key: str = "alias/userstore-payload"
+    payload_key_cache_s: PositiveFloat = 300.0
     key_mode: KeyMode = KeyMode.KMS
     material_name: str = "userstore"
     material_ttl_s: PositiveFloat = 300.0

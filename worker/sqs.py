@@ -24,11 +24,16 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Protocol
 
-from events import InvalidEvent, parse_event
+from events import InvalidEvent
 
 from .aws import call
 from .errors import DeadLetter, RecordTampered, RetryLater, UserstoreError
 from .handlers import Hints, Outcome
+from .intake import ERROR_ATTRIBUTE as ERROR_ATTRIBUTE
+from .intake import EVENT_ID_ATTRIBUTE as EVENT_ID_ATTRIBUTE
+from .intake import REASON_ATTRIBUTE as REASON_ATTRIBUTE
+from .intake import SOURCE_ID_ATTRIBUTE as SOURCE_ID_ATTRIBUTE
+from .intake import MessageReader, PayloadKeyUnavailable, dead_letter_attributes
 from .logs import frames, get_logger
 from .metrics import Metrics
 from .profile import Event
@@ -37,10 +42,6 @@ log = get_logger("userstore.sqs")
 
 _MAX_BATCH = 10
 _DELETE_FLUSH_S = 0.02
-REASON_ATTRIBUTE = "userstore.reason"
-ERROR_ATTRIBUTE = "userstore.error"
-EVENT_ID_ATTRIBUTE = "userstore.event_id"
-SOURCE_ID_ATTRIBUTE = "userstore.source_message_id"
 
 
 class Settled(StrEnum):
@@ -161,8 +162,10 @@ class SqsConsumer:
         config: ConsumerConfig,
         handler: EventHandler,
         metrics: Metrics,
+        reader: MessageReader | None = None,
     ) -> None:
         self._client = client
+        self._reader = reader or MessageReader(opener=None, executor=None)
         self._config = config
         self._handler = handler
         self._metrics = metrics
@@ -278,13 +281,29 @@ class SqsConsumer:
         mine: set[str] = set()
         try:
             valid: list[_Message] = []
+            held: list[_Message] = []
+            stalled: set[str | None] = set()  # FIFO groups with a message coming back first
             for message in messages:
-                try:
-                    message.event = parse_event(message.raw.get("Body", ""))
-                except InvalidEvent as exc:
-                    await self._dead_letter(message, exc.reason, "InvalidMessage", exc.event_id)
+                if self._config.fifo and message.group in stalled:
+                    held.append(message)
                     continue
-                valid.append(message)
+                try:
+                    message.event = await self._reader.read(message.raw.get("Body", ""))
+                except InvalidEvent as exc:
+                    settled = await self._dead_letter(
+                        message, exc.reason, "InvalidMessage", exc.event_id
+                    )
+                except RetryLater as exc:  # a sealed payload while KMS is unreachable
+                    event_id = exc.event_id if isinstance(exc, PayloadKeyUnavailable) else None
+                    settled = await self._retry_later(
+                        message, exc.reason, type(exc).__name__, event_id
+                    )
+                else:
+                    valid.append(message)
+                    continue
+                if settled is Settled.RETRY:
+                    stalled.add(message.group)
+            await self._release_untouched(held)
             if not valid:
                 return
             hints = await self._prefetch(valid)
@@ -371,21 +390,22 @@ class SqsConsumer:
             self._capacity.release()
             self._metrics.in_flight.set(len(self._in_flight))
 
-    async def _retry_later(self, message: _Message, reason: str, error: str) -> Settled:
+    async def _retry_later(
+        self, message: _Message, reason: str, error: str, event_id: str | None = None
+    ) -> Settled:
         event = message.event
+        event_id = event.event_id if event else event_id
         if message.receive_count >= self._config.max_receive_count:
             # Last allowed receive: dead-letter it ourselves, so the DLQ says why.
             give_up = f"gave up after {message.receive_count} attempts: {reason}"
-            return await self._dead_letter(
-                message, give_up, error, event.event_id if event else None
-            )
+            return await self._dead_letter(message, give_up, error, event_id)
         delay = min(self._config.retry_delay_max_s, 2**message.receive_count)
         delay = random.randint(delay // 2, delay)  # noqa: S311 - jitter, not crypto
         self._metrics.retries.labels(error).inc()
         log.warning(
             "message.retry_later",
             message_id=message.id,
-            event_id=event.event_id if event else None,
+            event_id=event_id,
             error=error,
             reason=reason,
             delay_s=delay,
@@ -404,13 +424,7 @@ class SqsConsumer:
     async def _dead_letter(
         self, message: _Message, reason: str, error: str, event_id: str | None
     ) -> Settled:
-        attributes = {
-            REASON_ATTRIBUTE: {"DataType": "String", "StringValue": reason[:1000]},
-            ERROR_ATTRIBUTE: {"DataType": "String", "StringValue": error},
-            SOURCE_ID_ATTRIBUTE: {"DataType": "String", "StringValue": message.id},
-        }
-        if event_id:
-            attributes[EVENT_ID_ATTRIBUTE] = {"DataType": "String", "StringValue": event_id}
+        attributes = dead_letter_attributes(reason, error, message.id, event_id)
         extra: dict[str, Any] = {}
         if self._config.dlq_url.endswith(".fifo"):
             extra = {

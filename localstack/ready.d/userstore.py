@@ -114,8 +114,10 @@ def provision_from_definition():
             service, region_name=region, endpoint_url=endpoint, **credentials
         )
 
-    key = _render(definition["key"], values)
-    _ensure_key(client("kms"), key["alias"], key["create"])
+    kms = client("kms")
+    for key in definition["keys"]:
+        key = _render(key, values)
+        _ensure_key(kms, key["alias"], key["create"])
     ddb = client("dynamodb")
     for table in definition["tables"]:
         _ensure_table(ddb, _render(table, values))

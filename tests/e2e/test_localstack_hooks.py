@@ -39,7 +39,7 @@ from worker.settings import Settings
 
 pytestmark = pytest.mark.e2e
 
-NAMES = ("table", "meta_table", "state_table", "queue", "dlq", "kms_key")
+NAMES = ("table", "meta_table", "state_table", "queue", "dlq", "kms_key", "payload_kms_key")
 # Attributes that describe a queue's identity or state, not its shape.
 VOLATILE_QUEUE_ATTRIBUTES = frozenset({"QueueArn", "CreatedTimestamp", "LastModifiedTimestamp"})
 
@@ -54,6 +54,7 @@ def fresh_names(fifo: bool = True) -> dict[str, str]:
         "queue": f"hook-events-{tag}{suffix}",
         "dlq": f"hook-events-dlq-{tag}{suffix}",
         "kms_key": f"alias/hook-{tag}",
+        "payload_kms_key": f"alias/hook-payload-{tag}",
     }
 
 
@@ -124,18 +125,22 @@ def describe(endpoint: str, names: dict[str, str]) -> dict[str, Any]:
             }
         return shape
 
-    key = kms.describe_key(KeyId=names["kms_key"])["KeyMetadata"]
-    aliases = [
-        a["AliasName"]
-        for a in kms.list_aliases(KeyId=key["KeyId"])["Aliases"]
-        if a["AliasName"] == names["kms_key"]
-    ]
+    def key(alias: str) -> dict[str, Any]:
+        metadata = kms.describe_key(KeyId=alias)["KeyMetadata"]
+        aliases = [
+            a["AliasName"]
+            for a in kms.list_aliases(KeyId=metadata["KeyId"])["Aliases"]
+            if a["AliasName"] == alias
+        ]
+        return {
+            **{k: metadata.get(k) for k in ("KeyUsage", "KeySpec", "KeyState", "Enabled")},
+            "Description": metadata.get("Description"),
+            "aliased": aliases == [alias],
+        }
+
     return {
-        "key": {
-            **{k: key.get(k) for k in ("KeyUsage", "KeySpec", "KeyState", "Enabled")},
-            "Description": key.get("Description"),
-            "aliased": aliases == [names["kms_key"]],
-        },
+        "key": key(names["kms_key"]),
+        "payload_key": key(names["payload_kms_key"]),
         "users": table(names["table"]),
         "materials": table(names["meta_table"]),
         "state": table(names["state_table"]),
@@ -178,7 +183,7 @@ def test_hook_defaults_match_userstore_provision(aws_endpoint: str) -> None:
         "deadLetterTarget": "<dlq>",
         "maxReceiveCount": Settings().max_receive_count,
     }
-    assert by_hook["key"]["aliased"]
+    assert by_hook["key"]["aliased"] and by_hook["payload_key"]["aliased"]
 
 
 def test_hook_reads_the_worker_settings_variables(aws_endpoint: str) -> None:

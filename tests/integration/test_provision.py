@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import uuid
 
 import pytest
 
@@ -36,3 +37,15 @@ async def test_provision_twice_gives_the_same_resources(moto_endpoint: str, fifo
         assert attrs.get("FifoQueue", "false") == ("true" if fifo else "false")
         alias = await clients.kms.describe_key(KeyId=settings.kms_key)
         assert alias["KeyMetadata"]["Arn"] == first.key_arn
+
+
+async def test_provision_creates_a_separate_payload_key(moto_endpoint: str) -> None:
+    alias = f"alias/payload-{uuid.uuid4().hex[:8]}"
+    settings = make_settings(moto_endpoint, payload_kms_key=alias)
+    async with aws_clients(settings) as clients:
+        first = await provision(settings, clients.kms, clients.dynamodb, clients.sqs)
+        payload = await clients.kms.describe_key(KeyId=settings.payload_kms_key)
+        assert payload["KeyMetadata"]["Arn"] == first.payload_key_arn != first.key_arn
+        assert payload["KeyMetadata"]["Description"] == "userstore event payloads"
+        again = await provision(settings, clients.kms, clients.dynamodb, clients.sqs)
+        assert again.payload_key_arn == first.payload_key_arn

@@ -14,6 +14,7 @@ from events import (
     InvalidEvent,
     Profile,
     ProfilePatch,
+    SealedEvent,
     UserCreated,
     UserDeleted,
     UserUpdated,
@@ -27,6 +28,7 @@ FILES = {
     "user.created.v1.schema.json",
     "user.updated.v1.schema.json",
     "user.deleted.v1.schema.json",
+    "user-event.sealed.v1.schema.json",
 }
 
 MODELS_BY_FILE = [
@@ -34,6 +36,7 @@ MODELS_BY_FILE = [
     ("user.updated.v1.schema.json", UserUpdated),
     ("user.deleted.v1.schema.json", UserDeleted),
 ]
+SEALED_FILE = ("user-event.sealed.v1.schema.json", SealedEvent)
 
 EXAMPLES = [
     {
@@ -217,3 +220,11 @@ def test_examples_against_schema() -> None:
         validator.validate(json.loads(serialize(parse_event(json.dumps(example)))))
     for example in INVALID:
         assert not validator.is_valid(example), example
+
+
+def test_sealed_schema_matches_model() -> None:
+    name, model = SEALED_FILE
+    schema = load(name)
+    _assert_matches_model(schema, model, schema)
+    assert schema["required"][:1] == ["type"] or "type" in schema["required"]
+    assert "data" not in schema["properties"]

@@ -30,6 +30,7 @@ def test_each_default_equals_the_field_default() -> None:
         "queue",
         "dlq",
         "kms_key",
+        "payload_kms_key",
         "visibility_timeout_s",
         "max_receive_count",
     }
@@ -50,7 +51,7 @@ def _strings(node: object) -> list[str]:
 def test_every_placeholder_is_a_setting_or_the_dlq_arn() -> None:
     values = {name: f"<{name}>" for name in definition()["defaults"]} | {"dlq_arn": "<arn>"}
     placeholders = [s for s in _strings(definition()) if s.startswith("${")]
-    assert len(placeholders) == 9
+    assert len(placeholders) == 10
     rendered = _strings(render(definition(), values))
     assert not [s for s in rendered if s.startswith("${")]
     assert "<arn>" in rendered

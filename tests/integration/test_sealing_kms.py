@@ -1,0 +1,149 @@
+"""events.sealing against moto's KMS: data-key caching both ways, and what is refused."""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections import Counter
+from typing import Any
+
+import aws_encryption_sdk
+import boto3
+import pytest
+from aws_encryption_sdk.identifiers import CommitmentPolicy
+from aws_encryption_sdk.key_providers.kms import KMSMasterKey
+from botocore.config import Config
+
+from events import InvalidEvent, SealedEvent, parse_event
+from events.envelopes import sealed_plaintext
+from events.sealing import PayloadOpener, PayloadSealer, SealingUnavailable, encryption_context
+from tests.emulator import free_port
+
+pytestmark = pytest.mark.integration
+
+SECRET = "Ottoline-Hidden-31"
+
+
+def kms_client(endpoint: str) -> Any:
+    return boto3.client(
+        "kms",
+        endpoint_url=endpoint,
+        region_name="eu-west-2",
+        config=Config(retries={"mode": "standard", "max_attempts": 1}),
+    )
+
+
+def counted(client: Any) -> Counter[str]:
+    calls: Counter[str] = Counter()
+
+    def hook(model: Any, **_: Any) -> None:
+        calls[model.name] += 1
+
+    client.meta.events.register("before-call.kms.*", hook)
+    return calls
+
+
+def event(n: int, user: str = "u-1") -> Any:
+    return parse_event(
+        json.dumps(
+            {
+                "type": "user.created",
+                "event_id": f"e-{n}",
+                "user_id": user,
+                "occurred_at": "2026-11-28T10:00:00Z",
+                "data": {"given_name": SECRET, "attributes": {"n": n}},
+            }
+        )
+    )
+
+
+def test_one_data_key_serves_many_events_both_ways(moto_endpoint: str) -> None:
+    publisher_kms, worker_kms = kms_client(moto_endpoint), kms_client(moto_endpoint)
+    key = publisher_kms.create_key()["KeyMetadata"]["Arn"]
+    sent, received = counted(publisher_kms), counted(worker_kms)
+    sealer = PayloadSealer(publisher_kms, key, max_messages=40)
+    opener = PayloadOpener(worker_kms, key)
+    envelopes = [sealer.seal(event(n, user=f"u-{n % 7}")) for n in range(100)]
+    for n, envelope in enumerate(envelopes):
+        assert SECRET not in envelope.model_dump_json()
+        assert opener.open(envelope) == event(n, user=f"u-{n % 7}")
+    # 40 messages per data key: 3 keys for 100 events, each unwrapped once by the worker.
+    assert sent["GenerateDataKey"] == 3
+    assert received["Decrypt"] == 3
+
+
+def test_context_mismatch_and_foreign_key_are_invalid(moto_endpoint: str) -> None:
+    kms = kms_client(moto_endpoint)
+    key, other_key = (kms.create_key()["KeyMetadata"]["Arn"] for _ in range(2))
+    envelope = PayloadSealer(kms, key).seal(event(1))
+    opener = PayloadOpener(kms, key)
+    for moved in (
+        envelope.model_copy(update={"event_id": "e-2"}),
+        envelope.model_copy(update={"user_id": "u-2"}),
+    ):
+        with pytest.raises(InvalidEvent, match="encryption context does not match"):
+            opener.open(moved)
+    with pytest.raises(InvalidEvent, match="cannot be opened"):
+        PayloadOpener(kms, other_key).open(envelope)
+
+
+def test_unreachable_kms_is_retryable_not_invalid(moto_endpoint: str) -> None:
+    kms = kms_client(moto_endpoint)
+    key = kms.create_key()["KeyMetadata"]["Arn"]
+    envelope = PayloadSealer(kms, key).seal(event(1))
+    down = kms_client(f"http://127.0.0.1:{free_port()}")
+    with pytest.raises(SealingUnavailable) as caught:
+        PayloadOpener(down, key).open(envelope)
+    assert SECRET not in str(caught.value)
+    with pytest.raises(SealingUnavailable):
+        PayloadSealer(down, key).seal(event(2))
+
+
+def test_a_publisher_sealing_the_plain_way_is_opened_too(moto_endpoint: str) -> None:
+    """Another language's aws-encryption-sdk, no caching trick: the whole context goes to KMS."""
+    kms = kms_client(moto_endpoint)
+    key = kms.create_key()["KeyMetadata"]["Arn"]
+    plain = event(5)
+    ciphertext, _ = aws_encryption_sdk.EncryptionSDKClient(
+        commitment_policy=CommitmentPolicy.REQUIRE_ENCRYPT_REQUIRE_DECRYPT
+    ).encrypt(
+        source=sealed_plaintext(plain),
+        encryption_context=encryption_context("e-5", "u-1", "user.created"),
+        key_provider=KMSMasterKey(key_id=key, client=kms),
+    )
+    fields = plain.model_dump(mode="json", exclude={"data"})
+    envelope = SealedEvent.model_validate(
+        {**fields, "sealed": base64.b64encode(ciphertext).decode()}
+    )
+    assert PayloadOpener(kms, key).open(envelope) == plain
+    with pytest.raises(InvalidEvent, match="encryption context does not match"):
+        PayloadOpener(kms, key).open(envelope.model_copy(update={"event_id": "e-6"}))
+
+
+def test_every_flipped_bit_or_truncation_is_refused(moto_endpoint: str) -> None:
+    kms = kms_client(moto_endpoint)
+    key = kms.create_key()["KeyMetadata"]["Arn"]
+    envelope = PayloadSealer(kms, key).seal(event(1))
+    opener = PayloadOpener(kms, key)
+    raw = base64.b64decode(envelope.sealed)
+    altered = [raw[:cut] for cut in range(1, len(raw), 23)]
+    for index in range(0, len(raw), 5):
+        flipped = bytearray(raw)
+        flipped[index] ^= 0x01
+        altered.append(bytes(flipped))
+    outcomes: Counter[str] = Counter()
+    for ciphertext in altered:
+        candidate = envelope.model_copy(update={"sealed": base64.b64encode(ciphertext).decode()})
+        try:
+            opener.open(candidate)
+        except InvalidEvent as exc:
+            outcomes[exc.reason] += 1
+        except SealingUnavailable as exc:
+            # moto answers AccessDenied for a data-key blob altered into another key id (AWS:
+            # InvalidCiphertext). Retried, then dead-lettered with the reason: never opened.
+            outcomes[f"retry: {exc.reason}"] += 1
+    assert sum(outcomes.values()) == len(altered)
+    assert set(outcomes) <= {
+        "sealed: cannot be opened (not sealed for this worker's key, or altered)",
+        "retry: key service refused to decrypt (AccessDeniedException)",
+    }

@@ -1,0 +1,210 @@
+"""The Lambda SQS batch rules with small fakes: which records are reported failed, in what order."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from events import InvalidEvent, parse_event
+from worker.errors import AwsUnavailable, InvalidResult
+from worker.handlers import Outcome
+from worker.lambdas import SqsBatch, SqsRecord, _time_budget_s, stream_record_from_lambda
+from worker.metrics import Metrics
+from worker.profile import Event
+from worker.streams import EventName
+
+
+def event_body(event_id: str, user: str = "u") -> str:
+    return json.dumps(
+        {
+            "type": "user.created",
+            "event_id": event_id,
+            "user_id": user,
+            "occurred_at": "2026-11-28T10:00:00Z",
+            "data": {},
+        }
+    )
+
+
+class Reader:
+    async def read(self, body: str) -> Event:
+        return parse_event(body)
+
+
+class Handler:
+    """Fails chosen events (retryable or dead-letter); records the order it saw events in."""
+
+    def __init__(
+        self, retry: frozenset[str] = frozenset(), dead: frozenset[str] = frozenset()
+    ) -> None:
+        self.retry, self.dead = retry, dead
+        self.seen: list[str] = []
+
+    async def handle(self, event: Event, hints: Any = None) -> Outcome:
+        self.seen.append(event.event_id)
+        if event.event_id in self.retry:
+            raise AwsUnavailable("injected")
+        if event.event_id in self.dead:
+            raise InvalidResult("injected")
+        return Outcome.APPLIED
+
+
+class Sqs:
+    def __init__(self, fail: bool = False) -> None:
+        self.sent: list[dict[str, Any]] = []
+        self.fail = fail
+
+    async def send_message(self, **request: Any) -> dict[str, Any]:
+        if self.fail:
+            from botocore.exceptions import EndpointConnectionError
+
+            raise EndpointConnectionError(endpoint_url="http://127.0.0.1:1")
+        self.sent.append(request)
+        return {"MessageId": "dlq-1"}
+
+
+def batch(handler: Handler, sqs: Sqs, dlq: str = "https://q/dlq.fifo") -> SqsBatch:
+    parts = SimpleNamespace(
+        reader=Reader(),
+        handler=handler,
+        settings=SimpleNamespace(max_in_flight=4, max_receive_count=5, aws_max_attempts=1),
+        clients=SimpleNamespace(sqs=sqs),
+    )
+    return SqsBatch(parts, dlq, Metrics())  # type: ignore[arg-type]
+
+
+def record(message_id: str, body: str, group: str | None, receives: int = 1) -> SqsRecord:
+    attributes = {"ApproximateReceiveCount": str(receives)}
+    if group is not None:
+        attributes["MessageGroupId"] = group
+    return SqsRecord.from_lambda(
+        {"messageId": message_id, "body": body, "attributes": attributes, "eventSource": "aws:sqs"}
+    )
+
+
+async def test_fifo_failure_fails_the_rest_of_its_group_only() -> None:
+    records = [
+        record("m1", event_body("a1"), "A"),
+        record("m2", event_body("b1"), "B"),
+        record("m3", event_body("a2"), "A"),
+        record("m4", event_body("b2"), "B"),
+        record("m5", event_body("a3"), "A"),
+    ]
+    handler = Handler(retry=frozenset({"a2"}))
+    failed = await batch(handler, Sqs()).run(records)
+    assert failed == ["m3", "m5"]
+    assert "a3" not in handler.seen  # never handled out of order
+    assert [e for e in handler.seen if e.startswith("b")] == ["b1", "b2"]
+
+
+async def test_invalid_and_dead_letter_go_to_the_dlq_and_count_as_done() -> None:
+    sqs = Sqs()
+    records = [
+        record("m1", "not json", "A"),
+        record("m2", event_body("x1"), "A"),
+        record("m3", event_body("x2"), "A"),
+    ]
+    failed = await batch(Handler(dead=frozenset({"x1"})), sqs).run(records)
+    assert failed == []
+    assert [m["MessageBody"] for m in sqs.sent] == ["not json", event_body("x1")]
+    reasons = [m["MessageAttributes"]["userstore.reason"]["StringValue"] for m in sqs.sent]
+    assert reasons[0].startswith("body is not valid JSON")
+    assert sqs.sent[0]["MessageGroupId"] == "A"
+    assert sqs.sent[0]["MessageDeduplicationId"] == "m1"
+
+
+async def test_last_receive_dead_letters_and_failed_dlq_send_reports_failure() -> None:
+    sqs = Sqs()
+    done = await batch(Handler(retry=frozenset({"r1"})), sqs).run(
+        [record("m1", event_body("r1"), None, 5)]
+    )
+    assert done == []
+    assert sqs.sent[0]["MessageAttributes"]["userstore.reason"]["StringValue"] == (
+        "gave up after 5 attempts: injected"
+    )
+    broken = await batch(Handler(), Sqs(fail=True)).run([record("m2", "{}", "G")])
+    assert broken == ["m2"]  # not lost: SQS hands it out again
+
+
+async def test_standard_queue_records_are_independent() -> None:
+    records = [record(f"m{n}", event_body(f"e{n}", user=f"u{n % 2}"), None) for n in range(6)]
+    sqs = Sqs()
+    handler = Handler(retry=frozenset({"e0", "e3"}), dead=frozenset({"e5"}))
+    assert await batch(handler, sqs, "https://q/dlq").run(records) == ["m0", "m3"]
+    assert [m["MessageBody"] for m in sqs.sent] == [event_body("e5", user="u1")]
+    assert "MessageGroupId" not in sqs.sent[0]  # a standard dead-letter queue
+    assert sorted(handler.seen) == [f"e{n}" for n in range(6)]
+
+
+class Slow(Handler):
+    async def handle(self, event: Event, hints: Any = None) -> Outcome:
+        if event.event_id == "slow":
+            await asyncio.sleep(30)
+        return await super().handle(event, hints)
+
+
+async def test_out_of_time_reports_the_unfinished_records_failed() -> None:
+    records = [
+        record("m1", event_body("a1"), "A"),
+        record("m2", event_body("slow"), "B"),
+        record("m3", event_body("b2"), "B"),
+        record("m4", event_body("a2"), "A"),
+    ]
+    handler = Slow()
+    assert await batch(handler, Sqs()).run(records, time_budget_s=0.5) == ["m2", "m3"]
+    assert handler.seen == ["a1", "a2"]
+
+
+def test_time_budget_leaves_a_margin_before_the_lambda_timeout() -> None:
+    context = SimpleNamespace(get_remaining_time_in_millis=lambda: 60_000)
+    assert _time_budget_s(context) == 57.0
+    assert _time_budget_s(SimpleNamespace(get_remaining_time_in_millis=lambda: 1_000)) == 0.0
+    assert _time_budget_s(None) is None
+
+
+def test_stream_record_from_lambda_decodes_binary_values() -> None:
+    blob = b"\x00\xffsig"
+    raw = {
+        "eventID": "1",
+        "eventName": "MODIFY",
+        "eventVersion": "1.1",
+        "eventSource": "aws:dynamodb",
+        "awsRegion": "eu-west-2",
+        "dynamodb": {
+            "ApproximateCreationDateTime": 1764324000,
+            "Keys": {"user_id": {"S": "u-1"}},
+            "NewImage": {
+                "user_id": {"S": "u-1"},
+                "rev": {"N": "2"},
+                "*amzn-ddb-map-sig*": {"B": base64.b64encode(blob).decode()},
+                "nested": {"M": {"l": {"L": [{"B": base64.b64encode(b"x").decode()}]}}},
+                "set": {"BS": [base64.b64encode(b"y").decode()]},
+            },
+            "SequenceNumber": "111",
+            "SizeBytes": 26,
+            "StreamViewType": "NEW_AND_OLD_IMAGES",
+        },
+        "eventSourceARN": "arn:aws:dynamodb:eu-west-2:123456789012:table/t/stream/2026",
+    }
+    converted = stream_record_from_lambda(raw)
+    assert converted.event_name is EventName.MODIFY
+    assert converted.sequence_number == "111"
+    assert converted.new_image is not None and converted.old_image is None
+    assert converted.new_image["*amzn-ddb-map-sig*"] == {"B": blob}
+    assert converted.new_image["nested"] == {"M": {"l": {"L": [{"B": b"x"}]}}}
+    assert converted.new_image["set"] == {"BS": [b"y"]}
+    assert converted.approximate_created_at.year == 2025
+
+
+@pytest.mark.parametrize("body", ["", "[]"])
+async def test_empty_or_non_object_bodies_are_dead_lettered(body: str) -> None:
+    sqs = Sqs()
+    assert await batch(Handler(), sqs).run([record("m1", body, "G")]) == []
+    assert len(sqs.sent) == 1
+    with pytest.raises(InvalidEvent):
+        await Reader().read(body)

@@ -1,0 +1,401 @@
+"""AWS Lambda entry points, for running userstore on AWS's managed pollers.
+
+- ``worker.lambdas.sqs_handler``: SQS event source (standard or FIFO queue), with
+  ``FunctionResponseTypes=["ReportBatchItemFailures"]``. Each record goes through the worker's
+  own intake (unwrap SNS/EventBridge, unseal, parse) and handler.
+- ``worker.lambdas.streams_handler``: DynamoDB Streams event source on the users table, also with
+  ReportBatchItemFailures. Records still sealed under a retired key are re-encrypted by the same
+  Resealer the replicas' stream reader uses.
+
+How each SQS record is settled (the long-running worker's rules, in Lambda's terms):
+- applied, a no-op, or a duplicate -> success (the event source mapping deletes it);
+- invalid (InvalidEvent) or DeadLetter -> the handler sends the body untouched to the
+  dead-letter queue with the worker's reason attributes, then reports success. The queue's own
+  redrive would move it only after maxReceiveCount failed receives, and without a reason;
+- RetryLater or an unexpected error -> reported in ``batchItemFailures``: SQS hands it out again
+  after the visibility timeout. On its last allowed receive (USERSTORE_MAX_RECEIVE_COUNT, the
+  redrive policy's maxReceiveCount) it is dead-lettered with "gave up after N attempts" instead;
+- a dead-letter send that fails -> reported failed, so the message is not lost;
+- FIFO: after a failure in a message group, the group's later records in the batch are reported
+  failed untouched, so SQS redelivers the group in order;
+- out of time (3 s before the function's timeout): what is unfinished is cancelled and reported
+  failed, rather than letting the timeout fail the whole batch.
+
+Lifetime: clients, keys and the crypto thread pool are built once per container (on the first
+invocation) and kept in a module-level runtime with its own event loop, reused by every
+invocation. ``asyncio.run`` per invocation would close the loop that aiobotocore's connection
+pools are bound to, so every invocation would pay for new clients, a KMS DescribeKey, the control
+records and the blind-index key unwrap. A container handles one invocation at a time, so the
+loop is never shared.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import os
+import time
+from collections.abc import Mapping, Sequence
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
+from typing import Any
+
+from events import Event, InvalidEvent
+
+from .app import Components, components, queue_url
+from .aws import call
+from .background import record_user_id, reencrypt_if_stale
+from .control import is_control
+from .errors import DeadLetter, RecordTampered, RetryLater, UserstoreError
+from .intake import PayloadKeyUnavailable, dead_letter_attributes
+from .logs import configure, frames, get_logger
+from .metrics import Metrics
+from .rotation import Resealer, follow_authority
+from .settings import Settings
+from .streams import EventName, StreamRecord
+from .transport import check_endpoints
+
+log = get_logger("userstore.lambda")
+
+BatchResponse = dict[str, list[dict[str, str]]]
+_FIFO_DEAD_LETTER_GROUP = "userstore-dead-letters"
+# Answer this long before Lambda's own timeout: enough for a last SendMessage and the reply.
+_DEADLINE_MARGIN_S = 3.0
+
+
+def _time_budget_s(context: Any) -> float | None:
+    remaining = getattr(context, "get_remaining_time_in_millis", None)
+    if remaining is None:
+        return None
+    return max(0.0, float(remaining()) / 1000 - _DEADLINE_MARGIN_S)
+
+
+# --- SQS ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SqsRecord:
+    """One record of a Lambda SQS event (the event source mapping's shape, not the SQS API's)."""
+
+    message_id: str
+    body: str
+    receive_count: int
+    group: str | None
+
+    @classmethod
+    def from_lambda(cls, raw: Mapping[str, Any]) -> SqsRecord:
+        attributes = raw.get("attributes", {})
+        group = attributes.get("MessageGroupId")
+        return cls(
+            message_id=str(raw["messageId"]),
+            body=str(raw.get("body", "")),
+            receive_count=int(attributes.get("ApproximateReceiveCount", "1")),
+            group=None if group is None else str(group),
+        )
+
+
+class SqsBatch:
+    """Settles one Lambda SQS batch; returns the records to report in batchItemFailures."""
+
+    def __init__(self, parts: Components, dlq_url: str, metrics: Metrics) -> None:
+        self._parts = parts
+        self._dlq_url = dlq_url
+        self._metrics = metrics
+        self._capacity = asyncio.Semaphore(parts.settings.max_in_flight)
+
+    async def run(
+        self, records: Sequence[SqsRecord], time_budget_s: float | None = None
+    ) -> list[str]:
+        """Message ids to report failed, in batch order.
+
+        With `time_budget_s`, work still unfinished when it runs out is cancelled and reported
+        failed, so the function answers before Lambda's timeout (which would fail the batch).
+        """
+        # FIFO: one sequence per message group, in batch order. Standard: each record alone
+        # (the conditional write keeps concurrent events of one user consistent).
+        sequences: dict[str, list[SqsRecord]] = {}
+        for record in records:
+            key = f"group:{record.group}" if record.group is not None else record.message_id
+            sequences.setdefault(key, []).append(record)
+        done: set[str] = set()
+        try:
+            async with asyncio.timeout(time_budget_s), asyncio.TaskGroup() as tg:
+                for sequence in sequences.values():
+                    tg.create_task(self._run_sequence(sequence, done))
+        except TimeoutError:
+            log.warning("batch.out_of_time", unsettled=len(records) - len(done))
+        return [record.message_id for record in records if record.message_id not in done]
+
+    async def _run_sequence(self, sequence: list[SqsRecord], done: set[str]) -> None:
+        for record in sequence:
+            async with self._capacity:
+                settled = await self._settle(record)
+            if not settled:
+                # The rest of a FIFO group waits for this one: they stay unsettled, reported
+                # failed untouched.
+                return
+            done.add(record.message_id)
+
+    async def _settle(self, record: SqsRecord) -> bool:
+        """True when the record is done with (applied or dead-lettered)."""
+        parts = self._parts
+        try:
+            event = await parts.reader.read(record.body)
+        except InvalidEvent as exc:
+            return await self._dead_letter(record, exc.reason, "InvalidMessage", exc.event_id)
+        except RetryLater as exc:
+            event_id = exc.event_id if isinstance(exc, PayloadKeyUnavailable) else None
+            return await self._retry_later(record, exc.reason, type(exc).__name__, event_id)
+        except Exception as exc:  # a bug in intake: retry (bounded), never log its text
+            log.error("message.unexpected_error", error=type(exc).__name__, frames=frames(exc))
+            return await self._retry_later(record, "unexpected error", type(exc).__name__, None)
+        return await self._handle(record, event)
+
+    async def _handle(self, record: SqsRecord, event: Event) -> bool:
+        bound = log.bind(message_id=record.message_id, event_id=event.event_id, type=event.type)
+        started = time.perf_counter()
+        try:
+            outcome = await self._parts.handler.handle(event)
+        except DeadLetter as exc:
+            if isinstance(exc, RecordTampered):
+                self._metrics.verification_failures.inc()
+                bound.error("security.record_verification_failed", error=exc.reason)
+            return await self._dead_letter(record, exc.reason, type(exc).__name__, event.event_id)
+        except RetryLater as exc:
+            return await self._retry_later(record, exc.reason, type(exc).__name__, event.event_id)
+        except Exception as exc:  # a bug: report the record failed, never log its text
+            bound.error("message.unexpected_error", error=type(exc).__name__, frames=frames(exc))
+            return await self._retry_later(
+                record, "unexpected error", type(exc).__name__, event.event_id
+            )
+        finally:
+            self._metrics.handling_seconds.labels(str(event.type)).observe(
+                time.perf_counter() - started
+            )
+        self._metrics.events.labels(str(event.type), str(outcome)).inc()
+        bound.info("message.handled", outcome=str(outcome))
+        return True
+
+    async def _retry_later(
+        self, record: SqsRecord, reason: str, error: str, event_id: str | None
+    ) -> bool:
+        if record.receive_count >= self._parts.settings.max_receive_count:
+            give_up = f"gave up after {record.receive_count} attempts: {reason}"
+            return await self._dead_letter(record, give_up, error, event_id)
+        self._metrics.retries.labels(error).inc()
+        log.warning(
+            "message.retry_later",
+            message_id=record.message_id,
+            event_id=event_id,
+            error=error,
+            reason=reason,
+        )
+        return False
+
+    async def _dead_letter(
+        self, record: SqsRecord, reason: str, error: str, event_id: str | None
+    ) -> bool:
+        extra: dict[str, Any] = {}
+        if self._dlq_url.endswith(".fifo"):
+            extra = {
+                "MessageGroupId": record.group or _FIFO_DEAD_LETTER_GROUP,
+                "MessageDeduplicationId": record.message_id,
+            }
+        try:
+            await call(
+                "SendMessage",
+                self._parts.clients.sqs.send_message,
+                max_attempts=self._parts.settings.aws_max_attempts,
+                QueueUrl=self._dlq_url,
+                MessageBody=record.body,
+                MessageAttributes=dead_letter_attributes(
+                    reason, error, record.message_id, event_id
+                ),
+                **extra,
+            )
+        except UserstoreError as exc:
+            log.error("dead_letter.failed", message_id=record.message_id, error=exc.reason)
+            return False
+        self._metrics.dead_letters.labels(error).inc()
+        log.warning(
+            "message.dead_lettered",
+            message_id=record.message_id,
+            event_id=event_id,
+            error=error,
+            reason=reason,
+        )
+        return True
+
+
+# --- DynamoDB Streams -----------------------------------------------------------
+
+
+def _from_lambda_json(value: Any) -> Any:
+    """Lambda's DynamoDB JSON carries B and BS as base64 text; the SDKs hand out bytes."""
+    if not isinstance(value, Mapping):
+        return value
+    converted: dict[str, Any] = {}
+    for kind, inner in value.items():
+        if kind == "B":
+            converted[kind] = base64.b64decode(inner)
+        elif kind == "BS":
+            converted[kind] = [base64.b64decode(v) for v in inner]
+        elif kind == "M":
+            converted[kind] = {k: _from_lambda_json(v) for k, v in inner.items()}
+        elif kind == "L":
+            converted[kind] = [_from_lambda_json(v) for v in inner]
+        else:
+            converted[kind] = inner
+    return converted
+
+
+def _image(raw: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    return None if raw is None else {k: _from_lambda_json(v) for k, v in raw.items()}
+
+
+def stream_record_from_lambda(raw: Mapping[str, Any]) -> StreamRecord:
+    body = raw["dynamodb"]
+    converted = {
+        "eventName": raw["eventName"],
+        "dynamodb": {
+            "Keys": _image(body.get("Keys")) or {},
+            "NewImage": _image(body.get("NewImage")),
+            "OldImage": _image(body.get("OldImage")),
+            "SequenceNumber": body["SequenceNumber"],
+            "ApproximateCreationDateTime": body.get("ApproximateCreationDateTime", 0),
+        },
+    }
+    # eventSourceARN names the stream, not the shard; the shard is only used in log lines.
+    return StreamRecord.from_raw(converted, shard_id="lambda")
+
+
+async def handle_stream_batch(
+    parts: Components,
+    metrics: Metrics,
+    raw_records: Sequence[Mapping[str, Any]],
+    time_budget_s: float | None = None,
+) -> BatchResponse:
+    """Re-encrypt stale records in order; on a retryable failure report it and stop there.
+
+    Lambda retries a stream batch from the lowest sequence number reported, so everything after
+    the first failure is left for that retry (the re-encryption is idempotent).
+    """
+    if not raw_records:
+        return {"batchItemFailures": []}
+    records = [stream_record_from_lambda(raw) for raw in raw_records]
+    resealer = Resealer(
+        parts.store, parts.cipher, parts.index, max_conflicts=parts.settings.max_conflict_retries
+    )
+    target = None
+    current = records[0]
+    try:
+        async with asyncio.timeout(time_budget_s):
+            for current in records:
+                if target is None or is_control(record_user_id(current)):
+                    # Read fresh per batch, and again after a control record (a rotation).
+                    target = await follow_authority(parts)
+                if current.event_name is not EventName.REMOVE:
+                    await reencrypt_if_stale(resealer, target, current, metrics)
+    except Exception as exc:  # TimeoutError included: retry from the record in hand
+        level = log.warning if isinstance(exc, RetryLater | TimeoutError) else log.error
+        level(
+            "stream.record_failed",
+            sequence_number=current.sequence_number,
+            error=type(exc).__name__,
+            frames=None if isinstance(exc, UserstoreError | TimeoutError) else frames(exc),
+        )
+        return {"batchItemFailures": [{"itemIdentifier": current.sequence_number}]}
+    return {"batchItemFailures": []}
+
+
+# --- the container's runtime -----------------------------------------------------
+
+
+@dataclass
+class _Runtime:
+    loop: asyncio.AbstractEventLoop
+    stack: AsyncExitStack
+    parts: Components
+    dlq_url: str
+    metrics: Metrics
+    followed_at: float = float("-inf")
+
+    async def follow_if_due(self) -> None:
+        """Adopt a rotated key as a replica does, at most every `control_poll_s`.
+
+        A warm container could otherwise seal under a retired key for hours; the stream handler
+        would catch those records, but there is no reason to make it.
+        """
+        now = time.monotonic()
+        if now - self.followed_at < self.parts.settings.control_poll_s:
+            return
+        try:
+            await follow_authority(self.parts)
+        except UserstoreError as exc:
+            log.warning("control.follow_failed", error=type(exc).__name__, reason=exc.reason)
+            return
+        self.followed_at = now
+
+
+_runtime: _Runtime | None = None
+
+
+def _get_runtime() -> _Runtime:
+    global _runtime
+    if _runtime is None:
+        settings = Settings()
+        configure(settings.log_level)
+        check_endpoints(
+            settings.aws_endpoint_url, os.environ, allow_insecure=settings.allow_insecure_endpoint
+        )
+        loop = asyncio.new_event_loop()
+        stack = AsyncExitStack()
+        try:
+            parts = loop.run_until_complete(stack.enter_async_context(components(settings)))
+            dlq = loop.run_until_complete(queue_url(parts.clients.sqs, settings.dlq, settings))
+        except BaseException:
+            loop.run_until_complete(stack.aclose())
+            loop.close()
+            raise
+        _runtime = _Runtime(loop, stack, parts, dlq, Metrics())
+    return _runtime
+
+
+def close_runtime() -> None:
+    """Release the container's clients and loop (tests; Lambda simply freezes the container)."""
+    global _runtime
+    if _runtime is not None:
+        runtime, _runtime = _runtime, None
+        runtime.loop.run_until_complete(runtime.stack.aclose())
+        runtime.loop.close()
+
+
+def sqs_handler(event: Mapping[str, Any], context: Any) -> BatchResponse:
+    """Handler ``worker.lambdas.sqs_handler`` for an SQS event source mapping."""
+    runtime = _get_runtime()
+    records = [SqsRecord.from_lambda(raw) for raw in event.get("Records", [])]
+    batch = SqsBatch(runtime.parts, runtime.dlq_url, runtime.metrics)
+    runtime.loop.run_until_complete(runtime.follow_if_due())
+    failed = runtime.loop.run_until_complete(batch.run(records, _time_budget_s(context)))
+    return {"batchItemFailures": [{"itemIdentifier": message_id} for message_id in failed]}
+
+
+def streams_handler(event: Mapping[str, Any], context: Any) -> BatchResponse:
+    """Handler ``worker.lambdas.streams_handler`` for a DynamoDB Streams event source mapping."""
+    runtime = _get_runtime()
+    return runtime.loop.run_until_complete(
+        handle_stream_batch(
+            runtime.parts, runtime.metrics, event.get("Records", []), _time_budget_s(context)
+        )
+    )
+
+
+__all__ = [
+    "SqsBatch",
+    "SqsRecord",
+    "close_runtime",
+    "handle_stream_batch",
+    "sqs_handler",
+    "stream_record_from_lambda",
+    "streams_handler",
+]
