@@ -119,7 +119,10 @@ class RotationDuties:
             if control is None or not control.body.get("reencrypt_pending"):
                 return
             report = await run_sweep(
-                self._parts, rate_per_s=self._parts.settings.reencrypt_rate_per_s, stop=stop
+                self._parts,
+                rate_per_s=self._parts.settings.reencrypt_rate_per_s,
+                stop=stop,
+                metrics=self._metrics,
             )
             if stop.is_set():
                 return  # interrupted: checkpoints let the next holder resume

@@ -32,6 +32,7 @@ from .handlers import Hints, Outcome
 from .logs import frames, get_logger
 from .metrics import Metrics
 from .profile import Event
+from .tracing import TRACE_ATTRIBUTE, message_context, trace_id
 
 log = get_logger("userstore.sqs")
 
@@ -41,6 +42,7 @@ REASON_ATTRIBUTE = "userstore.reason"
 ERROR_ATTRIBUTE = "userstore.error"
 EVENT_ID_ATTRIBUTE = "userstore.event_id"
 SOURCE_ID_ATTRIBUTE = "userstore.source_message_id"
+RECEIVE_COUNT_ATTRIBUTE = "userstore.receive_count"
 
 
 class Settled(StrEnum):
@@ -98,6 +100,10 @@ class _Message:
     @property
     def receive_count(self) -> int:
         return int(self.raw.get("Attributes", {}).get("ApproximateReceiveCount", "1"))
+
+    @property
+    def trace_id(self) -> str:
+        return trace_id(self.raw, self.event)
 
 
 @dataclass
@@ -171,6 +177,7 @@ class SqsConsumer:
         self._deleter = _Deleter(client, config.queue_url, config.max_attempts)
         self._batches: set[asyncio.Task[None]] = set()
         self._active_groups: set[str] = set()
+        self.receiving = False  # the last receive was answered (readiness)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Consume until `stop` is set, then drain. Errors in the background tasks propagate."""
@@ -208,7 +215,7 @@ class SqsConsumer:
         log.info("drain.done")
 
     async def _receive_loop(self, stop: asyncio.Event) -> None:
-        wait_s = self._config.wait_time_s
+        wait_s = 0  # the first receive answers at once: readiness needn't wait out a long poll
         while not stop.is_set():
             permits = await self._acquire_permits()
             try:
@@ -252,9 +259,11 @@ class SqsConsumer:
                 MessageAttributeNames=["All"],
             )
         except UserstoreError as exc:
+            self.receiving = False
             log.warning("receive.failed", error=exc.reason)
             await asyncio.sleep(1.0 + random.random())  # noqa: S311 - jitter, not crypto
             return []
+        self.receiving = True
         now = time.monotonic()
         visible_until = now + self._config.visibility_timeout_s
         fresh: list[_Message] = []
@@ -340,6 +349,11 @@ class SqsConsumer:
             self._active_groups.discard(key)
 
     async def _process_one(self, message: _Message, hints: Hints) -> Settled:
+        assert message.event is not None
+        with message_context(message.id, message.event.event_id, message.trace_id):
+            return await self._handle_one(message, hints)
+
+    async def _handle_one(self, message: _Message, hints: Hints) -> Settled:
         event = message.event
         assert event is not None
         started = time.perf_counter()
@@ -404,10 +418,21 @@ class SqsConsumer:
     async def _dead_letter(
         self, message: _Message, reason: str, error: str, event_id: str | None
     ) -> Settled:
+        with message_context(message.id, event_id, message.trace_id):
+            return await self._send_dead_letter(message, reason, error, event_id)
+
+    async def _send_dead_letter(
+        self, message: _Message, reason: str, error: str, event_id: str | None
+    ) -> Settled:
         attributes = {
             REASON_ATTRIBUTE: {"DataType": "String", "StringValue": reason[:1000]},
             ERROR_ATTRIBUTE: {"DataType": "String", "StringValue": error},
             SOURCE_ID_ATTRIBUTE: {"DataType": "String", "StringValue": message.id},
+            TRACE_ATTRIBUTE: {"DataType": "String", "StringValue": message.trace_id},
+            RECEIVE_COUNT_ATTRIBUTE: {
+                "DataType": "Number",
+                "StringValue": str(message.receive_count),
+            },
         }
         if event_id:
             attributes[EVENT_ID_ATTRIBUTE] = {"DataType": "String", "StringValue": event_id}
