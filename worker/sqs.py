@@ -43,6 +43,7 @@ ERROR_ATTRIBUTE = "userstore.error"
 EVENT_ID_ATTRIBUTE = "userstore.event_id"
 SOURCE_ID_ATTRIBUTE = "userstore.source_message_id"
 RECEIVE_COUNT_ATTRIBUTE = "userstore.receive_count"
+EVENT_TYPE_ATTRIBUTE = "userstore.event_type"
 
 
 class Settled(StrEnum):
@@ -436,6 +437,9 @@ class SqsConsumer:
         }
         if event_id:
             attributes[EVENT_ID_ATTRIBUTE] = {"DataType": "String", "StringValue": event_id}
+        if message.event is not None:
+            event_type = str(message.event.type)
+            attributes[EVENT_TYPE_ATTRIBUTE] = {"DataType": "String", "StringValue": event_type}
         extra: dict[str, Any] = {}
         if self._config.dlq_url.endswith(".fifo"):
             extra = {
