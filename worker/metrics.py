@@ -105,6 +105,18 @@ class Metrics:
         self.sweeps_running = Gauge(
             "userstore_sweeps_running", "Re-encryption sweeps running in this process.", registry=r
         )
+        self.reencryption_pending = Gauge(
+            "userstore_reencryption_pending",
+            "1 while the active-key control record asks for a re-encryption job (a rotation is "
+            "not finished), else 0; as last read by this replica.",
+            registry=r,
+        )
+        self.control_follow_failures = Counter(
+            "userstore_control_follow_failures",
+            "Polls of the control records (active key, index keys) that failed, by error class.",
+            ["error"],
+            registry=r,
+        )
         self.loop_lag = Gauge(
             "userstore_event_loop_lag_seconds",
             "How late the event loop last woke a 1-second timer (a blocked loop shows here).",
