@@ -33,6 +33,7 @@ from tests.e2e.test_worker_process import (
     userstore,
     wait_drained,
 )
+from tests.faults.proxy import FaultRules, ServiceRules, fault_proxy_process
 
 pytestmark = pytest.mark.e2e
 
@@ -209,3 +210,50 @@ def test_metrics_probes_and_log_correlation(moto_endpoint: str, tmp_path: Path) 
         if "userstore.event_id" in m["MessageAttributes"]
     }
     assert traces[update["event_id"]] == xray_root
+
+
+@pytest.mark.timeout(180)
+def test_readiness_drops_while_draining_after_sigterm(moto_endpoint: str, tmp_path: Path) -> None:
+    """A message is in flight behind slow DynamoDB calls when SIGTERM arrives: while the worker
+    drains, /healthz still answers and /readyz says draining; then it exits 0.
+    """
+    settings = make_settings(moto_endpoint)
+    env = {**env_for(settings), "USERSTORE_METRICS_PORT": "0", "USERSTORE_STREAM_ENABLED": "false"}
+    subprocess.run(userstore("provision"), env=env, check=True, capture_output=True, timeout=60)
+    sqs = boto3.session.Session(region_name=settings.aws_region).client(
+        "sqs", endpoint_url=moto_endpoint
+    )
+    url = sqs.get_queue_url(QueueName=settings.queue)["QueueUrl"]
+    log_path = tmp_path / "worker.log"
+    with fault_proxy_process(moto_endpoint) as (proxy_url, control), log_path.open("w") as log:
+        worker = subprocess.Popen(
+            userstore("run"),
+            env={**env, "AWS_ENDPOINT_URL": proxy_url},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            port = wait_for(lambda: listening_port(log_path), what="the metrics port")
+            base = f"http://127.0.0.1:{port}"
+            wait_for(lambda: http_get(f"{base}/readyz")[0] == 200, what="readiness")
+            control.set_rules(FaultRules(services={"dynamodb": ServiceRules(latency_ms=3000)}))
+            user = f"urn:fdc:gov.uk:2022:e2e-{uuid.uuid4().hex[:10]}"
+            event = _e(user, "user.created", 0, {"given_name": "Drain"})
+            publish_with_boto3(sqs, url, [(event["user_id"], uuid.uuid4().hex, json.dumps(event))])
+            wait_for(
+                lambda: value(samples(http_get(f"{base}/metrics")[1]), "userstore_in_flight") == 1,
+                what="a message in flight",
+            )
+            worker.send_signal(signal.SIGTERM)
+            assert wait_for(
+                lambda: http_get(f"{base}/readyz") == (503, '{"status": "draining"}'),
+                timeout_s=5,
+                what="draining",
+            )
+            assert http_get(f"{base}/healthz")[0] == 200
+        finally:
+            worker.send_signal(signal.SIGTERM)
+            code = worker.wait(timeout=60)
+    logs = log_path.read_text()
+    assert code == 0, logs[-2000:]
+    assert '"message.handled"' in logs  # the drain finished the message
