@@ -94,11 +94,22 @@ class RedriveReport:
 
 
 class DeadLetterQueue:
-    def __init__(self, sqs: Any, dlq_url: str, queue_url: str, *, max_attempts: int) -> None:
+    def __init__(
+        self,
+        sqs: Any,
+        dlq_url: str,
+        queue_url: str,
+        *,
+        max_attempts: int,
+        move_visibility_s: int = _MOVE_VISIBILITY_S,
+    ) -> None:
+        """`move_visibility_s`: how long a message being moved stays hidden in the DLQ; if the
+        move is interrupted after the send, it reappears then and a re-run sends it again."""
         self._sqs = sqs
         self._dlq_url = dlq_url
         self._queue_url = queue_url
         self._attempts = max_attempts
+        self._move_visibility_s = move_visibility_s
 
     async def inspect(self, max_messages: int, now_s: float) -> Listing:
         held: dict[str, dict[str, Any]] = {}
@@ -125,7 +136,7 @@ class DeadLetterQueue:
         try:
             while len(report.moved) < max_messages:
                 batch = await self._receive(
-                    min(_MAX_BATCH, max_messages - len(report.moved)), _MOVE_VISIBILITY_S
+                    min(_MAX_BATCH, max_messages - len(report.moved)), self._move_visibility_s
                 )
                 fresh = [m for m in batch if m["MessageId"] not in seen]
                 if not fresh:
