@@ -41,7 +41,8 @@ class Metrics:
         r = self.registry
         self.events = Counter(
             "userstore_events",
-            "Events handled, by event type and outcome.",
+            "Handling attempts of parsed events, by event type and outcome (applied, duplicate, "
+            "stale, unchanged, dead_lettered, failed).",
             ["type", "outcome"],
             registry=r,
         )

@@ -362,13 +362,16 @@ class SqsConsumer:
         try:
             outcome = await self._handler.handle(event, hints)
         except DeadLetter as exc:
+            self._metrics.events.labels(str(event.type), "dead_lettered").inc()
             if isinstance(exc, RecordTampered):
                 self._metrics.verification_failures.inc()
                 bound.error("security.record_verification_failed", error=exc.reason)
             return await self._dead_letter(message, exc.reason, type(exc).__name__, event.event_id)
         except RetryLater as exc:
+            self._metrics.events.labels(str(event.type), "failed").inc()
             return await self._retry_later(message, exc.reason, type(exc).__name__)
         except Exception as exc:  # a bug: never let it kill the worker, never log its text
+            self._metrics.events.labels(str(event.type), "failed").inc()
             bound.error("message.unexpected_error", error=type(exc).__name__, frames=frames(exc))
             return await self._retry_later(message, "unexpected error", type(exc).__name__)
         finally:

@@ -157,10 +157,12 @@ def test_metrics_probes_and_log_correlation(moto_endpoint: str, tmp_path: Path) 
     distinct = {e["event_id"] for e in events} | {created["event_id"], update["event_id"]}
     handled = value(page, "userstore_events_total")
     assert len(distinct) <= handled <= len(messages) + 1
+    assert value(page, "userstore_events_total", outcome="dead_lettered") == 2  # tampered, old
+    assert value(page, "userstore_events_total", outcome="failed") == 0
     assert value(page, "userstore_dead_letters_total", error="InvalidMessage") == 4
     assert value(page, "userstore_dead_letters_total", error="RecordTampered") == 1
     assert value(page, "userstore_verification_failures_total") == 1
-    assert value(page, "userstore_handling_seconds_count") == handled + 2  # + dead-lettered
+    assert value(page, "userstore_handling_seconds_count") == handled
     assert value(page, "userstore_in_flight") == 0
     assert value(page, "userstore_aws_requests_total", service="sqs", operation="ReceiveMessage")
     assert value(page, "userstore_aws_requests_total", service="dynamodb", operation="PutItem")
