@@ -142,7 +142,7 @@ def open_sealed(envelope: SealedEvent, plaintext: bytes) -> Event:
         reason = exc.reason.replace("body", "sealed data", 1)
     if reason:
         raise InvalidEvent(reason, event_id=envelope.event_id, event_type=envelope.type.value)
-    fields = envelope.model_dump(mode="json", exclude={"sealed"})
+    fields = envelope.model_dump(mode="json", exclude={"sealed"}, exclude_none=True)
     return validate_event({**fields, "data": data})
 
 

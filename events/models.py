@@ -207,6 +207,29 @@ UserId = Annotated[
     _JsonSchemaExtra(pattern="^[\\u0021-\\u007e]+$"),
 ]
 
+_TRACE_ID = re.compile(r"[A-Za-z0-9._:/=-]+")
+
+
+def _check_trace_id(value: str) -> str:
+    if not _TRACE_ID.fullmatch(value):
+        raise _fail("trace_id_characters", "must contain only letters, digits and . _ : / = -")
+    return value
+
+
+def _trace_id_not_null(value: object) -> object:
+    if value is None:
+        raise _fail("null_not_allowed", "must not be null")
+    return value
+
+
+TraceId = Annotated[
+    str,
+    Strict(),
+    StringConstraints(min_length=1, max_length=MAX_ID_LENGTH),
+    AfterValidator(_check_trace_id),
+    _JsonSchemaExtra(pattern="^[A-Za-z0-9._:/=-]+$"),
+]
+
 # --- timestamps ------------------------------------------------------------
 
 _RFC3339 = re.compile(
@@ -598,6 +621,10 @@ def _require_type(schema: dict[str, Any]) -> None:
     required = schema.setdefault("required", [])
     if "type" not in required:
         required.insert(0, "type")
+    # trace_id may be absent but not null.
+    trace = schema.get("properties", {}).get("trace_id")
+    if trace is not None:
+        _drop_null_from_schema({"properties": {"trace_id": trace}})
 
 
 class _Envelope(_Model):
@@ -612,6 +639,14 @@ class _Envelope(_Model):
         Field(description="When it happened: RFC 3339 with an explicit offset (Z or +hh:mm)."),
     ]
     schema_version: SchemaVersion = SCHEMA_VERSION
+    trace_id: Annotated[
+        TraceId | None,
+        BeforeValidator(_trace_id_not_null),
+        Field(
+            description="Optional trace id from the publisher (say an X-Ray or W3C trace id); "
+            "the worker logs it with every line about this event."
+        ),
+    ] = None
 
 
 class UserCreated(_Envelope):

@@ -98,6 +98,7 @@ _MESSAGES: Final[Mapping[str, str]] = {
     "control_characters": "must not contain control characters",
     "event_id_characters": "must contain only printable ASCII characters",
     "user_id_characters": "must contain only printable ASCII characters without spaces",
+    "trace_id_characters": "must contain only letters, digits and . _ : / = -",
     "timestamp_type": "must be a string (RFC 3339 timestamp)",
     "timestamp_format": (
         "must be an RFC 3339 timestamp with an explicit offset, e.g. 2026-11-28T10:00:00Z"

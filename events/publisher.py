@@ -84,8 +84,11 @@ def serialize(event: Event) -> str:
 
 
 def seal_body(sealed: SealedEvent) -> str:
-    """Compact JSON body of a sealed envelope (``type`` and ``schema_version`` always written)."""
-    payload = sealed.model_dump(mode="json", warnings=False)
+    """Compact JSON body of a sealed envelope (``type`` and ``schema_version`` always written).
+
+    An absent optional field (``trace_id``) is left out: the contract refuses it as null.
+    """
+    payload = sealed.model_dump(mode="json", warnings=False, exclude_none=True)
     return json.dumps(payload, ensure_ascii=True, separators=(",", ":"))
 
 

@@ -173,7 +173,7 @@ class PayloadSealer:
             )
         except (BotoCoreError, AWSEncryptionSDKClientError) as exc:
             raise SealingUnavailable(f"cannot seal ({type(exc).__name__})") from None
-        fields = event.model_dump(mode="json", exclude={"data"})
+        fields = event.model_dump(mode="json", exclude={"data"}, exclude_none=True)
         return SealedEvent.model_validate(
             {**fields, "sealed": base64.b64encode(ciphertext).decode("ascii")}
         )

@@ -28,7 +28,7 @@ from .crypto import CachedKeys, ItemCipher, KeySource, KmsKeys
 from .handlers import HandlerLimits, UserEventHandler
 from .intake import LazyOpener, MessageReader
 from .logs import get_logger
-from .metrics import Metrics
+from .metrics import SDK_CALLER, Metrics
 from .settings import KeyMode, Settings
 from .sqs import ConsumerConfig, SqsConsumer
 from .store import RecordStore
@@ -59,7 +59,7 @@ class Components:
 
 
 @asynccontextmanager
-async def aws_clients(settings: Settings) -> AsyncIterator[Clients]:
+async def aws_clients(settings: Settings, metrics: Metrics | None = None) -> AsyncIterator[Clients]:
     session = get_session()
     config = client_config(
         max_pool_connections=max(10, settings.max_in_flight),
@@ -78,6 +78,9 @@ async def aws_clients(settings: Settings) -> AsyncIterator[Clients]:
                 session.create_client("dynamodbstreams", **kwargs)
             ),
         )
+        if metrics is not None:
+            for client in (clients.sqs, clients.dynamodb, clients.kms, clients.streams):
+                metrics.instrument(client)
         yield clients
 
 
@@ -116,15 +119,23 @@ async def resolve_key_arn(kms: Any, settings: Settings) -> str:
     return str(described["KeyMetadata"]["Arn"])
 
 
-def build_keys(settings: Settings, key_arn: str) -> KeySource:
-    """Blocking (client construction, and MetaStore calls DescribeTable): run it off the loop."""
+def build_keys(settings: Settings, key_arn: str, metrics: Metrics | None = None) -> KeySource:
+    """Blocking (client construction, and MetaStore calls DescribeTable): run it off the loop.
+
+    The encryption SDK calls KMS (and in `cached` mode DynamoDB) with these boto3 clients, not
+    the worker's: `metrics` counts their requests too.
+    """
     session = boto3.session.Session(region_name=settings.aws_region)
     config = _sync_config(settings)
     kms = session.client("kms", endpoint_url=settings.aws_endpoint_url, config=config)
+    if metrics is not None:
+        metrics.instrument(kms, SDK_CALLER)
     if settings.key_mode is KeyMode.KMS:
         return KmsKeys(key_arn=key_arn, kms_client=kms)
     region = key_arn.split(":")[3]
     resource = session.resource("dynamodb", endpoint_url=settings.aws_endpoint_url, config=config)
+    if metrics is not None:
+        metrics.instrument(resource.meta.client, SDK_CALLER)
     meta_store = MetaStore(
         table=resource.Table(settings.meta_table),
         materials_provider=AwsKmsCryptographicMaterialsProvider(
@@ -135,16 +146,19 @@ def build_keys(settings: Settings, key_arn: str) -> KeySource:
 
 
 @asynccontextmanager
-async def components(settings: Settings) -> AsyncIterator[Components]:
+async def components(
+    settings: Settings, metrics: Metrics | None = None
+) -> AsyncIterator[Components]:
+    """Every component, built and checked; `metrics`, if given, counts each AWS request."""
     async with AsyncExitStack() as stack:
-        clients = await stack.enter_async_context(aws_clients(settings))
+        clients = await stack.enter_async_context(aws_clients(settings, metrics))
         executor = ThreadPoolExecutor(
             max_workers=settings.crypto_threads, thread_name_prefix="userstore-crypto"
         )
         stack.callback(executor.shutdown, wait=True, cancel_futures=True)
         key_arn = await resolve_key_arn(clients.kms, settings)
         keys = await asyncio.get_running_loop().run_in_executor(
-            executor, build_keys, settings, key_arn
+            executor, build_keys, settings, key_arn, metrics
         )
         cipher = ItemCipher(keys, settings.table, executor)
         store = RecordStore(

@@ -21,11 +21,13 @@ from botocore.exceptions import (
 )
 from tenacity import (
     AsyncRetrying,
+    RetryCallState,
     retry_if_exception,
     stop_after_attempt,
     wait_random_exponential,
 )
 
+from . import metrics
 from .errors import AwsUnavailable
 
 T = TypeVar("T")
@@ -102,11 +104,18 @@ async def call(
     ClientErrors whose code is in `passthrough` (say, ConditionalCheckFailedException) propagate
     for the caller to decide on; every other failure becomes AwsUnavailable.
     """
+
+    def count_retry(_: RetryCallState) -> None:
+        current = metrics.current.get()
+        if current is not None:
+            current.aws_retries.labels(operation).inc()
+
     try:
         async for attempt in AsyncRetrying(
             retry=retry_if_exception(is_transient),
             wait=wait_random_exponential(multiplier=0.05, max=2.0),
             stop=stop_after_attempt(max_attempts),
+            before_sleep=count_retry,
             reraise=True,
         ):
             with attempt:

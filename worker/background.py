@@ -98,6 +98,7 @@ class RotationDuties:
         try:
             await self._follow_once()
         except UserstoreError as exc:
+            self._metrics.control_follow_failures.labels(type(exc).__name__).inc()
             log.warning("control.follow_failed", error=type(exc).__name__, reason=exc.reason)
             return False
         return True
@@ -109,10 +110,15 @@ class RotationDuties:
         """The re-encryption job a rotation asked for, if no other replica holds it."""
         try:
             control = await read_control(self._parts.store, self._parts.cipher, ACTIVE_KEY)
-            if control is None or not control.body.get("reencrypt_pending"):
+            pending = control is not None and bool(control.body.get("reencrypt_pending"))
+            self._metrics.reencryption_pending.set(1 if pending else 0)
+            if not pending:
                 return
             report = await run_sweep(
-                self._parts, rate_per_s=self._parts.settings.reencrypt_rate_per_s, stop=stop
+                self._parts,
+                rate_per_s=self._parts.settings.reencrypt_rate_per_s,
+                stop=stop,
+                metrics=self._metrics,
             )
             if stop.is_set():
                 return  # interrupted: checkpoints let the next holder resume
@@ -125,6 +131,7 @@ class RotationDuties:
                 failed=c.failed,
             )
             await job_done(self._parts, report.target.key_ref)
+            self._metrics.reencryption_pending.set(0)
         except SweepBusy:
             return  # another replica runs it; we take over if its lease lapses
         except UserstoreError as exc:

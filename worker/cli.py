@@ -7,6 +7,7 @@ import json
 import os
 import signal
 import sys
+import time
 from collections.abc import Coroutine, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -60,6 +61,7 @@ def _maybe_embedded(settings: Settings, embedded: bool) -> Iterator[Settings]:
 
 
 @click.group()
+@click.version_option(package_name="userstore", prog_name="userstore")
 def main() -> None:
     """userstore: user events from SQS to encrypted, signed DynamoDB records."""
 
@@ -313,6 +315,103 @@ def find(email: str) -> None:
     for user_id in found:
         click.echo(user_id)
     if not found:
+        sys.exit(1)
+
+
+@main.group()
+def dlq() -> None:
+    """The dead-letter queue: what is in it (never the bodies), and sending it back."""
+
+
+async def _dead_letter_queue(settings: Settings, clients: Any) -> Any:
+    from .dlq import DeadLetterQueue
+
+    return DeadLetterQueue(
+        clients.sqs,
+        await queue_url(clients.sqs, settings.dlq, settings),
+        await queue_url(clients.sqs, settings.queue, settings),
+        max_attempts=settings.aws_max_attempts,
+    )
+
+
+def _age(seconds: float) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.1f}{unit}"
+    return f"{seconds:.0f}s"
+
+
+@dlq.command("list")
+@click.option(
+    "--max", "max_messages", default=100, show_default=True, help="List at most this many."
+)
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per dead letter.")
+def dlq_list(max_messages: int, as_json: bool) -> None:
+    """Event id, type, error, reason, age and receive count of each dead letter.
+
+    Messages are received with a short visibility timeout and released at once: nothing is
+    deleted. On a FIFO queue only the first dead letter of each message group shows.
+    """
+    settings = _settings()
+    configure(settings.log_level)
+
+    async def go() -> Any:
+        async with aws_clients(settings) as clients:
+            queue = await _dead_letter_queue(settings, clients)
+            return await queue.inspect(max_messages, time.time())
+
+    listing = _run_or_exit(go())
+    if as_json:
+        for dead in listing.dead_letters:
+            click.echo(json.dumps(dead.as_dict(), sort_keys=True))
+        return
+    click.echo(
+        f"{len(listing.dead_letters)} listed, about {listing.approximate_total} in the queue"
+    )
+    for d in listing.dead_letters:
+        click.echo(
+            f"{d.event_id or '-'}  {d.event_type or '-'}  {d.error or '-'}  age {_age(d.age_s)}  "
+            f"receives {d.receive_count if d.receive_count is not None else '-'}  {d.reason}"
+        )
+
+
+@dlq.command("redrive")
+@click.option(
+    "--max", "max_messages", default=1000, show_default=True, help="Move at most this many."
+)
+@click.option(
+    "--error", "errors", multiple=True, help="Only dead letters of this error class (repeatable)."
+)
+@click.option("--dry-run", is_flag=True, help="Say what would move; move nothing.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per message moved.")
+def dlq_redrive(max_messages: int, errors: tuple[str, ...], dry_run: bool, as_json: bool) -> None:
+    """Send dead letters back to the main queue (after a fix), then delete them from the DLQ.
+
+    Safe to interrupt and re-run: each message is sent before it is deleted, and handling an
+    event twice is harmless.
+    """
+    settings = _settings()
+    configure(settings.log_level)
+
+    async def go() -> Any:
+        async with aws_clients(settings) as clients:
+            queue = await _dead_letter_queue(settings, clients)
+            return await queue.redrive(max_messages, errors=errors, dry_run=dry_run)
+
+    report = _run_or_exit(go())
+    if as_json:
+        for dead in report.moved:
+            click.echo(json.dumps(dead.as_dict(), sort_keys=True))
+    else:
+        for d in report.moved:
+            click.echo(f"{'would move' if dry_run else 'moved'} {d.event_id or d.message_id}")
+    verb = "would move" if dry_run else "moved"
+    click.echo(
+        f"{verb} {len(report.moved)}; left (other error classes) {report.skipped}; "
+        f"failed {report.failed}",
+        err=as_json,
+    )
+    if report.failed:
         sys.exit(1)
 
 

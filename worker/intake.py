@@ -26,6 +26,7 @@ from events.sealing import PayloadOpener, SealingUnavailable
 
 from .errors import KeyUnavailable
 from .settings import Settings
+from .tracing import TRACE_ATTRIBUTE
 
 # The SDK logs tracebacks ("Footer not read", "Error on closing") for every refused payload; we
 # translate each into one dead-letter reason or retry instead.
@@ -35,10 +36,19 @@ REASON_ATTRIBUTE = "userstore.reason"
 ERROR_ATTRIBUTE = "userstore.error"
 EVENT_ID_ATTRIBUTE = "userstore.event_id"
 SOURCE_ID_ATTRIBUTE = "userstore.source_message_id"
+RECEIVE_COUNT_ATTRIBUTE = "userstore.receive_count"
+EVENT_TYPE_ATTRIBUTE = "userstore.event_type"
 
 
 def dead_letter_attributes(
-    reason: str, error: str, source_message_id: str, event_id: str | None
+    reason: str,
+    error: str,
+    source_message_id: str,
+    event_id: str | None,
+    *,
+    trace_id: str | None = None,
+    receive_count: int | None = None,
+    event_type: str | None = None,
 ) -> dict[str, Any]:
     """SQS message attributes saying why a message was dead-lettered (no values, only names)."""
     attributes = {
@@ -46,8 +56,19 @@ def dead_letter_attributes(
         ERROR_ATTRIBUTE: {"DataType": "String", "StringValue": error},
         SOURCE_ID_ATTRIBUTE: {"DataType": "String", "StringValue": source_message_id},
     }
-    if event_id:
-        attributes[EVENT_ID_ATTRIBUTE] = {"DataType": "String", "StringValue": event_id}
+    optional = {
+        EVENT_ID_ATTRIBUTE: event_id,
+        TRACE_ATTRIBUTE: trace_id,
+        EVENT_TYPE_ATTRIBUTE: event_type,
+    }
+    for name, value in optional.items():
+        if value:
+            attributes[name] = {"DataType": "String", "StringValue": value}
+    if receive_count is not None:
+        attributes[RECEIVE_COUNT_ATTRIBUTE] = {
+            "DataType": "Number",
+            "StringValue": str(receive_count),
+        }
     return attributes
 
 

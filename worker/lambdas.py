@@ -40,6 +40,8 @@ from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from typing import Any
 
+import structlog
+
 from events import Event, InvalidEvent
 
 from .app import Components, components, queue_url
@@ -53,6 +55,7 @@ from .metrics import Metrics
 from .rotation import Resealer, follow_authority
 from .settings import Settings
 from .streams import EventName, StreamRecord
+from .tracing import TRACE_ATTRIBUTE, message_context, trace_id
 from .transport import check_endpoints
 
 log = get_logger("userstore.lambda")
@@ -81,17 +84,30 @@ class SqsRecord:
     body: str
     receive_count: int
     group: str | None
+    # What the trace id may come from when the event names none (see worker.tracing).
+    trace_sources: Mapping[str, Any]
 
     @classmethod
     def from_lambda(cls, raw: Mapping[str, Any]) -> SqsRecord:
         attributes = raw.get("attributes", {})
         group = attributes.get("MessageGroupId")
+        kept = raw.get("messageAttributes", {}).get(TRACE_ATTRIBUTE, {}).get("stringValue")
+        # The SQS API's shape, which worker.tracing reads.
+        trace_sources = {
+            "MessageId": str(raw["messageId"]),
+            "Attributes": {"AWSTraceHeader": attributes.get("AWSTraceHeader")},
+            "MessageAttributes": {TRACE_ATTRIBUTE: {"StringValue": kept}},
+        }
         return cls(
             message_id=str(raw["messageId"]),
             body=str(raw.get("body", "")),
             receive_count=int(attributes.get("ApproximateReceiveCount", "1")),
             group=None if group is None else str(group),
+            trace_sources=trace_sources,
         )
+
+    def trace_id(self, event: Event | None) -> str:
+        return trace_id(self.trace_sources, event)
 
 
 class SqsBatch:
@@ -139,17 +155,19 @@ class SqsBatch:
     async def _settle(self, record: SqsRecord) -> bool:
         """True when the record is done with (applied or dead-lettered)."""
         parts = self._parts
-        try:
-            event = await parts.reader.read(record.body)
-        except InvalidEvent as exc:
-            return await self._dead_letter(record, exc.reason, "InvalidMessage", exc.event_id)
-        except RetryLater as exc:
-            event_id = exc.event_id if isinstance(exc, PayloadKeyUnavailable) else None
-            return await self._retry_later(record, exc.reason, type(exc).__name__, event_id)
-        except Exception as exc:  # a bug in intake: retry (bounded), never log its text
-            log.error("message.unexpected_error", error=type(exc).__name__, frames=frames(exc))
-            return await self._retry_later(record, "unexpected error", type(exc).__name__, None)
-        return await self._handle(record, event)
+        with message_context(record.message_id, None, record.trace_id(None)):
+            try:
+                event = await parts.reader.read(record.body)
+            except InvalidEvent as exc:
+                return await self._dead_letter(record, exc.reason, "InvalidMessage", exc.event_id)
+            except RetryLater as exc:
+                event_id = exc.event_id if isinstance(exc, PayloadKeyUnavailable) else None
+                return await self._retry_later(record, exc.reason, type(exc).__name__, event_id)
+            except Exception as exc:  # a bug in intake: retry (bounded), never log its text
+                log.error("message.unexpected_error", error=type(exc).__name__, frames=frames(exc))
+                return await self._retry_later(record, "unexpected error", type(exc).__name__, None)
+        with message_context(record.message_id, event.event_id, record.trace_id(event)):
+            return await self._handle(record, event)
 
     async def _handle(self, record: SqsRecord, event: Event) -> bool:
         bound = log.bind(message_id=record.message_id, event_id=event.event_id, type=event.type)
@@ -209,7 +227,13 @@ class SqsBatch:
                 QueueUrl=self._dlq_url,
                 MessageBody=record.body,
                 MessageAttributes=dead_letter_attributes(
-                    reason, error, record.message_id, event_id
+                    reason,
+                    error,
+                    record.message_id,
+                    event_id,
+                    # Bound by _settle for this record's task.
+                    trace_id=structlog.contextvars.get_contextvars().get("trace_id"),
+                    receive_count=record.receive_count,
                 ),
                 **extra,
             )

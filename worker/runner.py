@@ -5,12 +5,15 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+from contextlib import AsyncExitStack
 
+from . import metrics as metrics_module
 from .app import Components, components, consumer_for
 from .aws import call
 from .background import RotationDuties
 from .logs import get_logger
 from .metrics import Metrics
+from .probes import Readiness, serve
 from .settings import Settings
 
 log = get_logger("userstore.runner")
@@ -19,14 +22,27 @@ log = get_logger("userstore.runner")
 async def run_worker(
     settings: Settings, metrics: Metrics, stop: asyncio.Event | None = None
 ) -> None:
-    """Run until SIGTERM/SIGINT (or `stop`), then drain in-flight work and return."""
+    """Run until SIGTERM/SIGINT (or `stop`), then drain in-flight work and return.
+
+    With `metrics_port` set, /metrics, /healthz and /readyz are served from the start (not
+    ready until the consumer receives) until the drain is done (not ready while draining).
+    """
     stop = stop or asyncio.Event()
+    readiness = Readiness(stopping=stop)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, _request_stop, stop, sig)
+    token = metrics_module.current.set(metrics)
     try:
-        async with components(settings) as parts:
+        async with AsyncExitStack() as stack:
+            if settings.metrics_port is not None:
+                await stack.enter_async_context(
+                    serve(metrics, readiness, settings.metrics_host, settings.metrics_port)
+                )
+            parts = await stack.enter_async_context(components(settings, metrics))
             consumer = await consumer_for(parts, metrics)
+            readiness.receiving = lambda: consumer.receiving
+            readiness.started = True
             log.info(
                 "worker.started",
                 pid=os.getpid(),
@@ -41,6 +57,7 @@ async def run_worker(
                 tasks.create_task(consumer.run(stop), name="sqs-consumer")
                 tasks.create_task(duties.run(stop), name="rotation-duties")
     finally:
+        metrics_module.current.reset(token)
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
     log.info("worker.stopped")

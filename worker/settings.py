@@ -60,6 +60,10 @@ class Settings(BaseSettings):
     reencrypt_rate_per_s: PositiveFloat = 50.0
     sweep_lease_s: PositiveFloat = 30.0
     allow_insecure_endpoint: bool = False
+    # /metrics, /healthz, /readyz. Unset: not served. Loopback by default; in a container the
+    # probes and the scraper come from outside it, so set metrics_host to 0.0.0.0 there.
+    metrics_port: int | None = Field(default=None, ge=0, le=65535)
+    metrics_host: str = "127.0.0.1"
     log_level: str = "INFO"
 
     @model_validator(mode="after")

@@ -31,12 +31,15 @@ from .errors import DeadLetter, RecordTampered, RetryLater, UserstoreError
 from .handlers import Hints, Outcome
 from .intake import ERROR_ATTRIBUTE as ERROR_ATTRIBUTE
 from .intake import EVENT_ID_ATTRIBUTE as EVENT_ID_ATTRIBUTE
+from .intake import EVENT_TYPE_ATTRIBUTE as EVENT_TYPE_ATTRIBUTE
 from .intake import REASON_ATTRIBUTE as REASON_ATTRIBUTE
+from .intake import RECEIVE_COUNT_ATTRIBUTE as RECEIVE_COUNT_ATTRIBUTE
 from .intake import SOURCE_ID_ATTRIBUTE as SOURCE_ID_ATTRIBUTE
 from .intake import MessageReader, PayloadKeyUnavailable, dead_letter_attributes
 from .logs import frames, get_logger
 from .metrics import Metrics
 from .profile import Event
+from .tracing import message_context, trace_id
 
 log = get_logger("userstore.sqs")
 
@@ -99,6 +102,10 @@ class _Message:
     @property
     def receive_count(self) -> int:
         return int(self.raw.get("Attributes", {}).get("ApproximateReceiveCount", "1"))
+
+    @property
+    def trace_id(self) -> str:
+        return trace_id(self.raw, self.event)
 
 
 @dataclass
@@ -174,6 +181,7 @@ class SqsConsumer:
         self._deleter = _Deleter(client, config.queue_url, config.max_attempts)
         self._batches: set[asyncio.Task[None]] = set()
         self._active_groups: set[str] = set()
+        self.receiving = False  # the last receive was answered (readiness)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Consume until `stop` is set, then drain. Errors in the background tasks propagate."""
@@ -211,7 +219,7 @@ class SqsConsumer:
         log.info("drain.done")
 
     async def _receive_loop(self, stop: asyncio.Event) -> None:
-        wait_s = self._config.wait_time_s
+        wait_s = 0  # the first receive answers at once: readiness needn't wait out a long poll
         while not stop.is_set():
             permits = await self._acquire_permits()
             try:
@@ -255,9 +263,11 @@ class SqsConsumer:
                 MessageAttributeNames=["All"],
             )
         except UserstoreError as exc:
+            self.receiving = False
             log.warning("receive.failed", error=exc.reason)
             await asyncio.sleep(1.0 + random.random())  # noqa: S311 - jitter, not crypto
             return []
+        self.receiving = True
         now = time.monotonic()
         visible_until = now + self._config.visibility_timeout_s
         fresh: list[_Message] = []
@@ -359,6 +369,11 @@ class SqsConsumer:
             self._active_groups.discard(key)
 
     async def _process_one(self, message: _Message, hints: Hints) -> Settled:
+        assert message.event is not None
+        with message_context(message.id, message.event.event_id, message.trace_id):
+            return await self._handle_one(message, hints)
+
+    async def _handle_one(self, message: _Message, hints: Hints) -> Settled:
         event = message.event
         assert event is not None
         started = time.perf_counter()
@@ -366,13 +381,16 @@ class SqsConsumer:
         try:
             outcome = await self._handler.handle(event, hints)
         except DeadLetter as exc:
+            self._metrics.events.labels(str(event.type), "dead_lettered").inc()
             if isinstance(exc, RecordTampered):
                 self._metrics.verification_failures.inc()
                 bound.error("security.record_verification_failed", error=exc.reason)
             return await self._dead_letter(message, exc.reason, type(exc).__name__, event.event_id)
         except RetryLater as exc:
+            self._metrics.events.labels(str(event.type), "failed").inc()
             return await self._retry_later(message, exc.reason, type(exc).__name__)
         except Exception as exc:  # a bug: never let it kill the worker, never log its text
+            self._metrics.events.labels(str(event.type), "failed").inc()
             bound.error("message.unexpected_error", error=type(exc).__name__, frames=frames(exc))
             return await self._retry_later(message, "unexpected error", type(exc).__name__)
         finally:
@@ -424,7 +442,21 @@ class SqsConsumer:
     async def _dead_letter(
         self, message: _Message, reason: str, error: str, event_id: str | None
     ) -> Settled:
-        attributes = dead_letter_attributes(reason, error, message.id, event_id)
+        with message_context(message.id, event_id, message.trace_id):
+            return await self._send_dead_letter(message, reason, error, event_id)
+
+    async def _send_dead_letter(
+        self, message: _Message, reason: str, error: str, event_id: str | None
+    ) -> Settled:
+        attributes = dead_letter_attributes(
+            reason,
+            error,
+            message.id,
+            event_id,
+            trace_id=message.trace_id,
+            receive_count=message.receive_count,
+            event_type=str(message.event.type) if message.event is not None else None,
+        )
         extra: dict[str, Any] = {}
         if self._config.dlq_url.endswith(".fifo"):
             extra = {

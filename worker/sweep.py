@@ -27,6 +27,7 @@ from .aws import call, error_code
 from .control import is_control
 from .errors import RecordTampered, UserstoreError
 from .logs import get_logger
+from .metrics import Metrics
 from .provision import STATE_KEY
 from .record import RecordHead, read_head
 from .rotation import Resealed, Resealer, Target, current_target
@@ -190,6 +191,7 @@ async def run_sweep(
     stop: asyncio.Event | None = None,
     wait_for_lease_s: float = 0.0,
     verify: bool = False,
+    metrics: Metrics | None = None,
 ) -> SweepReport:
     """Re-encrypt every stale record. Resumes an interrupted sweep for the same target.
 
@@ -219,12 +221,16 @@ async def run_sweep(
         report = SweepReport(
             target, SweepCounts(), resumed=any(cp.last_key or cp.done for cp in saved)
         )
-        sweep = _Sweep(parts, state, target, report, rate_per_s, on_scanned, stop, verify)
+        sweep = _Sweep(parts, state, target, report, rate_per_s, on_scanned, stop, verify, metrics)
         renewer = asyncio.create_task(_renew(state))
+        if metrics is not None:
+            metrics.sweeps_running.inc()
         try:
             await asyncio.gather(*(sweep.segment(n, segments, saved[n]) for n in range(segments)))
         finally:
             renewer.cancel()
+            if metrics is not None:
+                metrics.sweeps_running.dec()
         log.info(
             "sweep.done", **{f.name: getattr(report.counts, f.name) for f in fields(SweepCounts)}
         )
@@ -250,8 +256,10 @@ class _Sweep:
         on_scanned: Callable[[int], object] | None,
         stop: asyncio.Event | None,
         verify: bool,
+        metrics: Metrics | None,
     ) -> None:
         self._parts = parts
+        self._metrics = metrics
         self._verify = verify
         self._state = state
         self._target = target
@@ -296,6 +304,8 @@ class _Sweep:
             page_counts = SweepCounts(scanned=len(items))
             for outcome, failed_id in results:
                 setattr(page_counts, outcome, getattr(page_counts, outcome) + 1)
+                if self._metrics is not None:
+                    self._metrics.sweep_records.labels(outcome).inc()
                 if failed_id is not None:
                     checkpoint.failed_ids.append(failed_id)
                     self._report.failed_user_ids.append(failed_id)

@@ -24,7 +24,8 @@ The service comes from `X-Amz-Target`, else from the SigV4 credential scope; any
 
 Control, on the same port under `/__faults__/`:
 
-    GET    /__faults__/stats    counts per service and operation: calls, forwarded, injected
+    GET    /__faults__/stats    counts per service and operation: calls, forwarded, injected,
+                                and what each distinct request named (see `named_resources`)
     DELETE /__faults__/stats    reset the counts
     GET    /__faults__/rules    the rules in force
     PUT    /__faults__/rules    replace the rules (JSON, as `FaultRules.to_dict`); 400 if invalid
@@ -324,6 +325,11 @@ class ProxyStats:
             total += sum(n for k, n in counts.items() if kind is None or k == kind)
         return total
 
+    def requests(self, service: str, operation: str) -> list[frozenset[str]]:
+        """What each distinct call named (`named_resources`)."""
+        found = self._service(service, operation).get("requests", [])
+        return [frozenset(named) for named in found]
+
     def operations(self, service: str) -> dict[str, int]:
         """Calls per operation of one service."""
         ops: Mapping[str, Any] = self._service(service, None).get("operations", {})
@@ -348,9 +354,15 @@ class _Counts:
     calls: int = 0
     forwarded: int = 0
     injected: Counter[str] = field(default_factory=Counter)
+    requests: set[frozenset[str]] = field(default_factory=set)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"calls": self.calls, "forwarded": self.forwarded, "injected": dict(self.injected)}
+        return {
+            "calls": self.calls,
+            "forwarded": self.forwarded,
+            "injected": dict(self.injected),
+            "requests": sorted(sorted(named) for named in self.requests),
+        }
 
 
 class _Stats:
@@ -363,9 +375,10 @@ class _Stats:
         total, ops = self.services.setdefault(service, (_Counts(), {}))
         return total, ops.setdefault(operation, _Counts())
 
-    def call(self, service: str, operation: str) -> None:
+    def call(self, service: str, operation: str, resources: frozenset[str] = frozenset()) -> None:
         for entry in self._entries(service, operation):
             entry.calls += 1
+            entry.requests.add(resources)
 
     def forwarded(self, service: str, operation: str) -> None:
         for entry in self._entries(service, operation):
@@ -463,6 +476,42 @@ def detect(headers: Mapping[str, str], query: Mapping[str, str], body: bytes) ->
         form = urllib.parse.parse_qs(body.decode("utf-8", "replace"))
         action = form.get("Action", [None])[0]
     return service, action or "unknown"
+
+
+# KMS encryption context entries recorded with their value: those naming a table or a purpose.
+# Others (the user id the encryption SDK adds) are recorded by key only.
+_CONTEXT_VALUES = frozenset({"*aws-kms-table*", "purpose", "table"})
+
+
+def named_resources(body: bytes) -> frozenset[str]:
+    """What a JSON-protocol request names, for IAM checks: `table:T`, `index:T/I`, `queue:Q`
+    (a name or URL), `key:K`, `stream:ARN`, `context:K=V` or `context:K`. Empty otherwise.
+    """
+    try:
+        request = json.loads(body) if body else {}
+    except ValueError:
+        return frozenset()
+    if not isinstance(request, dict):
+        return frozenset()
+    found: set[str] = set()
+    tables = list(request.get("RequestItems", {}))
+    if isinstance(request.get("TableName"), str):
+        tables.append(request["TableName"])
+    found |= {f"table:{t}" for t in tables}
+    if isinstance(request.get("IndexName"), str) and tables:
+        found.add(f"index:{tables[0]}/{request['IndexName']}")
+    for key, kind in (("QueueUrl", "queue"), ("QueueName", "queue"), ("KeyId", "key")):
+        if isinstance(request.get(key), str):
+            found.add(f"{kind}:{request[key]}")
+    if isinstance(request.get("StreamArn"), str):
+        found.add(f"stream:{request['StreamArn']}")
+    context = request.get("EncryptionContext")
+    if isinstance(context, dict):
+        found |= {
+            f"context:{k}={v}" if k in _CONTEXT_VALUES else f"context:{k}"
+            for k, v in context.items()
+        }
+    return frozenset(found)
 
 
 def _credential_scope(authorization: str) -> str:
@@ -586,7 +635,7 @@ class FaultProxy:
         if not service:
             self._stats.passthrough += 1
             return await self._pass(request, body)
-        self._stats.call(service, operation)
+        self._stats.call(service, operation, named_resources(body))
         rules = self._rules
         service_rules = rules.for_service(service)
         latency = rules.latency_ms

@@ -31,7 +31,13 @@ from worker.errors import AwsUnavailable
 from worker.record import from_item
 from worker.rotation import key_usage, rotate_key
 from worker.settings import Settings
-from worker.sqs import ERROR_ATTRIBUTE, EVENT_ID_ATTRIBUTE, REASON_ATTRIBUTE
+from worker.sqs import (
+    ERROR_ATTRIBUTE,
+    EVENT_ID_ATTRIBUTE,
+    REASON_ATTRIBUTE,
+    RECEIVE_COUNT_ATTRIBUTE,
+)
+from worker.tracing import TRACE_ATTRIBUTE
 
 pytestmark = pytest.mark.integration
 
@@ -151,6 +157,8 @@ def dead_letters(sqs: Any, url: str) -> dict[str, dict[str, Any]]:
                 "body": message["Body"],
                 "reason": attributes[REASON_ATTRIBUTE]["StringValue"],
                 "error": attributes[ERROR_ATTRIBUTE]["StringValue"],
+                "trace": attributes[TRACE_ATTRIBUTE]["StringValue"],
+                "receives": attributes[RECEIVE_COUNT_ATTRIBUTE]["StringValue"],
             }
     return found
 
@@ -204,6 +212,7 @@ def test_sqs_handler_reports_partial_failures_and_keeps_fifo_groups_in_order(
     assert dead["b1"]["reason"] == "data.email: not a valid email address"
     assert dead["b1"]["error"] == "InvalidMessage"
     assert SECRET not in dead["b1"]["reason"]
+    assert dead["b1"]["receives"] == "1" and dead["b1"]["trace"]
     assert asyncio.run(stored_view(settings, blocked)) == {"given_name": "A"}
     assert asyncio.run(stored_view(settings, free)) == {
         "given_name": SECRET,
@@ -212,11 +221,18 @@ def test_sqs_handler_reports_partial_failures_and_keeps_fifo_groups_in_order(
 
     # The last allowed receive of a1: dead-lettered with why, reported done.
     last = {**event["Records"][1]}
-    last["attributes"] = {**last["attributes"], "ApproximateReceiveCount": "5"}
+    root = "1-5759e988-bd862e3fe1be46a994272793"
+    last["attributes"] = {
+        **last["attributes"],
+        "ApproximateReceiveCount": "5",
+        "AWSTraceHeader": f"Root={root};Parent=53995c3f42cd8ad8;Sampled=1",
+    }
     assert lambdas.sqs_handler({"Records": [last]}, None) == {"batchItemFailures": []}
     dead = dead_letters(sqs, dlq)
     assert dead["a1"]["reason"].startswith("gave up after 5 attempts: payload key not available")
     assert dead["a1"]["error"] == "PayloadKeyUnavailable"
+    # The dead letter carries the trace (X-Ray root) and how often it was received.
+    assert (dead["a1"]["trace"], dead["a1"]["receives"]) == (root, "5")
 
 
 def test_sqs_handler_standard_queue_sns_and_sealed(moto_endpoint: str, lambda_env: Any) -> None:

@@ -111,7 +111,7 @@ def test_a_publisher_sealing_the_plain_way_is_opened_too(moto_endpoint: str) -> 
         encryption_context=encryption_context("e-5", "u-1", "user.created"),
         key_provider=KMSMasterKey(key_id=key, client=kms),
     )
-    fields = plain.model_dump(mode="json", exclude={"data"})
+    fields = plain.model_dump(mode="json", exclude={"data"}, exclude_none=True)
     envelope = SealedEvent.model_validate(
         {**fields, "sealed": base64.b64encode(ciphertext).decode()}
     )

@@ -186,6 +186,13 @@ def test_open_sealed_validates_data_exactly_as_a_direct_event() -> None:
         open_sealed(envelope, SECRET.encode())
 
 
+def test_a_sealed_event_keeps_its_trace_id() -> None:
+    event = parse_event(json.dumps({**EVENT, "trace_id": "1-5759e988-bd862e3fe1be46a994272793"}))
+    envelope = SealedEvent.model_validate({**SEALED, "trace_id": event.trace_id})
+    opened = open_sealed(envelope, sealed_plaintext(event))
+    assert opened == event and opened.trace_id == event.trace_id
+
+
 def test_sealed_plaintext_keeps_patch_nulls_and_deleted_null() -> None:
     updated = parse_event(json.dumps({**EVENT, "type": "user.updated", "data": {"email": None}}))
     assert sealed_plaintext(updated) == b'{"email":null}'

@@ -25,7 +25,7 @@ class FakeSealer:
         self.threads.add(threading.current_thread().name)
         if event.event_id in self.refuse:
             raise SealingUnavailable("key service refused (ThrottlingException)")
-        fields = event.model_dump(mode="json", exclude={"data"})
+        fields = event.model_dump(mode="json", exclude={"data"}, exclude_none=True)
         return SealedEvent.model_validate({**fields, "sealed": "c2VhbGVk"})
 
 
