@@ -24,13 +24,18 @@ from botocore.exceptions import BotoCoreError, ClientError
 from events import Event, InvalidEvent, SealedEvent, read_message
 from events.sealing import PayloadOpener, SealingUnavailable
 
-from .errors import KeyUnavailable
+from .aws import call
+from .errors import KeyUnavailable, UserstoreError
+from .logs import get_logger
+from .metrics import Metrics
 from .settings import Settings
 from .tracing import TRACE_ATTRIBUTE
 
 # The SDK logs tracebacks ("Footer not read", "Error on closing") for every refused payload; we
 # translate each into one dead-letter reason or retry instead.
 logging.getLogger("aws_encryption_sdk").setLevel(logging.CRITICAL)
+
+log = get_logger("userstore.intake")
 
 REASON_ATTRIBUTE = "userstore.reason"
 ERROR_ATTRIBUTE = "userstore.error"
@@ -145,11 +150,68 @@ class MessageReader:
         return opened
 
 
+class DeadLetterQueue:
+    """Sends a message's body, untouched, to the dead-letter queue with why (no values)."""
+
+    # FIFO dead-letter queues need a group; a message that had none (standard source) gets this.
+    FALLBACK_GROUP = "userstore-dead-letters"
+
+    def __init__(self, sqs: Any, url: str, max_attempts: int, metrics: Metrics) -> None:
+        self._sqs = sqs
+        self._url = url
+        self._max_attempts = max_attempts
+        self._metrics = metrics
+
+    async def send(
+        self,
+        body: str,
+        message_id: str,
+        group: str | None,
+        reason: str,
+        error: str,
+        event_id: str | None,
+        **details: Any,
+    ) -> bool:
+        """True once SQS has it. `details`: trace_id, receive_count, event_type (attributes)."""
+        extra: dict[str, Any] = {}
+        if self._url.endswith(".fifo"):
+            # Deduplicated on the source message id: a retried send never doubles it.
+            extra = {
+                "MessageGroupId": group or self.FALLBACK_GROUP,
+                "MessageDeduplicationId": message_id,
+            }
+        try:
+            await call(
+                "SendMessage",
+                self._sqs.send_message,
+                max_attempts=self._max_attempts,
+                QueueUrl=self._url,
+                MessageBody=body,
+                MessageAttributes=dead_letter_attributes(
+                    reason, error, message_id, event_id, **details
+                ),
+                **extra,
+            )
+        except UserstoreError as exc:
+            log.error("dead_letter.failed", message_id=message_id, error=exc.reason)
+            return False
+        self._metrics.dead_letters.labels(error).inc()
+        log.warning(
+            "message.dead_lettered",
+            message_id=message_id,
+            event_id=event_id,
+            error=error,
+            reason=reason,
+        )
+        return True
+
+
 __all__ = [
     "ERROR_ATTRIBUTE",
     "EVENT_ID_ATTRIBUTE",
     "REASON_ATTRIBUTE",
     "SOURCE_ID_ATTRIBUTE",
+    "DeadLetterQueue",
     "LazyOpener",
     "MessageReader",
     "PayloadKeyUnavailable",

@@ -45,11 +45,10 @@ import structlog
 from events import Event, InvalidEvent
 
 from .app import Components, components, queue_url
-from .aws import call
 from .background import record_user_id, reencrypt_if_stale
 from .control import is_control
 from .errors import DeadLetter, RecordTampered, RetryLater, UserstoreError
-from .intake import PayloadKeyUnavailable, dead_letter_attributes
+from .intake import DeadLetterQueue, PayloadKeyUnavailable
 from .logs import configure, frames, get_logger
 from .metrics import Metrics
 from .rotation import Resealer, follow_authority
@@ -61,7 +60,6 @@ from .transport import check_endpoints
 log = get_logger("userstore.lambda")
 
 BatchResponse = dict[str, list[dict[str, str]]]
-_FIFO_DEAD_LETTER_GROUP = "userstore-dead-letters"
 # Answer this long before Lambda's own timeout: enough for a last SendMessage and the reply.
 _DEADLINE_MARGIN_S = 3.0
 
@@ -115,7 +113,9 @@ class SqsBatch:
 
     def __init__(self, parts: Components, dlq_url: str, metrics: Metrics) -> None:
         self._parts = parts
-        self._dlq_url = dlq_url
+        self._dead_letters = DeadLetterQueue(
+            parts.clients.sqs, dlq_url, parts.settings.aws_max_attempts, metrics
+        )
         self._metrics = metrics
         self._capacity = asyncio.Semaphore(parts.settings.max_in_flight)
 
@@ -213,42 +213,17 @@ class SqsBatch:
     async def _dead_letter(
         self, record: SqsRecord, reason: str, error: str, event_id: str | None
     ) -> bool:
-        extra: dict[str, Any] = {}
-        if self._dlq_url.endswith(".fifo"):
-            extra = {
-                "MessageGroupId": record.group or _FIFO_DEAD_LETTER_GROUP,
-                "MessageDeduplicationId": record.message_id,
-            }
-        try:
-            await call(
-                "SendMessage",
-                self._parts.clients.sqs.send_message,
-                max_attempts=self._parts.settings.aws_max_attempts,
-                QueueUrl=self._dlq_url,
-                MessageBody=record.body,
-                MessageAttributes=dead_letter_attributes(
-                    reason,
-                    error,
-                    record.message_id,
-                    event_id,
-                    # Bound by _settle for this record's task.
-                    trace_id=structlog.contextvars.get_contextvars().get("trace_id"),
-                    receive_count=record.receive_count,
-                ),
-                **extra,
-            )
-        except UserstoreError as exc:
-            log.error("dead_letter.failed", message_id=record.message_id, error=exc.reason)
-            return False
-        self._metrics.dead_letters.labels(error).inc()
-        log.warning(
-            "message.dead_lettered",
-            message_id=record.message_id,
-            event_id=event_id,
-            error=error,
-            reason=reason,
+        return await self._dead_letters.send(
+            record.body,
+            record.message_id,
+            record.group,
+            reason,
+            error,
+            event_id,
+            # Bound by _settle for this record's task.
+            trace_id=structlog.contextvars.get_contextvars().get("trace_id"),
+            receive_count=record.receive_count,
         )
-        return True
 
 
 # --- DynamoDB Streams -----------------------------------------------------------

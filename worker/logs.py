@@ -5,8 +5,23 @@ from __future__ import annotations
 import logging
 import sys
 import traceback
+from typing import TextIO, cast
 
 import structlog
+
+
+class _CurrentStderr:
+    """Whatever sys.stderr is when a line is written.
+
+    Loggers are cached on first use; bound to the stream object of that moment, they would keep
+    writing to it after stderr is redirected (a host like Lambda's or a test capture).
+    """
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
 
 
 def configure(level: str = "INFO") -> None:
@@ -20,7 +35,7 @@ def configure(level: str = "INFO") -> None:
             structlog.processors.JSONRenderer(sort_keys=True),
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=structlog.PrintLoggerFactory(file=cast("TextIO", _CurrentStderr())),
         cache_logger_on_first_use=True,
     )
     # botocore logs request bodies at DEBUG: keep it quiet whatever the level.

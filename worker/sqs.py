@@ -35,7 +35,7 @@ from .intake import EVENT_TYPE_ATTRIBUTE as EVENT_TYPE_ATTRIBUTE
 from .intake import REASON_ATTRIBUTE as REASON_ATTRIBUTE
 from .intake import RECEIVE_COUNT_ATTRIBUTE as RECEIVE_COUNT_ATTRIBUTE
 from .intake import SOURCE_ID_ATTRIBUTE as SOURCE_ID_ATTRIBUTE
-from .intake import MessageReader, PayloadKeyUnavailable, dead_letter_attributes
+from .intake import DeadLetterQueue, MessageReader, PayloadKeyUnavailable
 from .logs import frames, get_logger
 from .metrics import Metrics
 from .profile import Event
@@ -176,6 +176,7 @@ class SqsConsumer:
         self._config = config
         self._handler = handler
         self._metrics = metrics
+        self._dead_letters = DeadLetterQueue(client, config.dlq_url, config.max_attempts, metrics)
         self._capacity = asyncio.Semaphore(config.max_in_flight)
         self._in_flight: dict[str, _Message] = {}
         self._deleter = _Deleter(client, config.queue_url, config.max_attempts)
@@ -443,49 +444,21 @@ class SqsConsumer:
         self, message: _Message, reason: str, error: str, event_id: str | None
     ) -> Settled:
         with message_context(message.id, event_id, message.trace_id):
-            return await self._send_dead_letter(message, reason, error, event_id)
-
-    async def _send_dead_letter(
-        self, message: _Message, reason: str, error: str, event_id: str | None
-    ) -> Settled:
-        attributes = dead_letter_attributes(
-            reason,
-            error,
-            message.id,
-            event_id,
-            trace_id=message.trace_id,
-            receive_count=message.receive_count,
-            event_type=str(message.event.type) if message.event is not None else None,
-        )
-        extra: dict[str, Any] = {}
-        if self._config.dlq_url.endswith(".fifo"):
-            extra = {
-                "MessageGroupId": message.group or "userstore-dead-letters",
-                "MessageDeduplicationId": message.id,
-            }
-        try:
-            await call(
-                "SendMessage",
-                self._client.send_message,
-                max_attempts=self._config.max_attempts,
-                QueueUrl=self._config.dlq_url,
-                MessageBody=message.raw.get("Body", ""),
-                MessageAttributes=attributes,
-                **extra,
+            sent = await self._dead_letters.send(
+                message.raw.get("Body", ""),
+                message.id,
+                message.group,
+                reason,
+                error,
+                event_id,
+                trace_id=message.trace_id,
+                receive_count=message.receive_count,
+                event_type=str(message.event.type) if message.event is not None else None,
             )
-        except UserstoreError as exc:
+        if not sent:
             # Leave it on the queue: SQS redrive still moves it to the DLQ eventually.
-            log.error("dead_letter.failed", message_id=message.id, error=exc.reason)
             self._forget(message)
             return Settled.RETRY
-        self._metrics.dead_letters.labels(error).inc()
-        log.warning(
-            "message.dead_lettered",
-            message_id=message.id,
-            event_id=event_id,
-            error=error,
-            reason=reason,
-        )
         self._settle(message)
         return Settled.DEAD_LETTERED
 
