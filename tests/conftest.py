@@ -6,7 +6,14 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.emulator import ministack_process, moto_server_process, run_hooks, selected_emulator
+from tests.emulator import (
+    E2E_DIR,
+    ministack_process,
+    moto_bound_e2e,
+    moto_server_process,
+    run_hooks,
+    selected_emulator,
+)
 from tests.reliability.scenario import scenario
 from worker.settings import KeyMode, Settings
 
@@ -23,6 +30,9 @@ for _name in list(os.environ):
         "USERSTORE_TEST_"
     ):
         del os.environ[_name]
+
+
+_DESELECTED_E2E = pytest.StashKey[list[str]]()
 
 
 @pytest.fixture(scope="session")
@@ -51,12 +61,34 @@ def aws_endpoint(
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """On ministack, run only the tests that use the emulator (the others don't touch it)."""
+    """Refuse e2e tests bound to moto; on ministack, run only the tests that use the emulator
+    (the others don't touch it)."""
+    bound = moto_bound_e2e((i.nodeid, getattr(i, "fixturenames", ())) for i in items)
+    if bound:
+        # On either emulator, so a moto-only e2e test fails the run where it is written.
+        raise pytest.UsageError(
+            "e2e tests must take `aws_endpoint` (moto or ministack), not `moto_endpoint`:\n  "
+            + "\n  ".join(bound)
+            + "\n(a module that truly can't run on ministack goes in tests/emulator.py's"
+            " MOTO_ONLY_E2E, with the reason)"
+        )
     if selected_emulator() != "ministack":
         return
     uses = ["aws_endpoint" in getattr(item, "fixturenames", ()) for item in items]
-    config.hook.pytest_deselected(items=[i for i, use in zip(items, uses, strict=True) if not use])
+    unused = [i for i, use in zip(items, uses, strict=True) if not use]
+    config.hook.pytest_deselected(items=unused)
     items[:] = [i for i, use in zip(items, uses, strict=True) if use]
+    config.stash[_DESELECTED_E2E] = [i.nodeid for i in unused if i.nodeid.startswith(E2E_DIR)]
+
+
+def pytest_report_collectionfinish(config: pytest.Config) -> list[str]:
+    """Name the e2e tests left out on ministack, so none drops out unseen."""
+    left_out = config.stash.get(_DESELECTED_E2E, [])
+    if not left_out:
+        return []
+    return [f"ministack: {len(left_out)} e2e tests don't take aws_endpoint, deselected:"] + [
+        f"  {node_id}" for node_id in left_out
+    ]
 
 
 def make_settings(

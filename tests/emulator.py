@@ -13,7 +13,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -26,6 +26,15 @@ MINISTACK_PYTHON = Path(
     os.environ.get("USERSTORE_TEST_MINISTACK_PYTHON", ROOT / ".venv-ministack" / "bin" / "python")
 )
 EMULATORS = ("moto", "ministack")
+E2E_DIR = "tests/e2e/"
+# The e2e modules allowed to use the moto-only `moto_endpoint` fixture, each with why it can't
+# run on ministack too. Every other e2e test that needs an emulator takes `aws_endpoint`.
+MOTO_ONLY_E2E: Mapping[str, str] = {
+    "tests/e2e/test_iam_policies.py": (
+        "checks the policies' ARNs built with moto's account id (iam_run.placeholders); it is"
+        " about which calls the worker makes, not how an emulator answers them"
+    ),
+}
 
 
 def selected_emulator() -> str:
@@ -33,6 +42,21 @@ def selected_emulator() -> str:
     if name not in EMULATORS:
         raise RuntimeError(f"USERSTORE_TEST_EMULATOR must be one of {EMULATORS}, not {name!r}")
     return name
+
+
+def moto_bound_e2e(
+    tests: Iterable[tuple[str, Collection[str]]], allowed: Collection[str] = MOTO_ONLY_E2E.keys()
+) -> list[str]:
+    """Node ids of e2e tests whose fixtures (directly or through another fixture) include
+    `moto_endpoint`, outside the `allowed` modules: they would run on moto only, and on ministack
+    be deselected without a word. `tests`: (node id, fixture closure) pairs."""
+    return [
+        node_id
+        for node_id, fixtures in tests
+        if node_id.startswith(E2E_DIR)
+        and node_id.split("::", 1)[0] not in allowed
+        and "moto_endpoint" in fixtures
+    ]
 
 
 def free_port() -> int:

@@ -67,13 +67,13 @@ def dlq_depth(sqs: Any, url: str) -> int:
 
 @pytest.mark.timeout(300)
 def test_list_shows_no_personal_data_and_redrive_brings_events_back(
-    moto_endpoint: str, tmp_path: Path
+    aws_endpoint: str, tmp_path: Path
 ) -> None:
-    settings = make_settings(moto_endpoint)
+    settings = make_settings(aws_endpoint)
     env = env_for(settings)
     run(env, "provision")
     session = boto3.session.Session(region_name=settings.aws_region)
-    sqs = session.client("sqs", endpoint_url=moto_endpoint)
+    sqs = session.client("sqs", endpoint_url=aws_endpoint)
     url = sqs.get_queue_url(QueueName=settings.queue)["QueueUrl"]
     dlq = sqs.get_queue_url(QueueName=settings.dlq)["QueueUrl"]
 

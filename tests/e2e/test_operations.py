@@ -1,11 +1,12 @@
 """End to end: the worker process's /metrics, /healthz, /readyz, and its log correlation ids.
 
-The real `userstore run` against the moto server, with events published by plain boto3:
-valid events (some carrying a publisher trace id, one an X-Ray header), malformed bodies, and
-an update for a record tampered with in DynamoDB. Then, over real HTTP: the probes answer, the
-counters add up, KMS requests of the encryption SDK's own client are counted, and no personal
-value or user id appears anywhere in /metrics. In the logs, every line about one message carries
-the same message id, event id and trace id, the dead-letter path included.
+The real `userstore run` against the emulator (`aws_endpoint`: moto server or ministack), with
+events published by plain boto3: valid events (some carrying a publisher trace id, one an X-Ray
+header), malformed bodies, and an update for a record tampered with in DynamoDB. Then, over real
+HTTP: the probes answer, the counters add up, KMS requests of the encryption SDK's own client
+are counted, and no personal value or user id appears anywhere in /metrics. In the logs, every
+line about one message carries the same message id, event id and trace id, the dead-letter path
+included.
 """
 
 from __future__ import annotations
@@ -92,13 +93,13 @@ def tamper(ddb: Any, table: str, user: str) -> None:
 
 
 @pytest.mark.timeout(300)
-def test_metrics_probes_and_log_correlation(moto_endpoint: str, tmp_path: Path) -> None:
-    settings = make_settings(moto_endpoint)
+def test_metrics_probes_and_log_correlation(aws_endpoint: str, tmp_path: Path) -> None:
+    settings = make_settings(aws_endpoint)
     env = {**env_for(settings), "USERSTORE_METRICS_PORT": "0"}
     subprocess.run(userstore("provision"), env=env, check=True, capture_output=True, timeout=60)
     session = boto3.session.Session(region_name=settings.aws_region)
-    sqs = session.client("sqs", endpoint_url=moto_endpoint)
-    ddb = session.client("dynamodb", endpoint_url=moto_endpoint)
+    sqs = session.client("sqs", endpoint_url=aws_endpoint)
+    ddb = session.client("dynamodb", endpoint_url=aws_endpoint)
     url = sqs.get_queue_url(QueueName=settings.queue)["QueueUrl"]
     dlq = sqs.get_queue_url(QueueName=settings.dlq)["QueueUrl"]
 
@@ -215,19 +216,19 @@ def test_metrics_probes_and_log_correlation(moto_endpoint: str, tmp_path: Path) 
 
 
 @pytest.mark.timeout(180)
-def test_readiness_drops_while_draining_after_sigterm(moto_endpoint: str, tmp_path: Path) -> None:
+def test_readiness_drops_while_draining_after_sigterm(aws_endpoint: str, tmp_path: Path) -> None:
     """A message is in flight behind slow DynamoDB calls when SIGTERM arrives: while the worker
     drains, /healthz still answers and /readyz says draining; then it exits 0.
     """
-    settings = make_settings(moto_endpoint)
+    settings = make_settings(aws_endpoint)
     env = {**env_for(settings), "USERSTORE_METRICS_PORT": "0", "USERSTORE_STREAM_ENABLED": "false"}
     subprocess.run(userstore("provision"), env=env, check=True, capture_output=True, timeout=60)
     sqs = boto3.session.Session(region_name=settings.aws_region).client(
-        "sqs", endpoint_url=moto_endpoint
+        "sqs", endpoint_url=aws_endpoint
     )
     url = sqs.get_queue_url(QueueName=settings.queue)["QueueUrl"]
     log_path = tmp_path / "worker.log"
-    with fault_proxy_process(moto_endpoint) as (proxy_url, control), log_path.open("w") as log:
+    with fault_proxy_process(aws_endpoint) as (proxy_url, control), log_path.open("w") as log:
         worker = subprocess.Popen(
             userstore("run"),
             env={**env, "AWS_ENDPOINT_URL": proxy_url},

@@ -27,10 +27,10 @@ pytestmark = pytest.mark.e2e
 
 @pytest.mark.timeout(180)
 def test_sealed_publish_is_applied_and_the_queue_never_holds_plaintext(
-    moto_endpoint: str, tmp_path: Path
+    aws_endpoint: str, tmp_path: Path
 ) -> None:
     payload_key = f"alias/payload-{uuid.uuid4().hex[:8]}"
-    settings, env = provisioned(moto_endpoint, USERSTORE_PAYLOAD_KMS_KEY=payload_key)
+    settings, env = provisioned(aws_endpoint, USERSTORE_PAYLOAD_KMS_KEY=payload_key)
     settings = settings.model_copy(update={"payload_kms_key": payload_key})
     sqs, _, url, dlq = clients(settings)
     events, personal = make_events(users=4, per_user=3, seed=7)
