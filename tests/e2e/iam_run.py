@@ -13,10 +13,13 @@ import subprocess
 import time
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import boto3
 
+from events import parse_event
+from events.publisher import seal_body
+from events.sealing import PayloadSealer
 from tests.conftest import make_settings
 from tests.e2e.test_worker_process import NOW, env_for, userstore, wait_drained
 from tests.factories import event_dict
@@ -24,6 +27,12 @@ from tests.faults.proxy import FaultRules, ProxyStats, ServiceRules, fault_proxy
 from worker.settings import KeyMode, Settings
 
 Calls = dict[tuple[str, str], list[frozenset[str]]]
+
+
+class Run(NamedTuple):
+    calls: Calls
+    names: dict[str, str]  # the policies' ${...} placeholders
+    aliases: dict[str, str]  # alias name -> key ARN, at the end of the run (after any rotation)
 
 
 def calls_of(stats: ProxyStats) -> Calls:
@@ -55,6 +64,25 @@ def _events(users: int, base: Any) -> list[dict[str, Any]]:
     return events
 
 
+def aliases_of(kms: Any) -> dict[str, str]:
+    """Alias name -> key ARN (an administrator's view, not through the proxy)."""
+    found = {}
+    for page in kms.get_paginator("list_aliases").paginate():
+        for alias in page["Aliases"]:
+            if "TargetKeyId" in alias:
+                found[alias["AliasName"]] = alias["AliasArn"].replace(
+                    alias["AliasName"], "key/" + alias["TargetKeyId"]
+                )
+    return found
+
+
+def _payload_settings(moto_endpoint: str, mode: KeyMode = KeyMode.KMS) -> Settings:
+    """Settings with a payload key of their own (the default alias is shared by all tests)."""
+    settings = make_settings(moto_endpoint, mode)
+    alias = f"alias/userstore-payload-{settings.table.removeprefix('users-')}"
+    return settings.model_copy(update={"payload_kms_key": alias})
+
+
 def placeholders(settings: Settings, key_id: str, previous_key_id: str) -> dict[str, str]:
     """Values for the policies' ${...} placeholders (moto's account is 123456789012)."""
     return {
@@ -67,22 +95,64 @@ def placeholders(settings: Settings, key_id: str, previous_key_id: str) -> dict[
         "DeadLetterQueue": settings.dlq,
         "KeyId": key_id,
         "PreviousKeyId": previous_key_id,
-        "PayloadKeyAlias": "alias/userstore-payload-not-in-use",
+        "PayloadKeyAlias": settings.payload_kms_key,
     }
 
 
-def worker_calls(moto_endpoint: str, tmp_path: Path, mode: KeyMode) -> tuple[Calls, dict[str, str]]:
-    """A worker's run: events applied, a malformed one dead-lettered, a KMS refusal retried
-    later (kms mode), a rotation followed and its re-encryption job run.
+def _seal(sealer: PayloadSealer, event: dict[str, Any]) -> str:
+    return seal_body(sealer.seal(parse_event(json.dumps(event))))
+
+
+def _bodies(
+    events: list[dict[str, Any]], sealer: PayloadSealer, foreign: PayloadSealer
+) -> list[tuple[str, str]]:
+    """Every other event sealed, a malformed body, and two sealed events the worker must refuse:
+    one moved to another event id, one sealed under a key that is not the worker's.
     """
-    settings = make_settings(moto_endpoint, mode)
-    env = {**env_for(settings), "USERSTORE_CONTROL_POLL_S": "1"}
+    bodies = [
+        (e["user_id"], _seal(sealer, e) if n % 2 else json.dumps(e)) for n, e in enumerate(events)
+    ]
+    user = f"urn:fdc:gov.uk:2022:iam-{uuid.uuid4().hex[:10]}"
+    first = event_dict(user, "user.created", 0, {"email": "m@x.org"}, base=NOW)
+    moved = {**json.loads(_seal(sealer, first)), "event_id": f"evt-{uuid.uuid4().hex}"}
+    alien = _seal(foreign, event_dict(user, "user.created", 1, {"email": "f@x.org"}, base=NOW))
+    return [*bodies, ("bad", "{not json"), (user, json.dumps(moved)), (user, alien)]
+
+
+def _dead_letter_reasons(sqs: Any, url: str) -> list[str]:
+    reasons = []
+    while got := sqs.receive_message(
+        QueueUrl=url, MaxNumberOfMessages=10, MessageAttributeNames=["All"]
+    ).get("Messages", []):
+        for message in got:
+            reasons.append(message["MessageAttributes"]["userstore.reason"]["StringValue"])
+            sqs.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
+    return reasons
+
+
+def worker_calls(moto_endpoint: str, tmp_path: Path, mode: KeyMode) -> Run:
+    """A worker's run: events applied, every other one sealed; a malformed body and two sealed
+    ones it must not accept dead-lettered; a KMS refusal retried later (kms mode); a rotation
+    followed and its re-encryption job run.
+    """
+    settings = _payload_settings(moto_endpoint, mode)
+    env = {
+        **env_for(settings),
+        "USERSTORE_CONTROL_POLL_S": "1",
+        "USERSTORE_PAYLOAD_KMS_KEY": settings.payload_kms_key,
+    }
     subprocess.run(userstore("provision"), env=env, check=True, capture_output=True, timeout=60)
     session = boto3.session.Session(region_name=settings.aws_region)
     sqs = session.client("sqs", endpoint_url=moto_endpoint)
     url = sqs.get_queue_url(QueueName=settings.queue)["QueueUrl"]
+    dlq_url = sqs.get_queue_url(QueueName=settings.dlq)["QueueUrl"]
     kms = session.client("kms", endpoint_url=moto_endpoint)
     first_key = kms.describe_key(KeyId=settings.kms_key)["KeyMetadata"]["KeyId"]
+    # Publishers seal straight against the emulator: only the worker goes through the proxy.
+    payload_arn = kms.describe_key(KeyId=settings.payload_kms_key)["KeyMetadata"]["Arn"]
+    sealer = PayloadSealer(kms, payload_arn)
+    other_key = kms.create_key(Description="not the payload key")["KeyMetadata"]["Arn"]
+    foreign = PayloadSealer(kms, other_key)
 
     def send(bodies: list[tuple[str, str]]) -> None:
         for group, body in bodies:
@@ -103,8 +173,13 @@ def worker_calls(moto_endpoint: str, tmp_path: Path, mode: KeyMode) -> tuple[Cal
         )
         try:
             events = _events(4, NOW)
-            send([(e["user_id"], json.dumps(e)) for e in events] + [("bad", "{not json")])
+            send(_bodies(events, sealer, foreign))
             wait_drained(sqs, url)
+            reasons = _dead_letter_reasons(sqs, dlq_url)
+            # The moved payload is refused by its context (after Decrypt), the foreign one by key.
+            assert len(reasons) == 3, reasons
+            assert [r for r in reasons if "context does not match" in r], reasons
+            assert [r for r in reasons if r.startswith("sealed: cannot be opened")], reasons
             if mode is KeyMode.KMS:
                 to = kms.create_key(Description="iam test rotation")["KeyMetadata"]["Arn"]
                 key_id = to.rsplit("/", 1)[1]
@@ -135,22 +210,31 @@ def worker_calls(moto_endpoint: str, tmp_path: Path, mode: KeyMode) -> tuple[Cal
         finally:
             worker.send_signal(signal.SIGTERM)
             assert worker.wait(timeout=30) == 0, log_path.read_text()[-2000:]
-        return calls_of(control.stats()), placeholders(settings, key_id, first_key)
+        names = placeholders(settings, key_id, first_key)
+        return Run(calls_of(control.stats()), names, aliases_of(kms))
 
 
-def publisher_calls(moto_endpoint: str, tmp_path: Path) -> tuple[Calls, dict[str, str]]:
-    """`userstore publish`: the events package's Publisher, as another service would use it."""
-    settings = make_settings(moto_endpoint)
-    env = env_for(settings)
+def publisher_calls(moto_endpoint: str, tmp_path: Path) -> Run:
+    """`userstore publish`, plain and `--seal`: the events package's Publisher (with a
+    PayloadSealer), as another service would use it.
+    """
+    settings = _payload_settings(moto_endpoint)
+    env = {**env_for(settings), "USERSTORE_PAYLOAD_KMS_KEY": settings.payload_kms_key}
     subprocess.run(userstore("provision"), env=env, check=True, capture_output=True, timeout=60)
-    lines = tmp_path / "events.jsonl"
-    lines.write_text("\n".join(json.dumps(e) for e in _events(6, NOW)) + "\n")
+    plain, sealed = tmp_path / "plain.jsonl", tmp_path / "sealed.jsonl"
+    plain.write_text("\n".join(json.dumps(e) for e in _events(3, NOW)) + "\n")
+    sealed.write_text("\n".join(json.dumps(e) for e in _events(3, NOW)) + "\n")
     with fault_proxy_process(moto_endpoint) as (proxy_url, control):
-        subprocess.run(
-            userstore("publish", str(lines)),
-            env={**env, "AWS_ENDPOINT_URL": proxy_url},
-            check=True,
-            capture_output=True,
-            timeout=60,
+        for args in ((str(plain),), ("--seal", str(sealed))):
+            subprocess.run(
+                userstore("publish", *args),
+                env={**env, "AWS_ENDPOINT_URL": proxy_url},
+                check=True,
+                capture_output=True,
+                timeout=60,
+            )
+        kms = boto3.session.Session(region_name=settings.aws_region).client(
+            "kms", endpoint_url=moto_endpoint
         )
-        return calls_of(control.stats()), placeholders(settings, "none", "none")
+        names = placeholders(settings, "none", "none")
+        return Run(calls_of(control.stats()), names, aliases_of(kms))

@@ -3,12 +3,17 @@
 Each runs as its own process behind the recording proxy (tests/faults/proxy.py), in front of
 the moto server. Every request seen (action, the resources it named, its KMS encryption context)
 must be allowed by the policy; every action and resource of the policy must have been needed by
-at least one request (statements marked pending are for a feature not merged yet). The worker
-runs twice, in `kms` and in `cached` key mode, each time through a rotation.
+at least one request. The worker runs twice, in `kms` and in `cached` key mode, each time
+through a rotation and with sealed events among the ones it reads; the publisher publishes
+plain and sealed events.
 
 The evaluator is deliberately small: Allow statements only; Action and Resource wildcards; the
-StringEquals and ForAnyValue:StringEquals operators. A condition it cannot evaluate from the
-request (kms:ResourceAliases) never allows anything, so it can't hide a gap.
+StringEquals and ForAnyValue:StringEquals operators on KMS encryption context entries, and
+ForAnyValue:StringEquals on kms:ResourceAliases (the aliases of the key a request names; a key
+named by alias is the key it points to, which is what IAM authorizes). Aliases are read at the
+end of a run: by then a rotation has moved the records' alias to the key the policy's ${KeyId}
+names, and the payload alias never moves. A condition it cannot evaluate from the request never
+allows anything, so it can't hide a gap.
 """
 
 from __future__ import annotations
@@ -21,14 +26,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.iam_run import Calls, publisher_calls, worker_calls
+from tests.e2e.iam_run import Calls, Run, publisher_calls, worker_calls
 from worker.settings import KeyMode
 
 pytestmark = pytest.mark.e2e
 
 POLICIES = Path(__file__).resolve().parents[2] / "docs" / "iam"
-# Statements for payload sealing, being added in parallel: nothing calls them yet.
-PENDING = {"PayloadKeyPendingSealing"}
 _SQS_BATCH = {
     "DeleteMessageBatch": "DeleteMessage",
     "ChangeMessageVisibilityBatch": "ChangeMessageVisibility",
@@ -39,11 +42,15 @@ _SQS_BATCH = {
 @dataclass(frozen=True)
 class Request:
     action: str
-    resources: tuple[str | None, ...]  # ARNs; None: the request does not say (Decrypt, GetRecords)
+    resources: tuple[str | None, ...]  # ARNs; None: the request does not say (GetRecords)
     context: Mapping[str, str]
+    key_aliases: frozenset[str] | None = None  # of the KMS key named; None: no key known
 
 
-def requests_of(calls: Calls, region: str, account: str) -> list[Request]:
+def requests_of(
+    calls: Calls, region: str, account: str, aliases: Mapping[str, str]
+) -> list[Request]:
+    """`aliases`: alias name -> key ARN."""
     found = []
     for (service, operation), named_sets in calls.items():
         prefix = "dynamodb" if service == "dynamodbstreams" else service
@@ -53,6 +60,7 @@ def requests_of(calls: Calls, region: str, account: str) -> list[Request]:
         for named in named_sets or [frozenset()]:
             arns: list[str | None] = []
             context: dict[str, str] = {}
+            key_aliases: frozenset[str] | None = None
             for item in named:
                 kind, _, value = item.partition(":")
                 if kind == "table":
@@ -65,12 +73,17 @@ def requests_of(calls: Calls, region: str, account: str) -> list[Request]:
                 elif kind == "queue":
                     arns.append(f"arn:aws:sqs:{region}:{account}:{value.rsplit('/', 1)[-1]}")
                 elif kind == "key":
-                    # By alias: IAM checks the key it points to, which the request doesn't say.
-                    arns.append(value if value.startswith("arn:aws:kms:") else None)
+                    # By alias: IAM checks the key it points to. A bare key id: not resolved.
+                    arn = aliases.get(value) if value.startswith("alias/") else value
+                    if arn is None or not arn.startswith("arn:aws:kms:"):
+                        arns.append(None)
+                        continue
+                    arns.append(arn)
+                    key_aliases = frozenset(a for a, target in aliases.items() if target == arn)
                 elif kind == "context" and "=" in value:
                     key, _, context_value = value.partition("=")
                     context[key] = context_value
-            found.append(Request(action, tuple(arns) or (None,), context))
+            found.append(Request(action, tuple(arns) or (None,), context, key_aliases))
     return found
 
 
@@ -99,20 +112,23 @@ class Statement:
         return (
             self.allows_action(request.action)
             and all(self._covers(arn) for arn in request.resources)
-            and self._conditions_hold(request.context)
+            and self._conditions_hold(request)
         )
 
     def _covers(self, arn: str | None) -> bool:
         return arn is None or any(fnmatch.fnmatchcase(arn, r) for r in self.resources)
 
-    def _conditions_hold(self, context: Mapping[str, str]) -> bool:
+    def _conditions_hold(self, request: Request) -> bool:
         for operator, tests in self.conditions.items():
             if operator not in ("StringEquals", "ForAnyValue:StringEquals"):
                 return False
             for key, allowed in tests.items():
-                if not key.startswith("kms:EncryptionContext:"):
+                if key == "kms:ResourceAliases" and operator.startswith("ForAnyValue:"):
+                    if not (request.key_aliases or frozenset()) & set(allowed):
+                        return False
+                elif not key.startswith("kms:EncryptionContext:"):
                     return False  # not evaluable from the request: never allows
-                if context.get(key.removeprefix("kms:EncryptionContext:")) not in allowed:
+                elif request.context.get(key.removeprefix("kms:EncryptionContext:")) not in allowed:
                     return False
         return True
 
@@ -154,18 +170,17 @@ def needed(statements: list[Statement], requests: list[Request]) -> set[tuple[st
     return used
 
 
-def check(policy: str, runs: Iterable[tuple[Calls, Mapping[str, str]]]) -> None:
+def check(policy: str, runs: Iterable[Run]) -> None:
     entries: set[tuple[str, str, int]] = set()
     used: set[tuple[str, str, int]] = set()
-    for calls, names in runs:
+    for calls, names, aliases in runs:
         statements = load(policy, names)
-        requests = requests_of(calls, names["Region"], names["Account"])
+        requests = requests_of(calls, names["Region"], names["Account"], aliases)
         denied = [r for r in requests if not any(s.allows(r) for s in statements)]
         assert not denied, f"{policy} does not allow: {denied}"
         entries |= {
             (s.sid, action, position)
             for s in statements
-            if s.sid not in PENDING
             for action in s.actions
             for position in range(len(s.resources))
         }
@@ -203,8 +218,9 @@ def test_the_evaluator_refuses_what_the_policy_does_not_say() -> None:
     }
     statements = load("worker-policy.json", names)
 
-    def allowed(action: str, arn: str | None, **context: str) -> bool:
-        return any(s.allows(Request(action, (arn,), context)) for s in statements)
+    def allowed(action: str, arn: str | None, aliases: Iterable[str] = (), **context: str) -> bool:
+        request = Request(action, (arn,), context, frozenset(aliases) if arn else None)
+        return any(s.allows(request) for s in statements)
 
     table = "arn:aws:dynamodb:eu-west-2:1:table/"
     key = "arn:aws:kms:eu-west-2:1:key/k"
@@ -219,4 +235,20 @@ def test_the_evaluator_refuses_what_the_policy_does_not_say() -> None:
     assert allowed("kms:GenerateDataKey", key, purpose="userstore-email-index", table="t")
     assert not allowed("kms:Decrypt", key, purpose="something-else", table="t")
     assert not allowed("kms:Encrypt", key, **{"*aws-kms-table*": "t"})
-    assert not allowed("kms:Decrypt", "arn:aws:kms:eu-west-2:1:key/payload")  # alias unknowable
+
+    payload = "arn:aws:kms:eu-west-2:1:key/payload"
+    sealed = {"userstore:purpose": "user-event-data/v1"}
+    assert allowed("kms:DescribeKey", payload, ["alias/x"])
+    assert allowed("kms:Decrypt", payload, ["alias/other", "alias/x"], **sealed)
+    assert not allowed("kms:Decrypt", payload, ["alias/x"])  # no purpose: not a sealed payload
+    assert not allowed("kms:Decrypt", payload, ["alias/x"], **{"userstore:purpose": "other"})
+    assert not allowed("kms:Decrypt", payload, ["alias/other"], **sealed)
+    assert not allowed("kms:Decrypt", None, **sealed)  # which key: unknowable
+    assert not allowed("kms:GenerateDataKey", payload, ["alias/x"], **sealed)  # publishers seal
+    assert not allowed("kms:DescribeKey", payload, ["alias/other"])
+
+    statements = load("publisher-policy.json", names)
+    assert allowed("kms:GenerateDataKey", payload, ["alias/x"], **sealed)
+    assert not allowed("kms:GenerateDataKey", payload, ["alias/x"], purpose="userstore-email-index")
+    assert not allowed("kms:Decrypt", payload, ["alias/x"], **sealed)  # only the worker opens
+    assert not allowed("kms:GenerateDataKey", key, **{"*aws-kms-table*": "t"})

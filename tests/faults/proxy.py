@@ -479,8 +479,8 @@ def detect(headers: Mapping[str, str], query: Mapping[str, str], body: bytes) ->
 
 
 # KMS encryption context entries recorded with their value: those naming a table or a purpose.
-# Others (the user id the encryption SDK adds) are recorded by key only.
-_CONTEXT_VALUES = frozenset({"*aws-kms-table*", "purpose", "table"})
+# Others (the user id the encryption SDK adds, a sealed payload's public key) by key only.
+_CONTEXT_VALUES = frozenset({"*aws-kms-table*", "purpose", "table", "userstore:purpose"})
 
 
 def named_resources(body: bytes) -> frozenset[str]:
