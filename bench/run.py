@@ -14,6 +14,7 @@ import argparse
 import asyncio
 import json
 import os
+import pickle
 import sys
 import tempfile
 import time
@@ -49,16 +50,17 @@ KINDS_IN_FLIGHT = 32  # the worker's default
 @dataclass
 class Sizes:
     kind_events: int
+    # Every throughput leg (any in-flight limit, the naive loop too) starts on a queue this deep:
+    # moto's receive costs more the deeper the queue, so equal depths keep the legs comparable.
     throughput_events: int
-    serial_events: int  # in-flight 1 and the naive loop: one at a time, so fewer
     rss_events: tuple[int, int]
 
     @classmethod
     def parse(cls, args: argparse.Namespace) -> Sizes:
         if args.quick:
-            return cls(40, 60, 20, (400, 800))
+            return cls(40, 40, (400, 800))
         first, second = (int(n) for n in args.rss_events.split(","))
-        return cls(args.events, args.throughput_events, args.serial_events, (first, second))
+        return cls(args.events, args.throughput_events, (first, second))
 
 
 @dataclass
@@ -224,9 +226,7 @@ class Bench:
         for latency in LATENCIES_MS:
             self.control.set_rules({"latency_ms": latency})
             for in_flight in IN_FLIGHT:
-                n = sizes.serial_events if in_flight == 1 else sizes.throughput_events
-                if latency and in_flight == 64:
-                    n = 2 * n  # long enough for 64 in flight to reach steady state
+                n = sizes.throughput_events
                 runs: list[tuple[str, KeyMode | None, Settings]]
                 runs = [(USERSTORE, m, settings[m]) for m in MODES]
                 runs.append((FLOOR, None, floor_settings))
@@ -238,7 +238,7 @@ class Bench:
                     self.results.throughput[key] = window
             for mode in MODES:
                 naive = self.provision(mode)
-                bodies = Traffic(sizes.serial_events, uuid.uuid4().hex[:6]).bodies(CREATE)
+                bodies = Traffic(sizes.throughput_events, uuid.uuid4().hex[:6]).bodies(CREATE)
                 window = self.leg(NAIVE, naive, bodies, 1, f"naive {mode.value} {latency} ms")
                 self.results.throughput[(NAIVE, mode.value, latency, 1)] = window
         self.control.set_rules({})
@@ -293,25 +293,41 @@ class Bench:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="a small smoke run (about 3 min)")
-    parser.add_argument("--events", type=int, default=400, help="events per kind and key mode")
+    parser.add_argument("--events", type=int, default=200, help="events per kind and key mode")
     parser.add_argument(
-        "--throughput-events", type=int, default=300, help="creates per throughput leg"
-    )
-    parser.add_argument(
-        "--serial-events", type=int, default=60, help="creates per in-flight-1 and naive leg"
+        "--throughput-events", type=int, default=200, help="creates per throughput leg"
     )
     parser.add_argument(
         "--rss-events", default="10000,50000", help="the long run's two checkpoints"
     )
     parser.add_argument("--skip", default="", help="comma-separated legs to skip: rss,sweep")
+    parser.add_argument(
+        "--profile",
+        type=int,
+        default=0,
+        metavar="EVENTS",
+        help="also profile the worker with py-spy over a cached create leg of EVENTS",
+    )
+    parser.add_argument(
+        "--report-from", type=Path, help="only rewrite the report from a saved run's results"
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "performance.md")
     args = parser.parse_args(argv)
+    if args.report_from:
+        saved: Results = pickle.loads(args.report_from.read_bytes())  # noqa: S301 - our own file
+        print(write_report(saved, args.out, args.out.with_suffix(".png")))
+        return 0
     sizes = Sizes.parse(args)
     os.environ.clear()
     os.environ.update(clean_environ())  # dummy credentials; nothing but the emulator is reached
     configure("WARNING")
     skip = set(filter(None, args.skip.split(",")))
     results = Results(command=" ".join(["python -m bench", *(argv or sys.argv[1:])]))
+    results.sizes = (
+        f"{sizes.kind_events} events per kind and key mode; {sizes.throughput_events} creates "
+        f"per throughput leg, each on a queue holding all of them at the start; long run "
+        f"{sizes.rss_events[0]:,} then {sizes.rss_events[1]:,} creates"
+    )
     started = time.monotonic()
     with ExitStack() as stack:
         moto = stack.enter_context(moto_server_process())
@@ -327,7 +343,15 @@ def main(argv: list[str] | None = None) -> int:
         if "rss" not in skip:
             print("long run:", file=sys.stderr)
             bench.rss(sizes)
-    results.seconds = time.monotonic() - started
+        results.seconds = time.monotonic() - started
+        if args.profile:
+            from bench.profile import profile_worker
+
+            print("profile:", file=sys.stderr)
+            results.profile = profile_worker(bench, args.profile)
+    saved_to = Path(tempfile.gettempdir()) / "userstore-bench-results.pickle"
+    saved_to.write_bytes(pickle.dumps(results))
+    print(f"(results saved to {saved_to}; --report-from rewrites the report)", file=sys.stderr)
     table = write_report(results, args.out, args.out.with_suffix(".png"))
     print(table)
     return 0
