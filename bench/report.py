@@ -192,27 +192,34 @@ def targets(results: Results) -> list[Target]:
         )
         put = max(writes(event_calls(results, "userstore", m, d), d) for m, d in dups.items())
         raw_kms = max(d.calls_per_event("kms:") for d in dups.values())
+        record_calls = sum(
+            d.calls[op] for d in dups.values() for op in ("dynamodb:PutItem", "kms:GenerateDataKey")
+        )
         changed = sum(results.duplicate_rev_changes.values())
         out.append(
             Target(
                 "duplicate: 0 KMS calls, 0 writes",
                 f"user records written by the duplicate legs: {changed} (revisions before and "
-                f"after); per duplicate, idle upkeep subtracted: {kms:.3f} KMS calls, {put:.3f} "
-                f"writes (as counted, upkeep included: {raw_kms:.3f} KMS calls)",
-                changed == 0 and kms < 0.01 and put < 0.01,
+                f"after); PutItem and GenerateDataKey calls in those legs: {record_calls}; per "
+                f"duplicate, idle upkeep subtracted: {kms:.3f} KMS calls, {put:.3f} writes (as "
+                f"counted: {raw_kms:.3f} KMS calls). What remains is the control polls' and "
+                "start-up's Decrypt and DescribeKey and lease upkeep (breakdown below), not "
+                "the duplicates",
+                changed == 0 and record_calls == 0 and kms < 0.05 and put < 0.05,
             )
         )
     creates = {m: w for m in MODES if (w := results.kinds.get(("userstore", m, CREATE)))}
     if creates:
-        worst = max(
-            aws_requests(event_calls(results, "userstore", m, c), c) for m, c in creates.items()
-        )
+        per_mode = {
+            m: aws_requests(event_calls(results, "userstore", m, c), c) for m, c in creates.items()
+        }
         out.append(
             Target(
                 "AWS requests per create <= 1.3",
-                f"{worst:.2f} SQS+DynamoDB requests per create (worst key mode, in flight "
-                f"{KINDS_IN_FLIGHT}); KMS apart",
-                worst <= 1.3,
+                ", ".join(f"{m} {v:.2f}" for m, v in per_mode.items())
+                + f" SQS+DynamoDB requests per create (in flight {KINDS_IN_FLIGHT}, idle upkeep "
+                "subtracted; KMS apart)",
+                max(per_mode.values()) <= 1.3,
             )
         )
     ratios = []
@@ -221,7 +228,7 @@ def targets(results: Results) -> list[Target]:
         u = results.throughput.get(("userstore", mode, 20, 64))
         n = results.throughput.get(("naive", mode, 20, 1))
         if u and n:
-            ceiling = f"; the floor: {floor64.per_second / n.per_second:.1f}x" if floor64 else ""
+            ceiling = f" (the floor: {floor64.per_second / n.per_second:.1f}x)" if floor64 else ""
             ratios.append((mode, u.per_second / n.per_second, ceiling))
     if ratios:
         out.append(
@@ -480,6 +487,14 @@ LIMITS = """\
 - **Event-loop lag** is measured the same way in the floor, whose loop does almost nothing: its
   figure is this machine's scheduling noise (the processes share two cores with moto, the
   proxy and other work) and the floor of what the worker's lag can be here.
+- **AWS requests per create**: the receiver asks for as many messages as it has free in-flight
+  permits, and deletes go out ten at a time or after 20 ms. When sealing is the bottleneck
+  (`kms` mode: a KMS call per write on 8 crypto threads) permits come back one or two at a
+  time, so receives and delete batches are small: compare ReceiveMessage and
+  DeleteMessageBatch per create between `kms` and `cached` in the breakdown. Waiting a few
+  milliseconds for a fuller batch of permits before receiving would bring `kms` mode toward
+  `cached` mode's figure (proposed, not made in this change). Every figure also carries the
+  worker's upkeep (stream reads, lease renewals, control polls), which the floor does not have.
 - **KMS calls** are one GenerateDataKey per write in `kms` mode (plus a Decrypt to open the
   current record on an update or delete) and none in `cached` mode after warm-up.
 - **The sweep** reseals the record its (consistent, whole-item) scan read, conditioned on its
