@@ -29,8 +29,9 @@ from .errors import RecordTampered, UserstoreError
 from .logs import get_logger
 from .metrics import Metrics
 from .provision import STATE_KEY
-from .record import RecordHead, read_head
+from .record import read_head
 from .rotation import Resealed, Resealer, Target, current_target
+from .store import StoredRecord
 
 log = get_logger("userstore.sweep")
 
@@ -287,9 +288,10 @@ class _Sweep:
                 "Segment": segment,
                 "TotalSegments": segments,
                 "Limit": _PAGE_SIZE,
+                # Whole items, not a projection of the bookkeeping: a scan is charged by item size
+                # either way, and the item read here is what is resealed, which saves a GetItem
+                # per stale record (the write is still conditioned on its revision).
                 "ConsistentRead": True,
-                "ProjectionExpression": "user_id, #rev, key_ref, email_idx",
-                "ExpressionAttributeNames": {"#rev": "rev"},
             }
             if checkpoint.last_key is not None:
                 kwargs["ExclusiveStartKey"] = checkpoint.last_key
@@ -300,7 +302,9 @@ class _Sweep:
                 **kwargs,
             )
             items = [i for i in page.get("Items", []) if not is_control(i["user_id"]["S"])]
-            results = await asyncio.gather(*(self._one(read_head(i), gate) for i in items))
+            results = await asyncio.gather(
+                *(self._one(StoredRecord(i, read_head(i)), gate) for i in items)
+            )
             page_counts = SweepCounts(scanned=len(items))
             for outcome, failed_id in results:
                 setattr(page_counts, outcome, getattr(page_counts, outcome) + 1)
@@ -322,18 +326,17 @@ class _Sweep:
             if checkpoint.done:
                 return
 
-    async def _one(self, head: RecordHead, gate: asyncio.Semaphore) -> tuple[str, str | None]:
+    async def _one(self, record: StoredRecord, gate: asyncio.Semaphore) -> tuple[str, str | None]:
+        head = record.head
         if not self._target.is_stale(head) and not self._verify:
             return "current", None
         async with gate:
             await self._limiter.acquire()
             try:
                 if not self._target.is_stale(head):
-                    record = await self._parts.store.get(head.user_id)
-                    if record is not None:
-                        await self._parts.cipher.open(record.item)  # verification only
+                    await self._parts.cipher.open(record.item)  # verification only
                     return "current", None
-                outcome = await self._resealer.reseal(head.user_id, self._target)
+                outcome = await self._resealer.reseal(head.user_id, self._target, record)
             except RecordTampered:
                 log.error("security.record_verification_failed", source="sweep")
                 return "failed", head.user_id
