@@ -37,6 +37,7 @@ from tests.faults.proxy import ProxyControl, fault_proxy_process
 from worker.app import aws_clients
 from worker.logs import configure
 from worker.provision import ensure_queues, provision
+from worker.resources import setting_values
 from worker.settings import KeyMode, Settings
 
 USERSTORE, FLOOR, NAIVE = "userstore", "floor", "naive"
@@ -111,7 +112,7 @@ class Bench:
 
         async def go() -> None:
             async with aws_clients(fresh) as clients:
-                await ensure_queues(clients.sqs, fresh)
+                await ensure_queues(clients.sqs, fresh, setting_values(fresh))
 
         asyncio.run(go())
         return fresh

@@ -44,7 +44,11 @@ from .tracing import message_context, trace_id
 log = get_logger("userstore.sqs")
 
 _MAX_BATCH = 10
-_DELETE_FLUSH_S = 0.02
+# How long a partial batch may wait to fill: receipts to delete (ten per DeleteMessageBatch), and
+# permits to receive with (ten per ReceiveMessage). Waiting this little costs no throughput and
+# saves most of the small calls when handling, not SQS, is the bottleneck (docs/performance.md).
+_DELETE_FILL_S = 0.1
+_RECEIVE_FILL_S = 0.05
 
 
 class Settled(StrEnum):
@@ -132,9 +136,21 @@ class _Deleter:
                     async with asyncio.timeout(0.25):
                         await self._wakeup.wait()
                 continue
-            if len(self.pending) < _MAX_BATCH and not stop.is_set():
-                await asyncio.sleep(_DELETE_FLUSH_S)
+            await self._fill(stop)
             await self.flush_once()
+
+    async def _fill(self, stop: asyncio.Event) -> None:
+        """Wait, briefly, until a full batch is pending (or we are stopping)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + _DELETE_FILL_S
+        while len(self.pending) < _MAX_BATCH and not stop.is_set():
+            self._wakeup.clear()
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(remaining):
+                    await self._wakeup.wait()
 
     async def flush_once(self) -> None:
         batch, self.pending = self.pending[:_MAX_BATCH], self.pending[_MAX_BATCH:]
@@ -239,10 +255,29 @@ class SqsConsumer:
                 task.add_done_callback(self._batches.discard)
 
     async def _acquire_permits(self) -> int:
+        """Permits for the next receive: at least one, up to a batch, waiting briefly for more.
+
+        When handling is slower than receiving (kms mode: a KMS call per write), permits come back
+        one or two at a time; receiving at once would make many small receives, and as many small
+        delete batches. Only worth waiting while work in flight can still return permits.
+        """
         await self._capacity.acquire()
         permits = 1
-        while permits < _MAX_BATCH and not self._capacity.locked():
-            await self._capacity.acquire()
+        target = min(_MAX_BATCH, self._config.max_in_flight)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + _RECEIVE_FILL_S
+        while permits < target:
+            if self._capacity.locked():
+                remaining = deadline - loop.time()
+                if remaining <= 0 or not self._in_flight:
+                    break
+                try:
+                    async with asyncio.timeout(remaining):
+                        await self._capacity.acquire()
+                except TimeoutError:
+                    break
+            else:
+                await self._capacity.acquire()
             permits += 1
         return permits
 
