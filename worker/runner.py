@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import signal
 from contextlib import AsyncExitStack
@@ -43,6 +44,10 @@ async def run_worker(
             consumer = await consumer_for(parts, metrics)
             readiness.receiving = lambda: consumer.receiving
             readiness.started = True
+            # What start-up built (SDK service models, clients, keys) lives as long as the
+            # process: out of the collector's sight, full collections stop re-scanning it, which
+            # shortened the event loop's longest stalls under load (docs/performance.md).
+            gc.freeze()
             log.info(
                 "worker.started",
                 pid=os.getpid(),
