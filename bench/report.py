@@ -486,15 +486,23 @@ LIMITS = """\
   consumer that validates, encrypts and reads its stream.
 - **Event-loop lag** is measured the same way in the floor, whose loop does almost nothing: its
   figure is this machine's scheduling noise (the processes share two cores with moto, the
-  proxy and other work) and the floor of what the worker's lag can be here.
-- **AWS requests per create**: the receiver asks for as many messages as it has free in-flight
-  permits, and deletes go out ten at a time or after 20 ms. When sealing is the bottleneck
-  (`kms` mode: a KMS call per write on 8 crypto threads) permits come back one or two at a
-  time, so receives and delete batches are small: compare ReceiveMessage and
-  DeleteMessageBatch per create between `kms` and `cached` in the breakdown. Waiting a few
-  milliseconds for a fuller batch of permits before receiving would bring `kms` mode toward
-  `cached` mode's figure (proposed, not made in this change). Every figure also carries the
-  worker's upkeep (stream reads, lease renewals, control polls), which the floor does not have.
+  proxy and other work) and the floor of what the worker's lag can be here. Under full load the
+  worker's loop is busy most of the time: every AWS call's serialisation, signing and parsing
+  runs on it (aiobotocore), and the crypto threads compete with it for the GIL, so the lag is
+  the length of its queue of ready work. Measured by hand on this machine (in flight 64, two
+  rounds each, other work running): `USERSTORE_CRYPTO_THREADS=2` cut `kms` mode's p99 from
+  20-37 ms to 9-19 ms, at the price of fewer concurrent KMS calls (a cap of about 2 / KMS
+  latency writes per second), so the default stays 8 and the trade-off is the operator's;
+  freezing start-up objects out of the garbage collector (`gc.freeze()`, now in the worker)
+  took `cached` mode's p99 from 27-38 ms to 25-27 ms.
+- **AWS requests per create**: receives ask for up to ten messages and deletes go out ten at a
+  time. When sealing is the bottleneck (`kms` mode: a KMS call per write) permits come back one
+  or two at a time; the receiver waits up to 50 ms for a fuller batch of permits while work is
+  in flight, and the deleter up to 100 ms for ten receipts. Before that change `kms` mode made
+  0.41 receives and 0.34 delete batches per create (2.17 requests per create); compare
+  ReceiveMessage and DeleteMessageBatch per create in the breakdown. Every figure also carries
+  what the worker's upkeep (stream reads, lease renewals, control polls) costs beyond its idle
+  rate, which the floor does not have.
 - **KMS calls** are one GenerateDataKey per write in `kms` mode (plus a Decrypt to open the
   current record on an update or delete) and none in `cached` mode after warm-up.
 - **The sweep** reseals the record its (consistent, whole-item) scan read, conditioned on its
