@@ -38,6 +38,13 @@ class Results:
     profile: tuple[Window, list[tuple[str, float]]] | None = None
     sweep_source: Settings | None = None
     seconds: float = 0.0
+    # When the run ended and the machine's load then (not when a report is rewritten from it).
+    finished: str = ""
+    load: float | None = None
+
+
+def _load(results: Results) -> float:
+    return results.load if results.load is not None else os.getloadavg()[0]
 
 
 def _ratio(a: float | None, b: float | None) -> str:
@@ -352,11 +359,11 @@ def write_report(results: Results, path: Path, png: Path) -> str:
     text = TEMPLATE.format(
         sizes=results.sizes,
         profile=profile,
-        date=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        date=results.finished or datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         command=results.command,
         minutes=results.seconds / 60,
         machine=f"{os.cpu_count()} CPUs, Python {platform.python_version()}, "
-        f"load average at the end {os.getloadavg()[0]:.2f}",
+        f"load average at the end {_load(results):.2f}",
         summary=summary(results),
         kinds="\n".join(kinds_table(results)),
         throughput="\n".join(throughput_table(results)),
@@ -500,9 +507,13 @@ LIMITS = """\
   or two at a time; the receiver waits up to 50 ms for a fuller batch of permits while work is
   in flight, and the deleter up to 100 ms for ten receipts. Before that change `kms` mode made
   0.41 receives and 0.34 delete batches per create (2.17 requests per create); compare
-  ReceiveMessage and DeleteMessageBatch per create in the breakdown. Every figure also carries
-  what the worker's upkeep (stream reads, lease renewals, control polls) costs beyond its idle
-  rate, which the floor does not have.
+  ReceiveMessage and DeleteMessageBatch per create in the breakdown. The create path itself is
+  ReceiveMessage + BatchGetItem + PutItem + DeleteMessageBatch in the breakdown; on top of it the
+  stream reader reads back every record just written (GetRecords, and a checkpoint UpdateItem per
+  page), and under load it does that more often than its idle rate, which is all that is
+  subtracted. That read-back is what re-encrypts records a not-yet-switched replica writes under
+  a retired key (docs/keys.md); `USERSTORE_STREAM_ENABLED=false` turns it off where the sweep
+  alone is enough.
 - **KMS calls** are one GenerateDataKey per write in `kms` mode (plus a Decrypt to open the
   current record on an update or delete) and none in `cached` mode after warm-up.
 - **The sweep** reseals the record its (consistent, whole-item) scan read, conditioned on its

@@ -22,6 +22,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
@@ -345,6 +346,8 @@ def main(argv: list[str] | None = None) -> int:
             print("long run:", file=sys.stderr)
             bench.rss(sizes)
         results.seconds = time.monotonic() - started
+        results.finished = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+        results.load = os.getloadavg()[0]
         if args.profile:
             from bench.profile import profile_worker
 
