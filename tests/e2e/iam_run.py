@@ -191,14 +191,16 @@ def worker_calls(moto_endpoint: str, tmp_path: Path, mode: KeyMode) -> Run:
             )  # fmt: skip
             _wait_log(log_path, "rotation.job_done")
             if mode is KeyMode.KMS:
-                # The next record write meets a KMS refusal: the message is retried later.
+                # Record writes meet a KMS refusal until one message has been put back for later
+                # (ChangeMessageVisibility). Not "the next GenerateDataKey fails": the stream
+                # reader, re-encrypting records it read before the rotation, may be the one to
+                # take a single fault, and then no message would ever be retried.
                 control.set_rules(
                     FaultRules(
                         services={
                             "kms": ServiceRules(
                                 outage="kms_access_denied",
                                 operations=frozenset({"GenerateDataKey"}),
-                                max_faults=1,
                             )
                         }
                     )
@@ -206,6 +208,9 @@ def worker_calls(moto_endpoint: str, tmp_path: Path, mode: KeyMode) -> Run:
             later = [event_dict(e["user_id"], "user.updated", 5, {"family_name": "L"}, base=NOW)
                      for e in events[::2]]  # fmt: skip
             send([(e["user_id"], json.dumps(e)) for e in later])
+            if mode is KeyMode.KMS:
+                _wait_log(log_path, "message.retry_later")
+                control.set_rules(FaultRules())
             wait_drained(sqs, url)
         finally:
             worker.send_signal(signal.SIGTERM)
