@@ -70,6 +70,7 @@ class RotationDuties:
                         renew_every_s=settings.stream_lease_s / 3,
                         discover_every_s=settings.stream_discover_every_s,
                         poll_idle_s=settings.stream_poll_idle_s,
+                        checkpoint_every_s=settings.stream_checkpoint_every_s,
                         max_attempts=settings.aws_max_attempts,
                     ),
                     metrics=self._metrics,

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-from pydantic import AliasChoices, Field, PositiveFloat, PositiveInt, model_validator
+from pydantic import (
+    AliasChoices,
+    Field,
+    NonNegativeFloat,
+    PositiveFloat,
+    PositiveInt,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -57,6 +64,7 @@ class Settings(BaseSettings):
     stream_lease_s: PositiveFloat = 30.0
     stream_discover_every_s: PositiveFloat = 10.0
     stream_poll_idle_s: PositiveFloat = 1.0
+    stream_checkpoint_every_s: NonNegativeFloat = 10.0
     reencrypt_rate_per_s: PositiveFloat = 50.0
     sweep_lease_s: PositiveFloat = 30.0
     allow_insecure_endpoint: bool = False

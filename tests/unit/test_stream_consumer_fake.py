@@ -34,6 +34,7 @@ CONFIG = StreamConfig(
     renew_every_s=0.05,
     discover_every_s=0.05,
     poll_idle_s=0.01,
+    checkpoint_every_s=0,  # every batch: the tests below read the checkpoint after each
     max_records=3,
     max_attempts=2,
     retry_base_s=0.01,
@@ -300,7 +301,9 @@ async def test_a_failing_handler_gets_the_same_batch_again_and_nothing_is_checkp
         assert lag is not None
         assert lag >= 5  # grows while the batch keeps failing
         handler.fail_next = 0
-        await eventually(lambda: leases.items["S"].checkpoint == records[-1])
+        await eventually(
+            lambda: "S" in leases.items and leases.items["S"].checkpoint == records[-1]
+        )
     assert all([r.sequence_number for r in batch] == records for batch in handler.batches)
     failures = [entry for entry in logs if entry["event"] == "stream.batch_failed"]
     assert len(failures) == len(handler.batches) - 1
@@ -358,6 +361,111 @@ async def test_lag_is_measured_and_zero_once_caught_up(
 
 def owners(leases: MemoryLeases) -> Counter[str | None]:
     return Counter(lease.owner for lease in leases.items.values())
+
+
+# Checkpoints written at most every minute; renewals (which carry them) far apart too.
+COALESCING = replace(CONFIG, checkpoint_every_s=60, renew_every_s=20)
+
+
+async def test_checkpoints_are_coalesced_and_written_on_stop(
+    stream: FakeStream, leases: MemoryLeases
+) -> None:
+    stream.add_shard("S")
+    records = fill(stream, "S", 9)
+    handler = Recorder()
+    async with running(make(stream, leases, handler, config=COALESCING)):
+        await eventually(lambda: len(handler.sequences) == 9)
+        await asyncio.sleep(0.05)
+        # The first batch was due (nothing written yet); the next two wait for a later write.
+        assert leases.items["S"].checkpoint == records[2]
+    assert leases.items["S"].checkpoint == records[-1]  # written on stop, before the release
+    assert leases.items["S"].owner is None
+
+
+async def test_a_lease_renewal_carries_the_checkpoint_not_yet_written(
+    stream: FakeStream, leases: MemoryLeases
+) -> None:
+    stream.add_shard("S")
+    records = fill(stream, "S", 9)
+    handler = Recorder()
+    renewing = replace(COALESCING, renew_every_s=0.05)
+    async with running(make(stream, leases, handler, config=renewing)):
+        await eventually(
+            lambda: "S" in leases.items and leases.items["S"].checkpoint == records[-1]
+        )
+        assert leases.items["S"].owner == "w1"  # still running: a renewal wrote it
+        assert leases.items["S"].last_record_at is not None
+
+
+async def test_a_crash_redelivers_what_was_handled_since_the_last_written_checkpoint(
+    stream: FakeStream, leases: MemoryLeases
+) -> None:
+    stream.add_shard("S")
+    records = fill(stream, "S", 9)
+    crashing = Recorder()
+    run = Running(make(stream, leases, crashing, config=COALESCING))
+    try:
+        await eventually(lambda: len(crashing.sequences) == 9)
+    finally:
+        await run.kill()
+    assert leases.items["S"].checkpoint == records[2]
+
+    restarted = Recorder()
+    async with running(make(stream, leases, restarted, config=COALESCING)):
+        await eventually(lambda: len(restarted.sequences) == 6)
+        await asyncio.sleep(0.05)
+    assert restarted.sequences == records[3:]  # at least once: handled again, none skipped
+
+
+async def test_a_failed_batch_is_read_again_from_the_last_handled_not_the_last_written(
+    stream: FakeStream, leases: MemoryLeases
+) -> None:
+    stream.add_shard("S")
+    records = fill(stream, "S", 9)
+    handler = Recorder(hang_at=2)
+    async with running(make(stream, leases, handler, config=COALESCING)):
+        await eventually(lambda: len(handler.batches) == 2)
+        handler.fail_next = 1  # the third batch fails once
+        handler.resume.set()
+        await eventually(lambda: len(handler.sequences) == 12)
+        await asyncio.sleep(0.05)
+    # Batches 1 and 2 once each; batch 3 twice (failed, then handled); nothing from before.
+    assert handler.sequences == records[:6] + records[6:] + records[6:]
+    assert leases.items["S"].checkpoint == records[-1]
+
+
+async def test_a_reader_that_is_caught_up_reads_once_per_interval_under_load(
+    stream: FakeStream, leases: MemoryLeases
+) -> None:
+    """A shard written to all the time is read every poll_idle_s, not once per record."""
+    stream.add_shard("S")
+    handler = Recorder()
+    config = replace(CONFIG, poll_idle_s=0.25, max_records=1000)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    async with running(make(stream, leases, handler, config=config)):
+        written = []
+        for i in range(100):  # about one second of a record every 10 ms
+            written.append(stream.put("S", f"u-{i}"))
+            await asyncio.sleep(0.01)
+        await eventually(lambda: len(handler.sequences) == 100)
+    elapsed = loop.time() - started
+    assert handler.sequences == written
+    # Every read is followed by the wait: each returns what accumulated meanwhile. Reading again
+    # at once after a batch (and waiting only after an empty read) would take about twice this.
+    assert stream.calls["get_records"] <= elapsed / config.poll_idle_s + 2, (stream.calls, elapsed)
+
+
+async def test_a_full_page_is_followed_at_once(stream: FakeStream, leases: MemoryLeases) -> None:
+    """Behind (pages come back full): no wait between reads, whatever poll_idle_s says."""
+    stream.add_shard("S")
+    records = fill(stream, "S", 30)
+    handler = Recorder()
+    config = replace(CONFIG, poll_idle_s=60)  # a wait would outlast the test's 5 s
+    async with running(make(stream, leases, handler, config=config)):
+        await eventually(lambda: len(handler.sequences) == 30)
+    assert handler.sequences == records
+    assert [len(batch) for batch in handler.batches] == [3] * 10
 
 
 async def test_two_replicas_split_four_shards_and_one_takes_over_when_the_other_dies(
@@ -492,6 +600,7 @@ async def test_describe_stream_pages_are_followed(stream: FakeStream, leases: Me
         {"max_records": 1001},
         {"poll_idle_s": 0},
         {"retry_max_s": 0.001},
+        {"checkpoint_every_s": -1},
     ],
 )
 def test_config_rejects_settings_that_cannot_work(bad: dict[str, Any]) -> None:

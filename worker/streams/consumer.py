@@ -4,8 +4,15 @@ One coordinator (in `run`) lists the shards and the leases every `discover_every
 the pure `lineage.readable` and `balance.plan`, takes leases and starts one reader task per shard
 it owns; every `renew_every_s` it renews them. A reader loops GetRecords -> handler -> checkpoint:
 
-- the checkpoint is written only after the handler returned (at-least-once: a crash in between
-  re-delivers that batch, so the handler must be idempotent); at the shard's end it is SHARD_END;
+- the checkpoint moves only after the handler returned (at-least-once: a crash in between
+  re-delivers what was handled since, so the handler must be idempotent); at the shard's end it
+  is SHARD_END;
+- the checkpoint is written at most every `checkpoint_every_s` by the reader; in between it rides
+  on the next lease renewal, and it is always written on stop and hand-off. A crash re-delivers
+  at most that much more; under load it saves a lease write per batch;
+- after a page shorter than `max_records` (caught up, or nearly) the reader waits `poll_idle_s`
+  before the next GetRecords, loaded or not, as the KCL does: the stream is read about once per
+  interval instead of once per batch handled. Only a full page (behind) is followed at once;
 - the handler failing: nothing is checkpointed; after a capped, jittered backoff the iterator is
   re-created from the checkpoint and the same records are read and handed over again, forever
   if need be (records are never skipped; lag grows and shows);
@@ -105,6 +112,9 @@ class StreamConfig:
     renew_every_s: float = 10.0
     discover_every_s: float = 10.0
     poll_idle_s: float = 1.0
+    """Wait after a page shorter than max_records (empty included) before reading again."""
+    checkpoint_every_s: float = 10.0
+    """The reader's own checkpoint writes at most this often; 0: after every batch."""
     max_records: int = 1000
     max_attempts: int = 5
     retry_base_s: float = 1.0
@@ -119,6 +129,8 @@ class StreamConfig:
             raise ValueError("max_records must be between 1 and 1000 (the GetRecords limit)")
         if min(self.discover_every_s, self.poll_idle_s, self.retry_base_s) <= 0:
             raise ValueError("intervals must be positive")
+        if self.checkpoint_every_s < 0:
+            raise ValueError("checkpoint_every_s must not be negative")
         if self.retry_max_s < self.retry_base_s:
             raise ValueError("retry_max_s must be at least retry_base_s")
 
@@ -145,6 +157,10 @@ class _Held:
     failures: int = 0  # consecutive failed batches or reads, for the backoff
     pending_since: datetime | None = None  # oldest record read and not yet handled
     lag_s: float | None = None  # lag when the last batch was handled (0 once caught up)
+    # Handled but not yet written: (sequence number, its record's time). Written by the reader
+    # when checkpoint_every_s has passed since saved_at_s, by the next renewal, or on stop.
+    unsaved: tuple[str, datetime] | None = None
+    saved_at_s: float = float("-inf")
 
     @property
     def shard_id(self) -> str:
@@ -367,8 +383,14 @@ class StreamConsumer:
                 if held.lost:
                     continue
                 started_s = self._clock()
+                unsaved = held.unsaved  # the reader may handle more while this is written
                 try:
-                    renewed = await self._leases.renew(held.lease, self._now_ms())
+                    renewed = await self._leases.renew(
+                        held.lease,
+                        self._now_ms(),
+                        checkpoint=unsaved[0] if unsaved else None,
+                        last_record_at=unsaved[1] if unsaved else None,
+                    )
                 except LeaseLost:
                     self._lose(held)
                     continue
@@ -376,6 +398,10 @@ class StreamConsumer:
                     log.warning("stream.renew_failed", shard_id=held.shard_id, error=exc.reason)
                     continue
                 self._renewed(held, renewed, started_s)
+                if unsaved is not None:
+                    held.saved_at_s = started_s
+                    if held.unsaved is unsaved:
+                        held.unsaved = None
 
     def _renewed(self, held: _Held, lease: Lease, started_s: float) -> None:
         """Record a successful write; a pending hand-off request tells the reader to finish."""
@@ -425,6 +451,9 @@ class StreamConsumer:
             if held.lost:
                 return _Exit.LOST
             if held.stop.is_set():
+                # What was handled since the last write goes out before the lease does.
+                if held.unsaved is not None and not await self._checkpoint(held, *held.unsaved):
+                    return _Exit.LOST
                 return _Exit.HANDED_OFF if held.handoff else _Exit.STOPPED
             try:
                 if iterator is None:
@@ -473,12 +502,14 @@ class StreamConsumer:
                     return _Exit.LOST
                 return _Exit.SHARD_END
             iterator = following
-            if not records:
-                held.lag_s = 0.0 if held.lag_s is not None else None
+            if len(records) < self._config.max_records:
+                if not records:
+                    held.lag_s = 0.0 if held.lag_s is not None else None
                 await self._pause(held, self._config.poll_idle_s)
 
     async def _iterator(self, held: _Held) -> str:
-        checkpoint = held.lease.checkpoint
+        # Records handled but not yet checkpointed need not be read again.
+        checkpoint = held.unsaved[0] if held.unsaved else held.lease.checkpoint
         if checkpoint is None or held.from_horizon:
             position: dict[str, str] = {"ShardIteratorType": "TRIM_HORIZON"}
         else:
@@ -495,7 +526,8 @@ class StreamConsumer:
         return str(response["ShardIterator"])
 
     async def _deliver(self, held: _Held, records: list[StreamRecord]) -> bool:
-        """Hand the batch over, then checkpoint it. False: read it again from the checkpoint."""
+        """Hand the batch over, then checkpoint it, now or with a later write. False: read it
+        again from the last position handled."""
         if held.pending_since is None:
             held.pending_since = records[0].approximate_created_at
         if self._clock() >= held.valid_until_s:
@@ -518,7 +550,10 @@ class StreamConsumer:
             await self._backoff(held)
             return False
         last = records[-1]
-        if not await self._checkpoint(held, last.sequence_number, last.approximate_created_at):
+        held.unsaved = (last.sequence_number, last.approximate_created_at)
+        held.from_horizon = False  # a position past the trim horizon is known again
+        due = self._clock() - held.saved_at_s >= self._config.checkpoint_every_s
+        if due and not await self._checkpoint(held, *held.unsaved):
             return False
         held.failures = 0
         held.pending_since = None
@@ -559,6 +594,9 @@ class StreamConsumer:
                 else:
                     self._renewed(held, renewed, started_s)
                     held.from_horizon = False
+                    # Only the reader sets `unsaved`, and it is here: nothing newer is pending.
+                    held.unsaved = None
+                    held.saved_at_s = started_s
                     return True
             if self._clock() >= held.valid_until_s:
                 self._lose(held)
