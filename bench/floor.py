@@ -20,6 +20,7 @@ from aiobotocore.session import get_session
 
 from bench.items import decode_item
 from bench.probe import Probe
+from worker.aws import USER_AGENT
 
 
 class Floor:
@@ -72,7 +73,12 @@ class Floor:
 async def main() -> None:
     in_flight = int(os.environ["BENCH_IN_FLIGHT"])
     queue_url = os.environ["BENCH_QUEUE_URL"]
-    config = AioConfig(max_pool_connections=max(10, in_flight), retries={"max_attempts": 3})
+    # The worker's fixed User-Agent too: the floor must not pay for what the worker skips.
+    config = AioConfig(
+        max_pool_connections=max(10, in_flight),
+        retries={"max_attempts": 3},
+        user_agent=USER_AGENT,
+    )
     session = get_session()
     kwargs = {"endpoint_url": os.environ["AWS_ENDPOINT_URL"], "config": config}
     async with (

@@ -1,6 +1,8 @@
-"""worker.aws: which failures are transient, how `call` retries them, what still fails becomes.
+"""worker.aws: which failures are transient, how `call` retries them, what still fails becomes;
+the clients' User-Agent.
 
-No AWS and no network: the "AWS call" is a fake coroutine function failing a set number of times.
+No AWS and no network: the "AWS call" is a fake coroutine function failing a set number of times,
+and a request is stopped by a hook before it is sent.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from typing import Any
 
 import pytest
 import tenacity.wait
+from aiobotocore.session import get_session
 from botocore.exceptions import (
     ClientError,
     ConnectionClosedError,
@@ -18,7 +21,7 @@ from botocore.exceptions import (
     ReadTimeoutError,
 )
 
-from worker.aws import call, is_transient
+from worker.aws import USER_AGENT, call, client_config, is_transient
 from worker.errors import AwsUnavailable, RetryLater
 
 ENDPOINT = "https://dynamodb.eu-west-2.amazonaws.com"
@@ -262,3 +265,31 @@ async def test_waits_are_full_jitter_in_a_doubling_window(monkeypatch: pytest.Mo
     assert [low for low, _ in recorder.windows] == [0.0] * 7
     highs = [high for _, high in recorder.windows]
     assert highs == pytest.approx([0.05, 0.1, 0.2, 0.4, 0.8, 1.6, 2.0])
+
+
+class _Sent(Exception):
+    """Raised by a before-send hook: the request is looked at, never sent."""
+
+
+async def test_requests_carry_the_fixed_user_agent_naming_userstore_and_the_sdk() -> None:
+    seen: list[str] = []
+
+    def capture(request: Any, **_: Any) -> None:
+        seen.append(request.headers["User-Agent"])
+        raise _Sent
+
+    session = get_session()
+    async with session.create_client(
+        "sqs",
+        region_name="eu-west-2",
+        endpoint_url="http://127.0.0.1:9",  # never reached: the hook stops the request first
+        aws_access_key_id="test",
+        aws_secret_access_key="test",
+        config=client_config(10),
+    ) as sqs:
+        sqs.meta.events.register("before-send.sqs.ListQueues", capture)
+        with pytest.raises(_Sent):
+            await sqs.list_queues()
+    ua = seen[0] if isinstance(seen[0], str) else seen[0].decode()
+    assert ua.startswith(f"{USER_AGENT} botocore/")  # the session adds botocore's version
+    assert ua.startswith("userstore/") and " aiobotocore/" in ua and " Python/" in ua
