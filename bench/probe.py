@@ -4,8 +4,10 @@ The orchestrator writes `peek` or `mark` (one line) to the process's stdin; the 
 one JSON line on stdout: `peek`, the time and the events settled so far (cheap, for polling);
 `mark`, also its own CPU time (all threads), current and peak RSS, and, for asyncio processes,
 the event-loop lag percentiles over the samples since the last `mark` (which starts a new
-window). Measuring inside the process keeps the emulator, the
-proxy and the orchestrator out of the figures.
+window), and where the time went in the slowest 1% of wake-ups: how much of it the loop's thread
+was running, how much other threads of the process were (holding the GIL, mostly), and how much
+the process was not running at all (waiting for a CPU that other processes had). Measuring
+inside the process keeps the emulator, the proxy and the orchestrator out of the figures.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from typing import NamedTuple
 
 LAG_INTERVAL_S = 0.01
 
@@ -36,10 +39,34 @@ def percentile(values: list[float], fraction: float) -> float | None:
     return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
 
 
+class LagSample(NamedTuple):
+    late_ms: float  # how late the wake-up was
+    span_ms: float  # the whole sleep, lateness included
+    loop_cpu_ms: float  # CPU time of the loop's thread over the span
+    process_cpu_ms: float  # CPU time of the whole process (all threads) over the span
+
+
+def tail_shares(samples: list[LagSample], fraction: float = 0.99) -> dict[str, float | None]:
+    """Over the wake-ups at or beyond the `fraction` percentile of lateness: the share of their
+    spans the loop's thread ran, other threads ran, and the process was not running at all."""
+    cut = percentile([s.late_ms for s in samples], fraction)
+    tail = [s for s in samples if cut is not None and s.late_ms >= cut]
+    span = sum(s.span_ms for s in tail)
+    if not tail or span <= 0:
+        return {"tail_loop": None, "tail_threads": None, "tail_off_cpu": None}
+    loop = sum(s.loop_cpu_ms for s in tail)
+    process = sum(s.process_cpu_ms for s in tail)
+    return {
+        "tail_loop": min(1.0, loop / span),
+        "tail_threads": min(1.0, max(0.0, process - loop) / span),
+        "tail_off_cpu": max(0.0, 1.0 - process / span),
+    }
+
+
 class Probe:
     def __init__(self, settled: Callable[[], int]) -> None:
         self._settled = settled
-        self._lags_ms: list[float] = []
+        self._lags: list[LagSample] = []
         self._lock = threading.Lock()
 
     def start(self) -> None:
@@ -49,15 +76,26 @@ class Probe:
     async def sample_lag(self) -> None:
         """How late a fixed sleep wakes up: the time the loop was busy with something else."""
         while True:
-            started = time.monotonic()
+            started, loop_cpu, process_cpu = (
+                time.monotonic(),
+                time.thread_time(),
+                time.process_time(),
+            )
             await asyncio.sleep(LAG_INTERVAL_S)
-            late_ms = (time.monotonic() - started - LAG_INTERVAL_S) * 1000
+            span_s = time.monotonic() - started
+            sample = LagSample(
+                late_ms=max(0.0, (span_s - LAG_INTERVAL_S) * 1000),
+                span_ms=span_s * 1000,
+                loop_cpu_ms=(time.thread_time() - loop_cpu) * 1000,
+                process_cpu_ms=(time.process_time() - process_cpu) * 1000,
+            )
             with self._lock:
-                self._lags_ms.append(max(0.0, late_ms))
+                self._lags.append(sample)
 
     def snapshot(self, *, reset: bool) -> dict[str, object]:
         with self._lock:
-            lags, self._lags_ms = self._lags_ms, ([] if reset else self._lags_ms)
+            samples, self._lags = self._lags, ([] if reset else self._lags)
+        lags = [sample.late_ms for sample in samples]
         return {
             "t": time.monotonic(),
             "settled": self._settled(),
@@ -67,6 +105,7 @@ class Probe:
             "lag_p50_ms": percentile(lags, 0.50),
             "lag_p99_ms": percentile(lags, 0.99),
             "lag_samples": len(lags),
+            **tail_shares(samples),
         }
 
     def _serve(self) -> None:

@@ -35,6 +35,11 @@ class Window:
     calls: Counter[str] = field(default_factory=Counter)
     lag_p50_ms: float | None = None
     lag_p99_ms: float | None = None
+    # The slowest 1% of the loop's wake-ups: share of their time the loop's thread ran, other
+    # threads of the process ran, and the process was not running (see bench.probe).
+    lag_tail_loop: float | None = None
+    lag_tail_threads: float | None = None
+    lag_tail_off_cpu: float | None = None
     rss_kb: int = 0
     maxrss_kb: int = 0
 
@@ -105,6 +110,9 @@ class Subject:
             calls=+calls,
             lag_p50_ms=end["lag_p50_ms"],
             lag_p99_ms=end["lag_p99_ms"],
+            lag_tail_loop=end.get("tail_loop"),
+            lag_tail_threads=end.get("tail_threads"),
+            lag_tail_off_cpu=end.get("tail_off_cpu"),
             rss_kb=end["rss_kb"],
             maxrss_kb=end["maxrss_kb"],
         )
