@@ -456,13 +456,16 @@ hide them for a visibility timeout.
 CPU is the subject process's own CPU time (all threads, `time.process_time`), RSS from
 `/proc/self/status` and `getrusage`, both read inside the process; the emulator, the proxy and
 the orchestrator are not counted. Event-loop lag: a task in the subject sleeps 10 ms in a loop
-and records how late it wakes. Requests and KMS calls are the proxy's counts over the same
-window, divided by the events settled in it. For the worker, what it calls anyway while idle
-(control polls, stream and lease upkeep, measured for {idle} s after the last leg of each key
-mode) is subtracted from the per-event request, KMS and write figures, scaled to each leg's
-length; the breakdown below shows the raw counts and the idle rates. The duplicate legs also
-compare every record's revision before and after. Ratios matter more than absolute numbers: the
-machine is shared (its load average is printed above), and moto is the slowest part of every leg.
+and records how late it wakes, and over each sleep the CPU time of the loop's thread and of the
+whole process (`time.thread_time`, `time.process_time`), from which the lag target splits the
+slowest 1% of wake-ups into the loop running, other threads running, and neither. Requests and
+KMS calls are the proxy's counts over the same window, divided by the events settled in it. For
+the worker, what it calls anyway while idle (control polls, stream and lease upkeep, measured
+for {idle} s after the last leg of each key mode) is subtracted from the per-event request, KMS
+and write figures, scaled to each leg's length; the breakdown below shows the raw counts and the
+idle rates. The duplicate legs also compare every record's revision before and after. Ratios
+matter more than absolute numbers: the machine is shared (its load average is printed above),
+and moto is the slowest part of every leg.
 
 ## Per event kind and key mode (in flight {kinds_in_flight}, no added latency)
 
