@@ -13,11 +13,11 @@ it owns; every `renew_every_s` it renews them. A reader loops GetRecords -> hand
 - after a page shorter than `max_records` (caught up, or nearly) the reader waits `poll_idle_s`
   before the next GetRecords, loaded or not, as the KCL does: the stream is read about once per
   interval instead of once per batch handled. Only a full page (behind) is followed at once;
-- the handler failing: nothing is checkpointed; after a capped, jittered backoff the iterator is
-  re-created from the checkpoint and the same records are read and handed over again, forever
-  if need be (records are never skipped; lag grows and shows);
+- the handler failing: nothing moves; after a capped, jittered backoff the iterator is
+  re-created from the last position handled (written or not) and the same records are read and
+  handed over again, forever if need be (records are never skipped; lag grows and shows);
 - ExpiredIteratorException, and GetRecords still failing after worker.aws.call's retries (moto
-  answers HTTP 500 for an iterator it doesn't know): a new iterator from the checkpoint;
+  answers HTTP 500 for an iterator it doesn't know): a new iterator from that same position;
 - TrimmedDataAccessException (the checkpoint is older than the 24-hour retention): a warning
   naming the shard, then TRIM_HORIZON;
 - the lease lost (a renew or checkpoint condition failed, or the lease lapsed on our own clock
