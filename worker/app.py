@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import base64
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -13,22 +12,20 @@ from typing import Any
 
 import boto3
 from aiobotocore.session import get_session
-from botocore.config import Config
-from dynamodb_encryption_sdk.material_providers.aws_kms import (
-    AwsKmsCryptographicMaterialsProvider,
-)
-from dynamodb_encryption_sdk.material_providers.store.meta import MetaStore
 
 from events.sealing import PayloadSealer
 
 from .aws import call, client_config
-from .blind_index import EmailIndex, IndexKeys, kms_context
-from .control import ACTIVE_KEY, INDEX_KEYS, read_control, write_control
-from .crypto import CachedKeys, ItemCipher, KeySource, KmsKeys
+from .blind_index import EmailIndex, IndexKeys
+from .control import INDEX_KEYS, ControlRecords
+from .crypto import ItemCipher
+from .errors import UserstoreError
 from .handlers import HandlerLimits, UserEventHandler
 from .intake import LazyOpener, MessageReader
+from .keyservice import KeyService, sdk_config
 from .logs import get_logger
-from .metrics import SDK_CALLER, Metrics
+from .metrics import Metrics
+from .rotation import Follower, ensure_controls, follow_control, load_index
 from .settings import KeyMode, Settings
 from .sqs import ConsumerConfig, SqsConsumer
 from .store import RecordStore
@@ -53,9 +50,11 @@ class Components:
     store: RecordStore
     cipher: ItemCipher
     handler: UserEventHandler
-    key_arn: str
     index: IndexKeys
     reader: MessageReader
+    keys: KeyService
+    controls: ControlRecords
+    follower: Follower
 
 
 @asynccontextmanager
@@ -84,22 +83,12 @@ async def aws_clients(settings: Settings, metrics: Metrics | None = None) -> Asy
         yield clients
 
 
-def _sync_config(settings: Settings) -> Config:
-    """For the encryption SDK's boto3 clients, which only run on the crypto thread pool."""
-    return Config(
-        retries={"mode": "standard", "max_attempts": settings.aws_max_attempts},
-        max_pool_connections=settings.crypto_threads,
-        connect_timeout=settings.aws_connect_timeout_s,
-        read_timeout=settings.aws_read_timeout_s,
-    )
-
-
 async def payload_sealer(settings: Settings) -> PayloadSealer:
     """A publisher-side sealer for the payload key (blocking setup runs off the loop)."""
 
     def build() -> PayloadSealer:
         kms = boto3.session.Session(region_name=settings.aws_region).client(
-            "kms", endpoint_url=settings.aws_endpoint_url, config=_sync_config(settings)
+            "kms", endpoint_url=settings.aws_endpoint_url, config=sdk_config(settings)
         )
         described = kms.describe_key(KeyId=settings.payload_kms_key)
         return PayloadSealer(
@@ -107,42 +96,6 @@ async def payload_sealer(settings: Settings) -> PayloadSealer:
         )
 
     return await asyncio.get_running_loop().run_in_executor(None, build)
-
-
-async def resolve_key_arn(kms: Any, settings: Settings) -> str:
-    described = await call(
-        "DescribeKey",
-        kms.describe_key,
-        max_attempts=settings.aws_max_attempts,
-        KeyId=settings.kms_key,
-    )
-    return str(described["KeyMetadata"]["Arn"])
-
-
-def build_keys(settings: Settings, key_arn: str, metrics: Metrics | None = None) -> KeySource:
-    """Blocking (client construction, and MetaStore calls DescribeTable): run it off the loop.
-
-    The encryption SDK calls KMS (and in `cached` mode DynamoDB) with these boto3 clients, not
-    the worker's: `metrics` counts their requests too.
-    """
-    session = boto3.session.Session(region_name=settings.aws_region)
-    config = _sync_config(settings)
-    kms = session.client("kms", endpoint_url=settings.aws_endpoint_url, config=config)
-    if metrics is not None:
-        metrics.instrument(kms, SDK_CALLER)
-    if settings.key_mode is KeyMode.KMS:
-        return KmsKeys(key_arn=key_arn, kms_client=kms)
-    region = key_arn.split(":")[3]
-    resource = session.resource("dynamodb", endpoint_url=settings.aws_endpoint_url, config=config)
-    if metrics is not None:
-        metrics.instrument(resource.meta.client, SDK_CALLER)
-    meta_store = MetaStore(
-        table=resource.Table(settings.meta_table),
-        materials_provider=AwsKmsCryptographicMaterialsProvider(
-            key_id=key_arn, regional_clients={region: kms}
-        ),
-    )
-    return CachedKeys(meta_store, settings.material_name, settings.material_ttl_s)
 
 
 @asynccontextmanager
@@ -156,11 +109,15 @@ async def components(
             max_workers=settings.crypto_threads, thread_name_prefix="userstore-crypto"
         )
         stack.callback(executor.shutdown, wait=True, cancel_futures=True)
-        key_arn = await resolve_key_arn(clients.kms, settings)
-        keys = await asyncio.get_running_loop().run_in_executor(
-            executor, build_keys, settings, key_arn, metrics
-        )
-        cipher = ItemCipher(keys, settings.table, executor)
+        keys = KeyService(settings, clients.kms, metrics)
+        active_kms = await keys.active_kms_key()
+        loop = asyncio.get_running_loop()
+        source = await loop.run_in_executor(executor, keys.build_keys, active_kms)
+        active = active_kms
+        if settings.key_mode is KeyMode.CACHED:
+            active = await loop.run_in_executor(executor, source.active_ref)
+        cipher = ItemCipher(source, settings.table, executor, active)
+        cipher.learn([active_kms])  # the alias's key: the authority vouches for it
         store = RecordStore(
             clients.dynamodb, settings.table, max_attempts=settings.aws_max_attempts
         )
@@ -169,57 +126,33 @@ async def components(
             max_clock_skew=timedelta(seconds=settings.max_clock_skew_s),
             max_conflict_retries=settings.max_conflict_retries,
         )
-        index = IndexKeys(await ensure_controls(settings, clients.kms, store, cipher))
-        handler = UserEventHandler(store, cipher, index, limits)
-        reader = MessageReader(LazyOpener(settings), executor)
-        yield Components(settings, clients, store, cipher, handler, key_arn, index, reader)
-
-
-async def ensure_controls(
-    settings: Settings, kms: Any, store: RecordStore, cipher: ItemCipher
-) -> EmailIndex:
-    """Create the control records if this table has none yet; return the blind index in force.
-
-    Both creations are conditional writes, so replicas starting together agree on one result.
-    """
-    control = await read_control(store, cipher, INDEX_KEYS)
-    if control is None:
-        body = {"active": 1, "versions": {"1": await new_index_key(settings, kms, 1)}}
-        await write_control(store, cipher, INDEX_KEYS, body, expected_rev=None)
-        control = await read_control(store, cipher, INDEX_KEYS)
-        assert control is not None
-    if await read_control(store, cipher, ACTIVE_KEY) is None:
-        active = await cipher.active_ref()
-        body = {"active_key_ref": active, "history": [active]}
-        await write_control(store, cipher, ACTIVE_KEY, body, expected_rev=None)
-    return await load_index(settings, kms, control.body)
-
-
-async def new_index_key(settings: Settings, kms: Any, version: int) -> str:
-    """A fresh 256-bit index key, returned only as KMS ciphertext (base64)."""
-    response = await call(
-        "GenerateDataKey",
-        kms.generate_data_key,
-        max_attempts=settings.aws_max_attempts,
-        KeyId=settings.kms_key,
-        NumberOfBytes=32,
-        EncryptionContext=kms_context(settings.table, version),
-    )
-    return base64.b64encode(response["CiphertextBlob"]).decode()
-
-
-async def load_index(settings: Settings, kms: Any, body: dict[str, Any]) -> EmailIndex:
-    keys: dict[int, bytes] = {}
-    for version, wrapped in body["versions"].items():
-        response = await call(
-            "Decrypt",
-            kms.decrypt,
-            max_attempts=settings.aws_max_attempts,
-            CiphertextBlob=base64.b64decode(wrapped),
-            EncryptionContext=kms_context(settings.table, int(version)),
+        index = IndexKeys(EmailIndex({0: bytes(32)}, 0))  # replaced below, from the controls
+        parts = Components(
+            settings,
+            clients,
+            store,
+            cipher,
+            UserEventHandler(store, cipher, index, limits),
+            index,
+            MessageReader(LazyOpener(settings), executor),
+            keys,
+            ControlRecords(store, cipher),
+            Follower(),
         )
-        keys[int(version)] = response["Plaintext"]
-    return EmailIndex(keys, int(body["active"]))
+        await ensure_controls(parts)
+        await follow_control(parts)  # learns the key history
+        index_control = await parts.controls.read(INDEX_KEYS)
+        assert index_control is not None
+        index.current, index.versions = await load_index(keys, cipher, index_control.body)
+
+        async def refresh() -> None:
+            try:
+                await follow_control(parts)
+            except UserstoreError as exc:
+                log.warning("control.follow_failed", error=type(exc).__name__, reason=exc.reason)
+
+        cipher.refresh_known = refresh
+        yield parts
 
 
 async def queue_url(sqs: Any, name_or_url: str, settings: Settings) -> str:

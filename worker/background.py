@@ -12,18 +12,19 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import socket
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 from .app import Components
-from .control import ACTIVE_KEY, is_control, read_control
-from .errors import RecordTampered, UserstoreError
+from .control import ACTIVE_KEY, is_control
+from .errors import RecordTampered, RetryLater, UserstoreError
 from .logs import frames, get_logger
 from .metrics import Metrics
 from .record import read_head
-from .rotation import Resealed, Resealer, Target, follow_authority, job_done
+from .rotation import Resealed, Resealer, Target, follow_authority, job_done, move_controls
 from .streams import StreamConfig, StreamConsumer, StreamRecord
 from .sweep import SweepBusy, run_sweep
 
@@ -48,6 +49,7 @@ class RotationDuties:
             max_conflicts=parts.settings.max_conflict_retries,
         )
         self.stream: StreamConsumer | None = None
+        self._set_aside = SetAside(parts.settings.stream_max_record_tries, metrics)
         self._lag_logged_at = float("-inf")
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -110,7 +112,7 @@ class RotationDuties:
     async def _run_pending_job(self, stop: asyncio.Event) -> None:
         """The re-encryption job a rotation asked for, if no other replica holds it."""
         try:
-            control = await read_control(self._parts.store, self._parts.cipher, ACTIVE_KEY)
+            control = await self._parts.controls.read(ACTIVE_KEY)
             pending = control is not None and bool(control.body.get("reencrypt_pending"))
             self._metrics.reencryption_pending.set(1 if pending else 0)
             if not pending:
@@ -131,6 +133,8 @@ class RotationDuties:
                 skipped=c.skipped,
                 failed=c.failed,
             )
+            # The control records and index keys move too, or the old key could not be retired.
+            await move_controls(self._parts)
             await job_done(self._parts, report.target.key_ref)
             self._metrics.reencryption_pending.set(0)
         except SweepBusy:
@@ -147,7 +151,10 @@ class RotationDuties:
                 continue
             # Until the first control poll succeeds there is no target: leave records alone.
             if self._target is not None:
-                await reencrypt_if_stale(self._resealer, self._target, record, self._metrics)
+                work = functools.partial(
+                    reencrypt_if_stale, self._resealer, self._target, record, self._metrics
+                )
+                await self._set_aside.attempt(record, work)
 
 
 def record_user_id(record: StreamRecord) -> str:
@@ -179,6 +186,42 @@ async def reencrypt_if_stale(
     if outcome is Resealed.RESEALED:
         log.info("rotation.stream_reencrypted", shard_id=record.shard_id)
     return outcome
+
+
+class SetAside:
+    """Bounds how often one stream record is retried, so a record that keeps failing (a key
+    that will not come back, say) never blocks the records behind it on its shard.
+
+    After `max_tries` failed tries it is set aside: logged as a security event, counted, and
+    left for `userstore sweep --verify`, which reads every record.
+    """
+
+    def __init__(self, max_tries: int, metrics: Metrics) -> None:
+        self._max_tries = max_tries
+        self._metrics = metrics
+        self._failures: dict[str, int] = {}
+
+    async def attempt(self, record: StreamRecord, work: Callable[[], Awaitable[object]]) -> None:
+        key = f"{record.shard_id}/{record.sequence_number}"
+        try:
+            await work()
+        except RetryLater as exc:
+            tries = self._failures.get(key, 0) + 1
+            if tries < self._max_tries:
+                self._failures[key] = tries
+                raise
+            self._failures.pop(key, None)
+            self._metrics.stream_records_set_aside.inc()
+            log.error(
+                "security.stream_record_set_aside",
+                shard_id=record.shard_id,
+                sequence_number=record.sequence_number,
+                error=type(exc).__name__,
+                reason=exc.reason,
+                tries=tries,
+            )
+        else:
+            self._failures.pop(key, None)
 
 
 async def _sleep_until(timeout_s: float, *events: asyncio.Event) -> None:

@@ -63,8 +63,10 @@ class EmailIndex:
 class IndexKeys:
     """The EmailIndex in force; replaced as a whole when index keys rotate."""
 
-    def __init__(self, current: EmailIndex) -> None:
+    def __init__(self, current: EmailIndex, versions: Mapping[int, object] | None = None) -> None:
         self.current = current
+        # Per version, how it is stored (worker.rotation.IndexVersion: which KMS key wraps it).
+        self.versions: Mapping[int, object] = versions or {}
 
     def token_for(self, profile: Mapping[str, object] | None) -> str | None:
         email = (profile or {}).get("email")

@@ -214,30 +214,17 @@ def rotation() -> None:
 
 @rotation.command("status")
 def rotation_status() -> None:
-    """How many records are sealed under each key or version, and the stream's lag."""
-    from .rotation import key_usage, stream_progress
+    """Every ciphertext userstore holds per key, whether old keys can be retired, the stream."""
+    from .inventory import describe, inventory, stream_progress
 
     settings = _settings()
     configure(settings.log_level)
 
     async def go() -> str:
         async with components(settings) as parts:
-            usage = await key_usage(parts)
+            inv = await inventory(parts)
             shards = await stream_progress(parts)
-        lines = [f"active key: {usage.active_key_ref}"]
-        for ref, count in sorted(usage.records_by_key.items(), key=lambda kv: -kv[1]):
-            mark = "active" if ref == usage.active_key_ref else "stale"
-            lines.append(f"  {count:8d}  {ref or '(none)'}  [{mark}]")
-        lines.append(f"active blind-index key version: {usage.active_index_version}")
-        for version, count in sorted(usage.emails_by_index_version.items()):
-            mark = "active" if version == usage.active_index_version else "stale"
-            lines.append(f"  {count:8d}  version {version}  [{mark}]")
-        lines.append(f"tombstones: {usage.tombstones}")
-        lines.append(
-            "old keys can be retired"
-            if usage.stale == 0
-            else f"{usage.stale} records to re-encrypt"
-        )
+        lines = describe(inv)
         lines.append("stream shards:" if shards else "stream: no replica has read it yet")
         now = datetime.now(UTC)
         for shard in shards:
@@ -250,6 +237,26 @@ def rotation_status() -> None:
             state = "lease expired" if shard.expired else "leased"
             lines.append(f"  {shard.shard_id}: {owner}, {state}, {age}")
         return "\n".join(lines)
+
+    click.echo(_run_or_exit(go()))
+
+
+@rotation.command("retire-index-key")
+@click.argument("version", type=int)
+def rotation_retire_index_key(version: int) -> None:
+    """Drop a blind-index key version that no record uses any more."""
+    from .inventory import inventory
+    from .rotation import retire_index_version
+
+    settings = _settings()
+    configure(settings.log_level)
+
+    async def go() -> str:
+        async with components(settings) as parts:
+            inv = await inventory(parts)
+            in_use = inv.emails_by_index_version.get(version, 0)
+            await retire_index_version(parts, version, in_use)
+        return f"blind-index key version {version} retired"
 
     click.echo(_run_or_exit(go()))
 

@@ -6,10 +6,12 @@
     │   ├── EventOutOfRange   occurred_at is older than the tombstone horizon, or in the future
     │   ├── InvalidResult     the merged profile would be invalid (e.g. too many attributes)
     │   └── RecordTampered    the stored record fails signature verification or decryption
+    │       └── ControlRolledBack  an older control record was put back (replay)
     ├── RetryLater            transient: leave the message to SQS (visibility timeout, then redrive)
     │   ├── AwsUnavailable    throttling, 5xx, timeouts, dropped connections
     │   ├── KeyUnavailable    KMS refused or could not be reached
     │   └── WriteConflict     the conditional write lost too many races in a row
+    ├── KeyNotFound           a configured KMS key or alias does not exist (configuration)
     ├── StreamNotFound        the stream ARN names no stream (worker.streams; configuration)
     ├── LeaseLost             another replica owns a shard's lease now (worker.streams; internal)
     └── UserNotFound          a read found no such user (operator commands)
@@ -48,6 +50,10 @@ class RecordTampered(DeadLetter):
     """The stored record failed verification; it is refused and left untouched as evidence."""
 
 
+class ControlRolledBack(RecordTampered):
+    """A control record older than one already seen: versions and revisions only move forward."""
+
+
 class RetryLater(UserstoreError):
     """A transient failure: the message stays on the queue and is tried again."""
 
@@ -62,6 +68,10 @@ class KeyUnavailable(RetryLater):
 
 class WriteConflict(RetryLater):
     """Concurrent writers kept winning the conditional write."""
+
+
+class KeyNotFound(UserstoreError):
+    """A configured KMS key or alias does not exist: provision, or fix the setting."""
 
 
 class UserNotFound(UserstoreError):

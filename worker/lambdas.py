@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import os
 import time
 from collections.abc import Mapping, Sequence
@@ -45,7 +46,7 @@ import structlog
 from events import Event, InvalidEvent
 
 from .app import Components, components, queue_url
-from .background import record_user_id, reencrypt_if_stale
+from .background import SetAside, record_user_id, reencrypt_if_stale
 from .control import is_control
 from .errors import DeadLetter, RecordTampered, RetryLater, UserstoreError
 from .intake import DeadLetterQueue, PayloadKeyUnavailable
@@ -273,8 +274,12 @@ async def handle_stream_batch(
     metrics: Metrics,
     raw_records: Sequence[Mapping[str, Any]],
     time_budget_s: float | None = None,
+    set_aside: SetAside | None = None,
 ) -> BatchResponse:
     """Re-encrypt stale records in order; on a retryable failure report it and stop there.
+
+    With `set_aside` (kept by the container across invocations), a record that keeps failing
+    is given up on after a bounded number of tries instead of blocking its shard.
 
     Lambda retries a stream batch from the lowest sequence number reported, so everything after
     the first failure is left for that retry (the re-encryption is idempotent).
@@ -294,7 +299,11 @@ async def handle_stream_batch(
                     # Read fresh per batch, and again after a control record (a rotation).
                     target = await follow_authority(parts)
                 if current.event_name is not EventName.REMOVE:
-                    await reencrypt_if_stale(resealer, target, current, metrics)
+                    work = functools.partial(reencrypt_if_stale, resealer, target, current, metrics)
+                    if set_aside is None:
+                        await work()
+                    else:
+                        await set_aside.attempt(current, work)
     except Exception as exc:  # TimeoutError included: retry from the record in hand
         level = log.warning if isinstance(exc, RetryLater | TimeoutError) else log.error
         level(
@@ -317,6 +326,7 @@ class _Runtime:
     parts: Components
     dlq_url: str
     metrics: Metrics
+    set_aside: SetAside
     followed_at: float = float("-inf")
 
     async def follow_if_due(self) -> None:
@@ -356,7 +366,9 @@ def _get_runtime() -> _Runtime:
             loop.run_until_complete(stack.aclose())
             loop.close()
             raise
-        _runtime = _Runtime(loop, stack, parts, dlq, Metrics())
+        metrics = Metrics()
+        set_aside = SetAside(settings.stream_max_record_tries, metrics)
+        _runtime = _Runtime(loop, stack, parts, dlq, metrics, set_aside)
     return _runtime
 
 
@@ -384,7 +396,11 @@ def streams_handler(event: Mapping[str, Any], context: Any) -> BatchResponse:
     runtime = _get_runtime()
     return runtime.loop.run_until_complete(
         handle_stream_batch(
-            runtime.parts, runtime.metrics, event.get("Records", []), _time_budget_s(context)
+            runtime.parts,
+            runtime.metrics,
+            event.get("Records", []),
+            _time_budget_s(context),
+            runtime.set_aside,
         )
     )
 

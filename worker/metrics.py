@@ -112,6 +112,12 @@ class Metrics:
             "not finished), else 0; as last read by this replica.",
             registry=r,
         )
+        self.stream_records_set_aside = Counter(
+            "userstore_stream_records_set_aside",
+            "Stream records given up on after USERSTORE_STREAM_MAX_RECORD_TRIES failed tries "
+            "(left for `userstore sweep --verify`).",
+            registry=r,
+        )
         self.control_follow_failures = Counter(
             "userstore_control_follow_failures",
             "Polls of the control records (active key, index keys) that failed, by error class.",

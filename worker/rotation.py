@@ -1,47 +1,53 @@
-"""Key rotation: switching the active key, re-encrypting records, and where each record stands.
+"""Key rotation: switching the active key, moving everything sealed under the old one, following.
 
 The *authority* on which key is active is outside the table, where a table writer can't reach:
 the KMS alias (`kms` mode) or the newest material version in the meta store (`cached` mode).
 The active-key control record announces a change to every replica (they poll it, and the
 stream brings it at once); a replica switches only after checking it against the authority.
+
+What a rotation moves, so that the old key can really be retired (docs/keys.md):
+- user records: the re-encryption job (the sweep) and the stream reader, via Resealer;
+- the control records: re-sealed under the new key by `rotate` itself and again by the job;
+- the blind-index keys: re-wrapped under the new KMS key with KMS ReEncrypt (the plaintext key
+  never enters the process), by `rotate` and the job;
+- `cached` mode: rotating the KMS key makes a new material version wrapped under it.
 """
 
 from __future__ import annotations
 
-import asyncio
-from collections import Counter
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import profile
-from .app import Components, load_index, new_index_key
-from .aws import call
-from .blind_index import IndexKeys
-from .control import ACTIVE_KEY, INDEX_KEYS, is_control, read_control, write_control
-from .crypto import KMS_REF_PREFIX, MATERIALS_REF_PREFIX, CachedKeys, ItemCipher
-from .errors import UserstoreError, WriteConflict
+from .blind_index import EmailIndex
+from .control import ACTIVE_KEY, INDEX_KEYS, Body, Control
+from .crypto import CachedKeys, ItemCipher
+from .errors import ControlRolledBack, RecordTampered, UserstoreError, WriteConflict
+from .keyref import KeyRef
+from .keyservice import KeyService, WrappedKey
 from .logs import get_logger
 from .record import RecordHead, from_item, to_item
 from .settings import KeyMode
 from .store import RecordStore, StoredRecord
-from .streams import ShardProgress, read_progress
+
+if TYPE_CHECKING:
+    from .app import Components
+    from .blind_index import IndexKeys
 
 log = get_logger("userstore.rotation")
-
-_CONTROL_RETRIES = 5
 
 
 @dataclass(frozen=True)
 class Target:
     """What a current record looks like: sealed under this key, email indexed with this version."""
 
-    key_ref: str
+    key_ref: KeyRef
     index_version: int
 
     def is_stale(self, head: RecordHead) -> bool:
-        if head.key_ref != self.key_ref:
+        if head.key_ref != str(self.key_ref):
             return True
         return head.index_version is not None and head.index_version != self.index_version
 
@@ -92,17 +98,13 @@ class Resealer:
         raise WriteConflict(f"re-encryption lost {self._max_conflicts} conditional writes in a row")
 
 
-async def authority_ref(parts: Components) -> str:
+# --- the authority ------------------------------------------------------------------------
+
+
+async def authority_ref(parts: Components) -> KeyRef:
     """The key_ref new records must carry, asked of the authority itself."""
-    settings = parts.settings
-    if settings.key_mode is KeyMode.KMS:
-        described = await call(
-            "DescribeKey",
-            parts.clients.kms.describe_key,
-            max_attempts=settings.aws_max_attempts,
-            KeyId=settings.kms_key,
-        )
-        return KMS_REF_PREFIX + str(described["KeyMetadata"]["Arn"])
+    if parts.settings.key_mode is KeyMode.KMS:
+        return await parts.keys.active_kms_key()
     return await parts.cipher.active_ref()
 
 
@@ -110,62 +112,279 @@ async def current_target(parts: Components) -> Target:
     return Target(await authority_ref(parts), parts.index.current.active_version)
 
 
-async def rotate_key(parts: Components, to: str) -> str:
-    """Make `to` the active key (kms: key id, ARN or alias; cached: `new` or a version number)."""
+def _cached(parts: Components) -> CachedKeys:
+    keys = parts.cipher.keys
+    assert isinstance(keys, CachedKeys)
+    return keys
+
+
+# --- the blind-index keys -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class IndexVersion:
+    version: int
+    wrapped: WrappedKey
+    under: KeyRef  # the KMS key that wraps it (asked of KMS when the body did not record it)
+
+
+async def load_index(
+    parts_keys: KeyService, cipher: ItemCipher, body: Body
+) -> tuple[EmailIndex, dict[int, IndexVersion]]:
+    """Unwrap every index key version of an index-keys control body.
+
+    A key wrapped under a KMS key this store has never used is refused as tampering: someone
+    who could seal a control record under a key of their own must not choose our index keys.
+    """
+    plain: dict[int, bytes] = {}
+    versions: dict[int, IndexVersion] = {}
+    for text, value in body["versions"].items():
+        version = int(text)
+        wrapped = WrappedKey.from_json(value)
+        if wrapped.key is not None and wrapped.key not in cipher.known_keys:
+            raise RecordTampered(f"index key version {version} is wrapped under an unknown key")
+        key, under = await parts_keys.unwrap_index_key(wrapped, version)
+        if under not in cipher.known_keys:
+            raise RecordTampered(f"index key version {version} is wrapped under an unknown key")
+        plain[version] = key
+        versions[version] = IndexVersion(version, wrapped, under)
+    return EmailIndex(plain, int(body["active"])), versions
+
+
+async def _rewrapped_index(parts: Components, body: Body) -> Body:
+    """The index-keys body with every version wrapped under the active KMS key."""
+    to = await parts.keys.active_kms_key()
+    versions: dict[str, Any] = {}
+    for text, value in body["versions"].items():
+        wrapped = WrappedKey.from_json(value)
+        if wrapped.key != to:
+            wrapped = await parts.keys.rewrap_index_key(wrapped, int(text), to)
+        versions[text] = wrapped.to_json()
+    return {**body, "versions": versions}
+
+
+async def ensure_controls(parts: Components) -> None:
+    """Create the control records if this table has none yet (conditional: replicas agree)."""
+    controls = parts.controls
+    if await controls.read(INDEX_KEYS) is None:
+        under = await parts.keys.active_kms_key()
+        wrapped = await parts.keys.new_index_key(under, 1)
+        await controls.write(
+            INDEX_KEYS, {"active": 1, "versions": {"1": wrapped.to_json()}}, expected_rev=None
+        )
+    if await controls.read(ACTIVE_KEY) is None:
+        active = str(parts.cipher.active)
+        body: Body = {"active_key_ref": active, "history": [active]}
+        if parts.settings.key_mode is KeyMode.CACHED:
+            body["material_keys"] = {
+                str(parts.cipher.active.version): str(_cached(parts).wrapping_key)
+            }
+        await controls.write(ACTIVE_KEY, body, expected_rev=None)
+
+
+async def move_controls(parts: Components) -> bool:
+    """Re-seal the control records under the active key and re-wrap the index keys under the
+    active KMS key, content unchanged. Idempotent; True if anything was written."""
+
+    async def same(body: Body) -> Body:
+        return body
+
+    async def rewrap(body: Body) -> Body:
+        return await _rewrapped_index(parts, body)
+
+    _, active_moved = await parts.controls.update(ACTIVE_KEY, same)
+    _, index_moved = await parts.controls.update(INDEX_KEYS, rewrap)
+    if index_moved:
+        await _load_index_into(parts, INDEX_KEYS)
+    return active_moved or index_moved
+
+
+async def _load_index_into(parts: Components, control_id: str) -> None:
+    control = await parts.controls.read(control_id)
+    assert control is not None
+    parts.index.current, parts.index.versions = await load_index(
+        parts.keys, parts.cipher, control.body
+    )
+
+
+# --- rotating ---------------------------------------------------------------------------------
+
+
+async def rotate_key(parts: Components, to: str) -> KeyRef:
+    """Make `to` the active key and move the control records and index keys to it.
+
+    kms mode: `to` is a KMS key id, ARN or alias. cached mode: `new` or a version number (a new
+    material version under the same KMS key), or a KMS key (the material versions' wrapping key
+    rotates: a new version is made under it).
+    """
     settings = parts.settings
     if settings.key_mode is KeyMode.KMS:
-        new_ref = await _point_alias(parts, to)
+        new_kms = await _point_alias(parts, to)
+        new_ref = new_kms
+    elif to == "new" or to.isdigit():
+        new_ref = await _new_material_version(parts, None if to == "new" else int(to))
     else:
-        new_ref = await _new_material_version(parts, to)
+        new_kms = await _point_alias(parts, to)
+        keys = _cached(parts)
+        await parts.cipher.run(lambda: keys.rewrap_under(new_kms))
+        new_ref = await _new_material_version(parts, None)
     await parts.cipher.activate(new_ref)
-    await _update_control(parts, ACTIVE_KEY, lambda body: _with_active(body, new_ref))
-    log.info("rotation.key_activated", key_ref=new_ref)
+    wrapping = _cached(parts).wrapping_key if settings.key_mode is KeyMode.CACHED else None
+    await _update_active(parts, lambda body: history_entry(body, new_ref, wrapping))
+    parts.follower.followed = str(new_ref)
+    await move_controls(parts)
+    log.info("rotation.key_activated", key_ref=str(new_ref))
     return new_ref
+
+
+async def _point_alias(parts: Components, to: str) -> KeyRef:
+    settings = parts.settings
+    if not settings.kms_key.startswith("alias/"):
+        raise UserstoreError("rotation needs USERSTORE_KMS_KEY to be an alias")
+    new_kms = await parts.keys.resolve(to)
+    await parts.keys.point_alias(settings.kms_key, new_kms)
+    return new_kms
+
+
+async def _new_material_version(parts: Components, version: int | None) -> KeyRef:
+    keys = _cached(parts)
+    newest = await parts.cipher.run(keys.max_version)
+    version = newest + 1 if version is None else version
+    if version <= newest:
+        raise UserstoreError(f"material version {version} is not newer than {newest}")
+    return await parts.cipher.run(lambda: keys.create_version(version))
 
 
 async def rotate_index_key(parts: Components) -> int:
     """A new blind-index key version becomes active; the sweep re-indexes every email."""
-    settings, kms = parts.settings, parts.clients.kms
     new_version = 0
 
-    async def change(body: dict[str, Any]) -> dict[str, Any]:
+    async def change(body: Body) -> Body:
         nonlocal new_version
         new_version = max(int(v) for v in body["versions"]) + 1
-        wrapped = await new_index_key(settings, kms, new_version)
-        return {"active": new_version, "versions": {**body["versions"], str(new_version): wrapped}}
+        under = await parts.keys.active_kms_key()
+        wrapped = await parts.keys.new_index_key(under, new_version)
+        versions = {**body["versions"], str(new_version): wrapped.to_json()}
+        return {"active": new_version, "versions": versions}
 
-    body = await _update_control_async(parts, INDEX_KEYS, change)
-    parts.index.current = await load_index(settings, kms, body)
+    await parts.controls.update(INDEX_KEYS, change)
+    await _load_index_into(parts, INDEX_KEYS)
     # Every stored email token must be recomputed: that is the re-encryption job's work too.
-    await _update_control(parts, ACTIVE_KEY, lambda b: {**b, "reencrypt_pending": True})
+    await _update_active(parts, lambda b: {**b, "reencrypt_pending": True})
     log.info("rotation.index_key_activated", version=new_version)
     return new_version
+
+
+async def retire_index_version(parts: Components, version: int, in_use: int) -> None:
+    """Drop an index key version no record uses any more (`in_use`: records counted under it)."""
+    if in_use:
+        raise UserstoreError(
+            f"{in_use} records still use index key version {version}: run `userstore sweep`"
+        )
+
+    async def change(body: Body) -> Body:
+        if int(body["active"]) == version:
+            raise UserstoreError(f"index key version {version} is the active one")
+        if str(version) not in body["versions"]:
+            raise UserstoreError(f"there is no index key version {version}")
+        versions = {k: v for k, v in body["versions"].items() if k != str(version)}
+        return {**body, "versions": versions}
+
+    await parts.controls.update(INDEX_KEYS, change)
+    await _load_index_into(parts, INDEX_KEYS)
+    log.info("rotation.index_key_retired", version=version)
+
+
+async def _update_active(parts: Components, change: Any) -> Body:
+    async def async_change(body: Body) -> Body:
+        result: Body = change(body)
+        return result
+
+    body, _ = await parts.controls.update(ACTIVE_KEY, async_change)
+    return body
+
+
+async def job_done(parts: Components, key_ref: KeyRef) -> None:
+    """Clear the pending re-encryption job, unless another rotation happened meanwhile."""
+
+    def clear(body: Body) -> Body:
+        if body.get("active_key_ref") != str(key_ref):
+            return body
+        return {**body, "reencrypt_pending": False}
+
+    await _update_active(parts, clear)
+
+
+# --- following ----------------------------------------------------------------------------------
+
+
+@dataclass
+class Follower:
+    """What one process has adopted from the control records, so it acts only on a change."""
+
+    followed: str | None = None  # the last announcement acted on (or refused)
+
+
+async def _read_following(parts: Components, control_id: str) -> Control | None:
+    """A control record, or after a rollback (a replay) the newer one this process restores."""
+    try:
+        return await parts.controls.read(control_id)
+    except ControlRolledBack as exc:
+        log.error("security.control_record_rolled_back", control_id=control_id, reason=exc.reason)
+        if await parts.controls.restore(control_id):
+            log.warning("control.restored", control_id=control_id)
+        return parts.controls.newest_seen(control_id)
 
 
 async def follow_control(parts: Components) -> bool:
     """Adopt the active key and index keys the control records announce, if the authority agrees.
 
-    Returns True when something changed. A control record naming a key the authority does not
-    confirm is refused and logged as a security event: only a forger or a half-done rotation
-    writes one.
+    Returns True when something changed. Only a change is acted on: an announcement already
+    followed (or refused) is not checked against the authority again. A control record naming a
+    key the authority does not confirm is refused and logged as a security event: only a forger
+    or a half-done rotation writes one.
     """
     changed = False
-    active = await read_control(parts.store, parts.cipher, ACTIVE_KEY)
+    state = parts.follower
+    active = await _read_following(parts, ACTIVE_KEY)
     if active is not None:
+        if active.key_ref in parts.cipher.known_keys:
+            # Only a record sealed under a key of ours may tell us which keys are ours.
+            parts.cipher.learn(_history_refs(active.body))
         announced = str(active.body["active_key_ref"])
-        if announced != parts.cipher.sealing_ref:
-            if announced != await authority_ref(parts):
+        if announced != state.followed:
+            state.followed = announced
+            confirmed = await authority_ref(parts)
+            if announced != str(confirmed):
                 log.error("security.control_record_not_confirmed", announced=announced)
-            else:
-                await parts.cipher.activate(announced)
+            elif parts.cipher.active != confirmed:
+                await parts.cipher.activate(confirmed)
                 log.info("rotation.key_followed", key_ref=announced)
                 changed = True
-    index = await read_control(parts.store, parts.cipher, INDEX_KEYS)
+    index = await _read_following(parts, INDEX_KEYS)
     if index is not None and int(index.body["active"]) != parts.index.current.active_version:
-        parts.index.current = await load_index(parts.settings, parts.clients.kms, index.body)
+        parts.index.current, parts.index.versions = await load_index(
+            parts.keys, parts.cipher, index.body
+        )
         log.info("rotation.index_key_followed", version=parts.index.current.active_version)
         changed = True
     return changed
+
+
+def _history_refs(body: Body) -> list[KeyRef]:
+    """Every key the active-key body says this store has sealed under (both kinds)."""
+    texts = [
+        body.get("active_key_ref", ""),
+        *body.get("history", []),
+        *body.get("material_keys", {}).values(),
+    ]
+    refs = []
+    for text in texts:
+        try:
+            refs.append(KeyRef.parse(str(text)))
+        except ValueError:
+            continue
+    return refs
 
 
 async def follow_authority(parts: Components) -> Target:
@@ -176,143 +395,25 @@ async def follow_authority(parts: Components) -> Target:
     """
     await follow_control(parts)
     target = await current_target(parts)
-    if parts.cipher.sealing_ref != target.key_ref:
+    if parts.cipher.active != target.key_ref:
         await parts.cipher.activate(target.key_ref)
     return target
 
 
-@dataclass(frozen=True)
-class KeyUsage:
-    active_key_ref: str
-    active_index_version: int
-    records_by_key: dict[str, int]
-    emails_by_index_version: dict[int, int]
-    tombstones: int
-
-    @property
-    def stale(self) -> int:
-        return sum(n for ref, n in self.records_by_key.items() if ref != self.active_key_ref)
-
-
-async def key_usage(parts: Components, segments: int = 4) -> KeyUsage:
-    """How many records are sealed under each key, counted from signed-only bookkeeping."""
-    target = await current_target(parts)
-    by_key: Counter[str] = Counter()
-    by_index: Counter[int] = Counter()
-    tombstones = 0
-
-    async def scan(segment: int) -> None:
-        nonlocal tombstones
-        paginator = parts.clients.dynamodb.get_paginator("scan")
-        async for page in paginator.paginate(
-            TableName=parts.settings.table,
-            Segment=segment,
-            TotalSegments=segments,
-            ProjectionExpression="user_id, key_ref, email_idx, presence",
-        ):
-            for item in page.get("Items", []):
-                if is_control(item["user_id"]["S"]):
-                    continue
-                by_key[item.get("key_ref", {}).get("S", "")] += 1
-                if "email_idx" in item:
-                    by_index[int(item["email_idx"]["S"].partition(":")[0])] += 1
-                if item.get("presence", {}).get("S") == "deleted":
-                    tombstones += 1
-
-    await asyncio.gather(*(scan(s) for s in range(segments)))
-    return KeyUsage(target.key_ref, target.index_version, dict(by_key), dict(by_index), tombstones)
-
-
-async def _point_alias(parts: Components, to: str) -> str:
-    settings, kms = parts.settings, parts.clients.kms
-    if not settings.kms_key.startswith("alias/"):
-        raise UserstoreError("rotation in kms mode needs USERSTORE_KMS_KEY to be an alias")
-    described = await call(
-        "DescribeKey", kms.describe_key, max_attempts=settings.aws_max_attempts, KeyId=to
-    )
-    metadata = described["KeyMetadata"]
-    if metadata.get("KeyState", "Enabled") != "Enabled":
-        raise UserstoreError(f"key {metadata['Arn']} is not enabled")
-    await call(
-        "UpdateAlias",
-        kms.update_alias,
-        max_attempts=settings.aws_max_attempts,
-        AliasName=settings.kms_key,
-        TargetKeyId=metadata["KeyId"],
-    )
-    return KMS_REF_PREFIX + str(metadata["Arn"])
-
-
-async def _new_material_version(parts: Components, to: str) -> str:
-    keys = parts.cipher.keys
-    assert isinstance(keys, CachedKeys)
-    loop = asyncio.get_running_loop()
-    newest = await loop.run_in_executor(None, keys.meta_store.max_version, keys.material_name)
-    version = newest + 1 if to == "new" else int(to)
-    if version <= newest:
-        raise UserstoreError(f"material version {version} is not newer than {newest}")
-    await loop.run_in_executor(
-        None, keys.meta_store.get_or_create_provider, keys.material_name, version
-    )
-    return f"{MATERIALS_REF_PREFIX}{keys.material_name}#{version}"
-
-
-def _with_active(body: dict[str, Any], new_ref: str) -> dict[str, Any]:
-    history = [r for r in body.get("history", []) if r != new_ref] + [new_ref]
-    return {
-        "active_key_ref": new_ref,
+def history_entry(body: Body, new_ref: KeyRef, wrapping: KeyRef | None) -> Body:
+    """The active-key body after `new_ref` became active (`wrapping`: cached mode's KMS key)."""
+    text = str(new_ref)
+    history = [r for r in body.get("history", []) if r != text] + [text]
+    updated: Body = {
+        **body,
+        "active_key_ref": text,
         "history": history,
         "changed_at": datetime.now(UTC).isoformat(),
         "reencrypt_pending": True,
     }
-
-
-async def job_done(parts: Components, key_ref: str) -> None:
-    """Clear the pending re-encryption job, unless another rotation happened meanwhile."""
-
-    def clear(body: dict[str, Any]) -> dict[str, Any]:
-        if body.get("active_key_ref") != key_ref:
-            return body
-        return {**body, "reencrypt_pending": False}
-
-    await _update_control(parts, ACTIVE_KEY, clear)
-
-
-async def _update_control(parts: Components, control_id: str, change: Any) -> dict[str, Any]:
-    async def async_change(body: dict[str, Any]) -> dict[str, Any]:
-        result: dict[str, Any] = change(body)
-        return result
-
-    return await _update_control_async(parts, control_id, async_change)
-
-
-async def _update_control_async(parts: Components, control_id: str, change: Any) -> dict[str, Any]:
-    for _ in range(_CONTROL_RETRIES):
-        control = await read_control(parts.store, parts.cipher, control_id)
-        if control is None:
-            raise UserstoreError("the table has no control records: run `userstore provision`")
-        body: dict[str, Any] = await change(control.body)
-        if await write_control(
-            parts.store, parts.cipher, control_id, body, expected_rev=control.rev
-        ):
-            return body
-    raise WriteConflict("the control record kept changing under us")
-
-
-async def stream_progress(parts: Components) -> list[ShardProgress]:
-    """Per shard of the table's stream: who reads it and how far behind it is."""
-    described = await call(
-        "DescribeTable",
-        parts.clients.dynamodb.describe_table,
-        max_attempts=parts.settings.aws_max_attempts,
-        TableName=parts.settings.table,
-    )
-    arn = described["Table"].get("LatestStreamArn")
-    if not arn:
-        return []
-    return await read_progress(
-        parts.clients.dynamodb,
-        parts.settings.state_table,
-        str(arn),
-        max_attempts=parts.settings.aws_max_attempts,
-    )
+    if wrapping is not None:
+        updated["material_keys"] = {
+            **body.get("material_keys", {}),
+            str(new_ref.version): str(wrapping),
+        }
+    return updated

@@ -65,6 +65,7 @@ class Settings(BaseSettings):
     stream_discover_every_s: PositiveFloat = 10.0
     stream_poll_idle_s: PositiveFloat = 1.0
     stream_checkpoint_every_s: NonNegativeFloat = 10.0
+    stream_max_record_tries: PositiveInt = 5
     reencrypt_rate_per_s: PositiveFloat = 50.0
     sweep_lease_s: PositiveFloat = 30.0
     allow_insecure_endpoint: bool = False

@@ -1,0 +1,217 @@
+"""The key inventory: every ciphertext userstore holds, per key, and whether an old key can go.
+
+`userstore rotation status` prints it. A key can be retired (disabled, then deleted) only when
+nothing userstore holds needs it any more:
+- user records sealed under it (`kms` mode), or under a material version it wraps (`cached`);
+- control records sealed under it (or under such a version);
+- blind-index key versions wrapped under it;
+- material versions (`cached` mode) it wraps that any record or control record still uses.
+Everything is counted from signed-only bookkeeping and the control records: no decryption.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from .aws import call
+from .control import ACTIVE_KEY, is_control
+from .keyref import KeyKind, KeyRef, parse_or_none
+from .rotation import IndexVersion, current_target
+from .streams import ShardProgress, read_progress
+
+if TYPE_CHECKING:
+    from .app import Components
+
+
+@dataclass(frozen=True)
+class Inventory:
+    active_key: KeyRef
+    active_index_version: int
+    records_by_key: dict[str, int]
+    controls_by_key: dict[str, int]
+    emails_by_index_version: dict[int, int]
+    tombstones: int
+    index_wrapped_under: dict[int, KeyRef]
+    # cached mode: which KMS key wraps each material version (None: made before 0.5, unknown)
+    material_keys: dict[int, KeyRef | None] = field(default_factory=dict)
+    active_kms_key: KeyRef | None = None
+    history: tuple[KeyRef, ...] = ()
+
+    @property
+    def stale(self) -> int:
+        """User records not sealed under the active key."""
+        active = str(self.active_key)
+        return sum(n for ref, n in self.records_by_key.items() if ref != active)
+
+    def uses(self, key: KeyRef) -> list[str]:
+        """What userstore holds that needs `key`, in words (empty: it can be retired)."""
+        needs = []
+        text = str(key)
+        if self.records_by_key.get(text):
+            needs.append(f"{self.records_by_key[text]} user records sealed under it")
+        if self.controls_by_key.get(text):
+            needs.append(f"{self.controls_by_key[text]} control records sealed under it")
+        if key.kind is KeyKind.KMS:
+            for version, under in sorted(self.index_wrapped_under.items()):
+                if under == key:
+                    needs.append(f"blind-index key version {version} wrapped under it")
+            for version, wrapping in sorted(self.material_keys.items()):
+                if wrapping == key:
+                    material = self._material(version)
+                    if material is not None and self.uses(material):
+                        needs.append(f"material version {version} wrapped under it, in use")
+        return needs
+
+    def _material(self, version: int) -> KeyRef | None:
+        if self.active_key.kind is not KeyKind.MATERIALS:
+            return None
+        return KeyRef.materials(self.active_key.name, version)
+
+    def old_keys(self) -> list[KeyRef]:
+        """Every key userstore has used other than the ones in force now."""
+        current = {self.active_key, self.active_kms_key}
+        seen: dict[KeyRef, None] = {}
+        candidates = [
+            *self.history,
+            *self.index_wrapped_under.values(),
+            *(k for k in self.material_keys.values() if k is not None),
+            *(r for r in map(parse_or_none, self.records_by_key) if r is not None),
+            *(r for r in map(parse_or_none, self.controls_by_key) if r is not None),
+        ]
+        for key in candidates:
+            if key not in current:
+                seen[key] = None
+        return sorted(seen)
+
+    def retirable(self) -> bool:
+        return self.stale == 0 and not any(self.uses(k) for k in self.old_keys())
+
+    def unused_index_versions(self) -> list[int]:
+        return [
+            v
+            for v in sorted(self.index_wrapped_under)
+            if v != self.active_index_version and not self.emails_by_index_version.get(v)
+        ]
+
+
+async def inventory(parts: Components, segments: int = 4) -> Inventory:
+    """Count every record, control record and wrapped key per key (a scan of bookkeeping)."""
+    target = await current_target(parts)
+    by_key: Counter[str] = Counter()
+    controls: Counter[str] = Counter()
+    by_index: Counter[int] = Counter()
+    tombstones = 0
+
+    async def scan(segment: int) -> None:
+        nonlocal tombstones
+        paginator = parts.clients.dynamodb.get_paginator("scan")
+        async for page in paginator.paginate(
+            TableName=parts.settings.table,
+            Segment=segment,
+            TotalSegments=segments,
+            ProjectionExpression="user_id, key_ref, email_idx, presence",
+        ):
+            for item in page.get("Items", []):
+                key_ref = item.get("key_ref", {}).get("S", "")
+                if is_control(item["user_id"]["S"]):
+                    controls[key_ref] += 1
+                    continue
+                by_key[key_ref] += 1
+                if "email_idx" in item:
+                    by_index[int(item["email_idx"]["S"].partition(":")[0])] += 1
+                if item.get("presence", {}).get("S") == "deleted":
+                    tombstones += 1
+
+    await asyncio.gather(*(scan(s) for s in range(segments)))
+    active_body = await parts.controls.read(ACTIVE_KEY)
+    body = active_body.body if active_body is not None else {}
+    history = tuple(r for r in map(parse_or_none, body.get("history", [])) if r is not None)
+    material_keys: dict[int, KeyRef | None] = {}
+    if target.key_ref.kind is KeyKind.MATERIALS:
+        recorded = body.get("material_keys", {})
+        for version in range(target.key_ref.version + 1):
+            material_keys[version] = parse_or_none(str(recorded.get(str(version), "")))
+    versions = parts.index.versions
+    wrapped_under = {
+        v: info.under for v, info in versions.items() if isinstance(info, IndexVersion)
+    }
+    return Inventory(
+        active_key=target.key_ref,
+        active_index_version=target.index_version,
+        records_by_key=dict(by_key),
+        controls_by_key=dict(controls),
+        emails_by_index_version=dict(by_index),
+        tombstones=tombstones,
+        index_wrapped_under=wrapped_under,
+        material_keys=material_keys,
+        active_kms_key=await parts.keys.active_kms_key(),
+        history=history,
+    )
+
+
+async def stream_progress(parts: Components) -> list[ShardProgress]:
+    """Per shard of the table's stream: who reads it and how far behind it is."""
+    described = await call(
+        "DescribeTable",
+        parts.clients.dynamodb.describe_table,
+        max_attempts=parts.settings.aws_max_attempts,
+        TableName=parts.settings.table,
+    )
+    arn = described["Table"].get("LatestStreamArn")
+    if not arn:
+        return []
+    return await read_progress(
+        parts.clients.dynamodb,
+        parts.settings.state_table,
+        str(arn),
+        max_attempts=parts.settings.aws_max_attempts,
+    )
+
+
+def describe(inv: Inventory) -> list[str]:
+    """The inventory in words, for `userstore rotation status` (pure)."""
+    active = str(inv.active_key)
+    lines = [f"active key: {active}"]
+    if inv.active_kms_key is not None and inv.active_kms_key != inv.active_key:
+        lines.append(f"  material versions are wrapped under: {inv.active_kms_key}")
+    lines.append("user records per key:")
+    for ref, count in sorted(inv.records_by_key.items(), key=lambda kv: (-kv[1], kv[0])):
+        lines.append(f"  {count:8d}  {ref or '(none)'}  [{'active' if ref == active else 'stale'}]")
+    lines.append("control records per key:")
+    for ref, count in sorted(inv.controls_by_key.items()):
+        lines.append(f"  {count:8d}  {ref or '(none)'}  [{'active' if ref == active else 'stale'}]")
+    lines.append(f"blind-index key versions (active: {inv.active_index_version}):")
+    for version, under in sorted(inv.index_wrapped_under.items()):
+        emails = inv.emails_by_index_version.get(version, 0)
+        mark = "active" if version == inv.active_index_version else "stale"
+        lines.append(f"  version {version}: {emails} emails, wrapped under {under}  [{mark}]")
+    for version, wrapping in sorted(inv.material_keys.items()):
+        lines.append(
+            f"  material version {version}: wrapped under {wrapping or 'an unrecorded key'}"
+        )
+    lines.append(f"tombstones: {inv.tombstones}")
+    old = inv.old_keys()
+    for key in old:
+        needs = inv.uses(key)
+        if needs:
+            lines.append(f"old key {key} is still needed: {'; '.join(needs)}")
+        else:
+            lines.append(f"old key {key}: nothing userstore holds needs it")
+    if inv.stale:
+        lines.append(f"{inv.stale} records to re-encrypt: run `userstore sweep`")
+    for version in inv.unused_index_versions():
+        lines.append(
+            f"blind-index key version {version} is used by no record: retire it with "
+            f"`userstore rotation retire-index-key {version}`"
+        )
+    if inv.retirable():
+        lines.append("old keys can be retired" if old else "no old keys")
+    else:
+        lines.append(
+            "old keys can NOT be retired yet: run `userstore sweep` (it re-encrypts records and "
+            "moves the control records and index keys), then check again"
+        )
+    return lines
