@@ -17,7 +17,7 @@ from events.sealing import PayloadSealer
 
 from .aws import call, client_config
 from .blind_index import EmailIndex, IndexKeys
-from .control import INDEX_KEYS, ControlRecords
+from .control import ControlRecords
 from .crypto import ItemCipher
 from .errors import UserstoreError
 from .handlers import HandlerLimits, UserEventHandler
@@ -25,7 +25,7 @@ from .intake import LazyOpener, MessageReader
 from .keyservice import KeyService, sdk_config
 from .logs import get_logger
 from .metrics import Metrics
-from .rotation import Follower, ensure_controls, follow_control, load_index
+from .rotation import Follower, ensure_controls, follow_control
 from .settings import KeyMode, Settings
 from .sqs import ConsumerConfig, SqsConsumer
 from .store import RecordStore
@@ -140,10 +140,7 @@ async def components(
             Follower(),
         )
         await ensure_controls(parts)
-        await follow_control(parts)  # learns the key history
-        index_control = await parts.controls.read(INDEX_KEYS)
-        assert index_control is not None
-        index.current, index.versions = await load_index(keys, cipher, index_control.body)
+        await follow_control(parts)  # learns the key history, unwraps the index keys
 
         async def refresh() -> None:
             try:

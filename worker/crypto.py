@@ -29,6 +29,7 @@ from typing import Any, Protocol, TypeVar
 from botocore.exceptions import BotoCoreError, ClientError
 from dynamodb_encryption_sdk.encrypted import CryptoConfig
 from dynamodb_encryption_sdk.encrypted.item import decrypt_dynamodb_item, encrypt_dynamodb_item
+from dynamodb_encryption_sdk.exceptions import NoKnownVersionError
 from dynamodb_encryption_sdk.identifiers import CryptoAction
 from dynamodb_encryption_sdk.material_providers import CryptographicMaterialsProvider
 from dynamodb_encryption_sdk.material_providers.aws_kms import AwsKmsCryptographicMaterialsProvider
@@ -141,12 +142,12 @@ class _ExpectVersion(CryptographicMaterialsProvider):  # type: ignore[misc]
 
     The description is not covered by the signature; key_ref is. A mismatch is tampering."""
 
-    def __init__(self, provider: Any, version: int) -> None:
+    def __init__(self, provider: Any, key_ref: KeyRef) -> None:
         self._provider = provider
-        self._version = str(version)
+        self._meta_id = f"{key_ref.name}#{key_ref.version}"  # how the SDK writes it
 
     def decryption_materials(self, encryption_context: EncryptionContext) -> Any:
-        if encryption_context.material_description.get(META_ID) != self._version:
+        if encryption_context.material_description.get(META_ID) != self._meta_id:
             raise RecordTampered("material version does not match the record's key_ref")
         return self._provider.decryption_materials(encryption_context)
 
@@ -191,16 +192,22 @@ class CachedKeys:
     def encryption_materials(self, context: EncryptionContext) -> tuple[Any, KeyRef]:
         provider = self._state[2]
         materials = provider.encryption_materials(context)
-        version = int(materials.material_description[META_ID])
-        return materials, KeyRef.materials(self.material_name, version)
+        name, _, version = materials.material_description[META_ID].rpartition("#")
+        return materials, KeyRef.materials(name, int(version))
 
     def decrypting_provider(self, key_ref: KeyRef) -> Any:
         if key_ref.kind is not KeyKind.MATERIALS or key_ref.name != self.material_name:
             raise RecordTampered("record names a key this store does not use")
-        return _ExpectVersion(self._state[2], key_ref.version)
+        return _ExpectVersion(self._state[2], key_ref)
 
     def max_version(self) -> int:
-        return int(self.meta_store.max_version(self.material_name))
+        """The newest material version; a store with none gets version 0 (as the SDK's own
+        provider would on its first seal: the meta store's conditional write settles races)."""
+        try:
+            return int(self.meta_store.max_version(self.material_name))
+        except NoKnownVersionError:
+            self.create_version(0)
+            return 0
 
     def active_ref(self) -> KeyRef:
         return KeyRef.materials(self.material_name, self.max_version())

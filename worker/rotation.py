@@ -362,12 +362,16 @@ async def follow_control(parts: Components) -> bool:
                 log.info("rotation.key_followed", key_ref=announced)
                 changed = True
     index = await _read_following(parts, INDEX_KEYS)
-    if index is not None and int(index.body["active"]) != parts.index.current.active_version:
+    loaded = bool(parts.index.versions)
+    if index is not None and (
+        not loaded or int(index.body["active"]) != parts.index.current.active_version
+    ):
         parts.index.current, parts.index.versions = await load_index(
             parts.keys, parts.cipher, index.body
         )
-        log.info("rotation.index_key_followed", version=parts.index.current.active_version)
-        changed = True
+        if loaded:  # not at start-up: a change another process made
+            log.info("rotation.index_key_followed", version=parts.index.current.active_version)
+            changed = True
     return changed
 
 

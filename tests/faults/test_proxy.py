@@ -43,6 +43,7 @@ from worker import profile
 from worker.aws import TRANSIENT_CODES, call, is_transient
 from worker.crypto import ItemCipher, KmsKeys
 from worker.errors import KeyUnavailable
+from worker.keyref import KeyRef
 from worker.profile import UserState
 from worker.record import to_item
 
@@ -384,7 +385,8 @@ async def test_kms_faults_through_the_item_cipher_are_key_unavailable(
     kms_sync = boto_client("kms", proxy.url, read_timeout=SHORT_READ_TIMEOUT_S)
     executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="test-faults-crypto")
     try:
-        cipher = ItemCipher(KmsKeys(key_arn=key_arn, kms_client=kms_sync), "users", executor)
+        ref = KeyRef.kms(key_arn)
+        cipher = ItemCipher(KmsKeys(ref, kms_sync), "users", executor, ref)
         user = f"urn:fdc:gov.uk:2022:{tag()}"
         sealed = await cipher.seal(new_item(user))  # healthy KMS
         assert (await cipher.open(sealed))["given_name"] != sealed["given_name"]

@@ -35,13 +35,8 @@ async def counted_components(settings: Any) -> AsyncIterator[tuple[Components, C
     calls = Calls(Counter())
     async with components(settings) as parts:
         count_calls(parts.clients.dynamodb, "dynamodb", calls)
-        keys = parts.cipher._keys  # the SDK's boto3 KMS client lives behind the key source
-        provider = keys.decrypting_provider
-        kms_clients = getattr(provider, "_regional_clients", None)
-        if kms_clients is None:  # cached mode: the meta store's provider holds the KMS client
-            kms_clients = provider._provider_store._materials_provider._regional_clients
-        for client in kms_clients.values():
-            count_calls(client, "kms", calls)
+        # The encryption SDK's boto3 KMS client, which the key service builds.
+        count_calls(parts.keys.sdk_kms(), "kms", calls)
         yield parts, calls
 
 

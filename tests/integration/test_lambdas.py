@@ -28,8 +28,9 @@ from tests.integration.test_consumer import body
 from worker import lambdas, profile
 from worker.app import components
 from worker.errors import AwsUnavailable
+from worker.inventory import inventory as key_usage
 from worker.record import from_item
-from worker.rotation import key_usage, rotate_key
+from worker.rotation import rotate_key
 from worker.settings import Settings
 from worker.sqs import (
     ERROR_ATTRIBUTE,
@@ -362,7 +363,7 @@ def test_streams_handler_reencrypts_records_under_a_retired_key(
     result = asyncio.run(usage())
     assert lambdas._runtime is not None
     assert lambdas._runtime.metrics.count("userstore_verification_failures") == 0
-    assert result.active_key_ref == f"kms:{new_key}"
+    assert str(result.active_key) == f"kms:{new_key}"
     assert result.stale == 0
     assert result.records_by_key == {f"kms:{new_key}": 4}  # control records are not counted
     for user_id in users:

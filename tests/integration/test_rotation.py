@@ -11,8 +11,9 @@ import pytest
 from tests.integration.helpers import event
 from worker import profile
 from worker.app import Components, components
+from worker.inventory import inventory as key_usage
 from worker.record import from_item
-from worker.rotation import follow_control, key_usage, rotate_index_key, rotate_key
+from worker.rotation import follow_control, rotate_index_key, rotate_key
 from worker.search import find_by_email
 from worker.settings import KeyMode, Settings
 from worker.sweep import run_sweep
@@ -62,11 +63,11 @@ async def test_rotate_then_sweep_reencrypts_everything_without_changing_content(
     async with components(provisioned_settings) as parts:
         users = await load_users(parts, 25)
         before = await views(parts, list(users))
-        old_ref = (await key_usage(parts)).active_key_ref
-        new_ref = await rotate_key(parts, await new_target(parts))
+        old_ref = str((await key_usage(parts)).active_key)
+        new_ref = str(await rotate_key(parts, await new_target(parts)))
         assert new_ref != old_ref
         usage = await key_usage(parts)
-        assert usage.active_key_ref == new_ref
+        assert str(usage.active_key) == new_ref
         assert usage.records_by_key == {old_ref: 25}
         report = await run_sweep(parts, segments=3, rate_per_s=1000)
         assert report.ok
@@ -87,7 +88,7 @@ async def test_a_replica_follows_a_confirmed_rotation(provisioned_settings: Sett
     ):
         user = f"urn:fdc:gov.uk:2022:{uuid.uuid4().hex[:10]}"
         await second.handler.handle(event("c1", "user.created", user, at(0), {"given_name": "A"}))
-        new_ref = await rotate_key(first, await new_target(first))
+        new_ref = str(await rotate_key(first, await new_target(first)))
         assert await follow_control(second)
         await second.handler.handle(event("u1", "user.updated", user, at(1), {"given_name": "B"}))
         record = await second.store.get(user)
@@ -157,8 +158,9 @@ async def test_a_forged_control_record_is_not_followed(moto_endpoint: str) -> No
     import boto3
 
     from tests.conftest import make_settings, provision_settings
-    from worker.control import ACTIVE_KEY, read_control, write_control
+    from worker.control import ACTIVE_KEY, ControlRecords
     from worker.crypto import ItemCipher, KmsKeys
+    from worker.keyref import KeyRef
 
     settings = await provision_settings(make_settings(moto_endpoint))
     async with components(settings) as parts:
@@ -172,18 +174,19 @@ async def test_a_forged_control_record_is_not_followed(moto_endpoint: str) -> No
             "kms", endpoint_url=moto_endpoint
         )
         with ThreadPoolExecutor(1) as pool:
-            evil = ItemCipher(KmsKeys(evil_arn, kms), settings.table, pool)
-            control = await read_control(parts.store, parts.cipher, ACTIVE_KEY)
+            evil_ref = KeyRef.kms(evil_arn)
+            evil = ItemCipher(KmsKeys(evil_ref, kms), settings.table, pool, evil_ref)
+            control = await parts.controls.read(ACTIVE_KEY)
             assert control is not None
             forged = {"active_key_ref": f"kms:{evil_arn}", "history": [], "reencrypt_pending": True}
-            assert await write_control(
-                parts.store, evil, ACTIVE_KEY, forged, expected_rev=control.rev
+            assert await ControlRecords(parts.store, evil).write(
+                ACTIVE_KEY, forged, expected_rev=control.rev
             )
         assert not await follow_control(parts)
         await parts.handler.handle(event("u1", "user.updated", user, at(1), {"given_name": "B"}))
         record = await parts.store.get(user)
         assert record is not None
-        assert record.head.key_ref == real_ref
+        assert record.head.key_ref == str(real_ref)
         # and a sweep (the job the forged record asks for) keeps to the real key too
         report = await run_sweep(parts, segments=1, rate_per_s=1000)
         assert report.target.key_ref == real_ref

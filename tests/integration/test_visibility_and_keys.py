@@ -265,9 +265,8 @@ async def test_kms_unavailable_is_retried_later_and_writes_nothing(moto_endpoint
     executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="test-broken-crypto")
     try:
         async with components(settings) as parts:
-            broken = ItemCipher(
-                KmsKeys(key_arn=parts.key_arn, kms_client=kms), settings.table, executor
-            )
+            active = parts.cipher.active
+            broken = ItemCipher(KmsKeys(active, kms), settings.table, executor, active)
 
             # Directly: sealing needs a data key from KMS, which can't be reached.
             state = profile.apply(
