@@ -25,7 +25,7 @@ from .blind_index import EmailIndex
 from .control import ACTIVE_KEY, INDEX_KEYS, Body, Control
 from .crypto import CachedKeys, ItemCipher
 from .errors import ControlRolledBack, RecordTampered, UserstoreError, WriteConflict
-from .keyref import KeyRef
+from .keyref import KeyKind, KeyRef
 from .keyservice import KeyService, WrappedKey
 from .logs import get_logger
 from .record import RecordHead, from_item, to_item
@@ -243,6 +243,7 @@ async def _point_alias(parts: Components, to: str) -> KeyRef:
         raise UserstoreError("rotation needs USERSTORE_KMS_KEY to be an alias")
     new_kms = await parts.keys.resolve(to)
     await parts.keys.point_alias(settings.kms_key, new_kms)
+    parts.cipher.learn([new_kms])  # the alias's key now: the authority vouches for it
     return new_kms
 
 
@@ -348,8 +349,9 @@ async def follow_control(parts: Components) -> bool:
     state = parts.follower
     active = await _read_following(parts, ACTIVE_KEY)
     if active is not None:
-        if active.key_ref in parts.cipher.known_keys:
-            # Only a record sealed under a key of ours may tell us which keys are ours.
+        # Only a record sealed under a key of ours may tell us which keys are ours. (A material
+        # version is ours if the meta store has it: opening the record checked that.)
+        if active.key_ref in parts.cipher.known_keys or active.key_ref.kind is KeyKind.MATERIALS:
             parts.cipher.learn(_history_refs(active.body))
         announced = str(active.body["active_key_ref"])
         if announced != state.followed:
@@ -358,6 +360,8 @@ async def follow_control(parts: Components) -> bool:
             if announced != str(confirmed):
                 log.error("security.control_record_not_confirmed", announced=announced)
             elif parts.cipher.active != confirmed:
+                if confirmed.kind is KeyKind.MATERIALS:  # the versions' KMS key may be new too
+                    parts.cipher.learn([await parts.keys.active_kms_key()])
                 await parts.cipher.activate(confirmed)
                 log.info("rotation.key_followed", key_ref=announced)
                 changed = True
