@@ -55,6 +55,7 @@ class Components:
     keys: KeyService
     controls: ControlRecords
     follower: Follower
+    payload_opener: LazyOpener
 
 
 @asynccontextmanager
@@ -127,6 +128,7 @@ async def components(
             max_conflict_retries=settings.max_conflict_retries,
         )
         index = IndexKeys(EmailIndex({0: bytes(32)}, 0))  # replaced below, from the controls
+        opener = LazyOpener(settings, keys)
         parts = Components(
             settings,
             clients,
@@ -134,10 +136,11 @@ async def components(
             cipher,
             UserEventHandler(store, cipher, index, limits),
             index,
-            MessageReader(LazyOpener(settings), executor),
+            MessageReader(opener, executor),
             keys,
             ControlRecords(store, cipher),
             Follower(),
+            opener,
         )
         await ensure_controls(parts)
         await follow_control(parts)  # learns the key history, unwraps the index keys

@@ -14,12 +14,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+from collections.abc import Iterable
 from concurrent.futures import Executor
-from typing import Any
-
-import boto3
-from botocore.config import Config
-from botocore.exceptions import BotoCoreError, ClientError
+from typing import Any, Protocol
 
 from events import Event, InvalidEvent, SealedEvent, read_message
 from events.sealing import PayloadOpener, SealingUnavailable
@@ -86,43 +83,55 @@ class PayloadKeyUnavailable(KeyUnavailable):
 
 
 class LazyOpener:
-    """A PayloadOpener for the configured key, built on first use (on the executor thread)."""
+    """PayloadOpeners for the payload keys in force, built on first use (on the executor thread).
 
-    def __init__(self, settings: Settings) -> None:
+    After a payload-key rotation, messages sealed under the previous key may still sit in the
+    queue or the dead-letter queue: every key in `accept` opens, the active one tried first.
+    """
+
+    def __init__(self, settings: Settings, keys: PayloadKeys) -> None:
         self._settings = settings
-        self._opener: PayloadOpener | None = None
+        self._keys = keys
+        self._active: str | None = None  # resolved from the alias on first use
+        self._previous: tuple[str, ...] = ()
+        self._openers: dict[str, PayloadOpener] = {}
         self._lock = threading.Lock()
 
-    def open(self, envelope: SealedEvent) -> Event:
-        return self._get().open(envelope)
-
-    def _get(self) -> PayloadOpener:
+    def accept(self, active_arn: str | None, previous_arns: Iterable[str]) -> None:
+        """The payload key now active (None: ask the alias) and earlier ones still accepted."""
         with self._lock:
-            if self._opener is None:
-                self._opener = self._build()
-            return self._opener
+            self._active = active_arn
+            self._previous = tuple(previous_arns)
 
-    def _build(self) -> PayloadOpener:
-        s = self._settings
-        config = Config(
-            retries={"mode": "standard", "max_attempts": s.aws_max_attempts},
-            max_pool_connections=s.crypto_threads,
-            connect_timeout=s.aws_connect_timeout_s,
-            read_timeout=s.aws_read_timeout_s,
-        )
-        kms = boto3.session.Session(region_name=s.aws_region).client(
-            "kms", endpoint_url=s.aws_endpoint_url, config=config
-        )
-        try:
-            arn = str(kms.describe_key(KeyId=s.payload_kms_key)["KeyMetadata"]["Arn"])
-        except (ClientError, BotoCoreError) as exc:
-            code = (
-                str(exc.response.get("Error", {}).get("Code", ""))
-                if isinstance(exc, ClientError)
-                else type(exc).__name__
-            )
-            raise SealingUnavailable(f"payload key not available ({code})") from None
-        return PayloadOpener(kms, arn, max_age_s=s.payload_key_cache_s)
+    def open(self, envelope: SealedEvent) -> Event:
+        first: InvalidEvent | None = None
+        for opener in self._get():
+            try:
+                return opener.open(envelope)
+            except InvalidEvent as exc:  # not under this key, or tampered: try the others
+                first = first or exc
+        assert first is not None
+        raise first
+
+    def _get(self) -> list[PayloadOpener]:
+        with self._lock:
+            if self._active is None:
+                self._active = self._keys.resolve_payload_key()
+            wanted = [self._active, *(arn for arn in self._previous if arn != self._active)]
+            for arn in wanted:
+                if arn not in self._openers:
+                    self._openers[arn] = PayloadOpener(
+                        self._keys.sdk_kms(), arn, max_age_s=self._settings.payload_key_cache_s
+                    )
+            return [self._openers[arn] for arn in wanted]
+
+
+class PayloadKeys(Protocol):
+    """What LazyOpener needs of the key service (worker.keyservice.KeyService)."""
+
+    def resolve_payload_key(self) -> str: ...
+
+    def sdk_kms(self) -> Any: ...
 
 
 class MessageReader:

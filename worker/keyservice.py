@@ -20,11 +20,13 @@ from typing import Any
 
 import boto3
 from botocore.config import Config
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError
 from dynamodb_encryption_sdk.material_providers.aws_kms import (
     AwsKmsCryptographicMaterialsProvider,
 )
 from dynamodb_encryption_sdk.material_providers.store.meta import MetaStore
+
+from events.sealing import SealingUnavailable
 
 from .aws import call, error_code
 from .blind_index import kms_context
@@ -89,6 +91,14 @@ class KeyService:
                 self._metrics.instrument(client, SDK_CALLER)
             self._sdk_kms = client
         return self._sdk_kms
+
+    def resolve_payload_key(self) -> str:
+        """The payload key's ARN, for the sealed-payload opener (blocking)."""
+        try:
+            described = self.sdk_kms().describe_key(KeyId=self._settings.payload_kms_key)
+        except (ClientError, BotoCoreError) as exc:
+            raise SealingUnavailable(f"payload key not available ({error_code(exc)})") from None
+        return str(described["KeyMetadata"]["Arn"])
 
     def build_keys(self, active: KeyRef) -> KeySource:
         """The sealing key source for the configured mode (blocking: builds clients, and the

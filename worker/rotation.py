@@ -256,6 +256,47 @@ async def _new_material_version(parts: Components, version: int | None) -> KeyRe
     return await parts.cipher.run(lambda: keys.create_version(version))
 
 
+async def rotate_payload_key(parts: Components, to: str) -> KeyRef:
+    """Point the payload alias at `to`; the previous payload key stays accepted (messages sealed
+    under it may still sit in the queues) until `rotation status` says it can be retired."""
+    alias = parts.settings.payload_kms_key
+    if not alias.startswith("alias/"):
+        raise UserstoreError("payload key rotation needs USERSTORE_PAYLOAD_KMS_KEY to be an alias")
+    old = await parts.keys.payload_key()
+    new = await parts.keys.resolve(to)
+    if new == old:
+        raise UserstoreError(f"{new} is already the payload key")
+    await parts.keys.point_alias(alias, new)
+    now = datetime.now(UTC).isoformat()
+
+    def change(body: Body) -> Body:
+        payload = body.get("payload", {})
+        previous = [p for p in payload.get("previous", []) if p["key"] not in (str(old), str(new))]
+        previous.append({"key": str(old), "rotated_at": now})
+        return {**body, "payload": {"active": str(new), "previous": previous}}
+
+    body = await _update_active(parts, change)
+    _accept_payload_keys(parts, body)
+    log.info("rotation.payload_key_activated", key_ref=str(new))
+    return new
+
+
+def payload_history(body: Body) -> list[tuple[KeyRef, datetime]]:
+    """Earlier payload keys and when each stopped being the active one."""
+    found = []
+    for entry in body.get("payload", {}).get("previous", []):
+        try:
+            found.append((KeyRef.parse(entry["key"]), datetime.fromisoformat(entry["rotated_at"])))
+        except (KeyError, TypeError, ValueError):
+            continue
+    return found
+
+
+def _accept_payload_keys(parts: Components, body: Body) -> None:
+    previous = [key.arn for key, _ in payload_history(body) if key.kind is KeyKind.KMS]
+    parts.payload_opener.accept(None, previous)  # None: the alias names the active one
+
+
 async def rotate_index_key(parts: Components) -> int:
     """A new blind-index key version becomes active; the sweep re-indexes every email."""
     new_version = 0
@@ -324,6 +365,7 @@ class Follower:
     """What one process has adopted from the control records, so it acts only on a change."""
 
     followed: str | None = None  # the last announcement acted on (or refused)
+    payload: Any = None  # the payload-key section last adopted
 
 
 async def _read_following(parts: Components, control_id: str) -> Control | None:
@@ -353,6 +395,9 @@ async def follow_control(parts: Components) -> bool:
         # version is ours if the meta store has it: opening the record checked that.)
         if active.key_ref in parts.cipher.known_keys or active.key_ref.kind is KeyKind.MATERIALS:
             parts.cipher.learn(_history_refs(active.body))
+            if active.body.get("payload") != state.payload:
+                state.payload = active.body.get("payload")
+                _accept_payload_keys(parts, active.body)
         announced = str(active.body["active_key_ref"])
         if announced != state.followed:
             state.followed = announced
