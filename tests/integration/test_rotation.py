@@ -127,6 +127,13 @@ async def test_find_by_email_follows_changes_deletes_and_index_rotation(moto_end
         assert usage.emails_by_index_version == {2: 2}
         assert await find_by_email(parts, "other@example.org") == [c]
         assert await find_by_email(parts, "moved@example.org") == [b]
+        # An internationalized domain: its U-label and A-label spellings are one address.
+        d = f"urn:fdc:gov.uk:2022:find-{uuid.uuid4().hex[:8]}"
+        await parts.handler.handle(
+            event("d1", "user.created", d, at(3), {"email": "Zoë@Bücher.example"})
+        )
+        assert await find_by_email(parts, "zoë@xn--bcher-kva.example") == [d]
+        assert await find_by_email(parts, "ZOË@BÜCHER.EXAMPLE") == [d]
 
 
 async def test_sweep_reports_a_tampered_record_and_leaves_it(moto_endpoint: str) -> None:
