@@ -131,7 +131,7 @@ def open_sealed(envelope: SealedEvent, plaintext: bytes) -> Event:
     """The event a sealed envelope stands for, validated exactly as a direct one.
 
     ``plaintext`` is the unsealed JSON of ``data``; the caller has already checked that the
-    encryption context names this envelope's event_id, user_id and type.
+    encryption context names this envelope's event_id, user_id, type and occurred_at.
     """
     reason = ""
     data: Any = None

@@ -711,8 +711,9 @@ class SealedEvent(_Envelope):
     """Any event whose data is sealed for the worker (see events.sealing).
 
     ``sealed`` replaces ``data``: an aws-encryption-sdk message (base64) holding the compact JSON
-    of ``data``, with ``event_id``, ``user_id`` and ``type`` in its encryption context. Once
-    unsealed, the event is validated exactly as if ``data`` had been sent in the clear.
+    of ``data``, with ``event_id``, ``user_id``, ``type`` and ``occurred_at`` (UTC, microseconds,
+    e.g. ``2026-11-28T10:00:00.000000Z``) in its encryption context. Once unsealed, the event is
+    validated exactly as if ``data`` had been sent in the clear.
     """
 
     type: EventType

@@ -6,9 +6,15 @@ The contract (publisher and worker):
 - Ciphertext: an aws-encryption-sdk message (default committing, signing suite), base64 in the
   envelope's ``sealed`` field, which replaces ``data``. ``event_id``, ``user_id``, ``type`` and
   ``occurred_at`` stay in the clear: the worker orders and deduplicates on them.
-- Encryption context: ``userstore:purpose=user-event-data/v1`` plus ``event_id``, ``user_id``
-  and ``type``. The message header authenticates all of it; the worker refuses a payload whose
-  context does not name the envelope it arrived in (a payload moved to another event or user).
+- Encryption context: ``userstore:purpose=user-event-data/v1`` plus ``event_id``, ``user_id``,
+  ``type`` and ``occurred_at`` (``canonical_occurred_at``: UTC, fixed width, microseconds, e.g.
+  ``2026-11-28T10:00:00.000000Z``). The message header authenticates all of it; the worker
+  refuses a payload whose context does not name the envelope it arrived in (a payload moved to
+  another event or user, or re-dated so that it wins or loses against other changes).
+- Payloads sealed under the 0.4 contract have no ``occurred_at`` in their context. They are
+  refused (dead-letter, ``_UNDATED`` says what to do): accepting them would keep re-dating open
+  to anyone who can send to the queue or redrive its dead-letter queue. Their publisher must seal
+  and publish them again (redriving them does not help).
 - Keys: one KMS key (``USERSTORE_PAYLOAD_KMS_KEY``). Publishers need kms:GenerateDataKey on it,
   the worker kms:Decrypt only; so a dead-letter queue, which keeps bodies as they arrived,
   holds no readable personal data.
@@ -28,6 +34,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+from datetime import UTC, datetime
 from typing import Any, Final, Protocol
 
 import attr
@@ -56,12 +63,14 @@ __all__ = [
     "PayloadSealer",
     "Sealer",
     "SealingUnavailable",
+    "canonical_occurred_at",
     "encryption_context",
 ]
 
 PURPOSE_KEY: Final = "userstore:purpose"
 PURPOSE: Final = "user-event-data/v1"
-_BOUND_KEYS: Final = ("event_id", "user_id", "type")
+_OCCURRED_AT: Final = "occurred_at"
+_BOUND_KEYS: Final = ("event_id", "user_id", "type", _OCCURRED_AT)
 # The SDK's own entry (the signing suite's public key), part of what KMS and the cache see.
 _PUBLIC_KEY: Final = "aws-crypto-public-key"
 # Ours: the data key is bound (in KMS) to the purpose only, not to the event.
@@ -69,7 +78,11 @@ _SCOPE_KEY: Final = "userstore:data-key-scope"
 _SCOPE_PURPOSE: Final = "purpose"
 # KMS answers meaning "this ciphertext is not for you / not genuine", as opposed to "try later".
 _CONTEXT_MISMATCH: Final = (
-    "sealed: encryption context does not match this event's event_id, user_id and type"
+    "sealed: encryption context does not match this event's event_id, user_id, type and occurred_at"
+)
+_UNDATED: Final = (
+    "sealed: encryption context has no occurred_at (the 0.4 contract):"
+    " the publisher must seal and publish the event again with a current version"
 )
 _REFUSED_CODES: Final = frozenset({"InvalidCiphertextException", "IncorrectKeyException"})
 
@@ -88,8 +101,26 @@ class Sealer(Protocol):
     def seal(self, event: Event) -> SealedEvent: ...
 
 
-def encryption_context(event_id: str, user_id: str, event_type: str) -> dict[str, str]:
-    return {PURPOSE_KEY: PURPOSE, "event_id": event_id, "user_id": user_id, "type": event_type}
+def canonical_occurred_at(occurred_at: datetime) -> str:
+    """The one spelling of a time in the context: UTC, microseconds, fixed width (year 0001 too).
+
+    Equal instants give equal strings whatever offset or precision the envelope was written
+    with; for years from 1000 it is the time part of ``worker.profile.stamp_of``.
+    """
+    utc = occurred_at.astimezone(UTC)
+    return f"{utc.year:04d}-{utc:%m-%dT%H:%M:%S.%f}Z"
+
+
+def encryption_context(
+    event_id: str, user_id: str, event_type: str, occurred_at: datetime
+) -> dict[str, str]:
+    return {
+        PURPOSE_KEY: PURPOSE,
+        "event_id": event_id,
+        "user_id": user_id,
+        "type": event_type,
+        _OCCURRED_AT: canonical_occurred_at(occurred_at),
+    }
 
 
 class _PerEventContext(CryptoMaterialsManager):  # type: ignore[misc]
@@ -164,7 +195,9 @@ class PayloadSealer:
         self._materials = _materials(kms_client, key_arn, max_age_s, max_messages)
 
     def seal(self, event: Event) -> SealedEvent:
-        context = encryption_context(event.event_id, event.user_id, event.type.value)
+        context = encryption_context(
+            event.event_id, event.user_id, event.type.value, event.occurred_at
+        )
         try:
             ciphertext, _header = _CLIENT.encrypt(
                 source=sealed_plaintext(event),
@@ -182,8 +215,9 @@ class PayloadSealer:
 class PayloadOpener:
     """Worker side: open sealed envelopes under one KMS key, with a decrypt-side cache.
 
-    Raises InvalidEvent (dead-letter: tampered, truncated, another key, moved to another event)
-    or SealingUnavailable (retry: KMS unreachable or throttling).
+    Raises InvalidEvent (dead-letter: tampered, truncated, another key, moved to another event or
+    time, sealed under the 0.4 contract without occurred_at) or SealingUnavailable (retry: KMS
+    unreachable or throttling).
     """
 
     def __init__(self, kms_client: Any, key_arn: str, *, max_age_s: float = 300.0) -> None:
@@ -191,7 +225,9 @@ class PayloadOpener:
 
     def open(self, envelope: SealedEvent) -> Event:
         event_type = envelope.type.value
-        expected = encryption_context(envelope.event_id, envelope.user_id, event_type)
+        expected = encryption_context(
+            envelope.event_id, envelope.user_id, event_type, envelope.occurred_at
+        )
         ids = {"event_id": envelope.event_id, "event_type": event_type}
         reason = ""
         plaintext = b""
@@ -206,7 +242,10 @@ class PayloadOpener:
                 if k not in (_PUBLIC_KEY, _SCOPE_KEY)
             }
             if context != expected:
-                reason = _CONTEXT_MISMATCH
+                undated = _OCCURRED_AT not in context and context == {
+                    k: v for k, v in expected.items() if k != _OCCURRED_AT
+                }
+                reason = _UNDATED if undated else _CONTEXT_MISMATCH
                 plaintext = b""
         except SealingUnavailable:
             raise

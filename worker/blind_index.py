@@ -18,17 +18,36 @@ import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+import idna
+
 INDEX_PURPOSE = "userstore-email-index"
 INDEX_NAME = "email-index"
 
 
 def normalize_email(email: str) -> str:
-    """One spelling per address: Unicode NFKC, surrounding whitespace dropped, case folded.
+    """One spelling per address, the text its token is computed from.
 
-    Case-folding the local part too is a choice: RFC 5321 lets it be case-sensitive, but no
-    mainstream provider treats it so, and users type it either way.
+    The whole address gets Unicode NFKC and loses surrounding whitespace; then it is split at
+    its last ``@``. The local part is case-folded: RFC 5321 lets it be case-sensitive, but no
+    mainstream provider treats it so, and users type it either way. The domain:
+
+    - all ASCII (``xn--`` spellings included): lower-cased, exactly as before 0.5, so no ASCII
+      address's token changed;
+    - otherwise: its IDNA A-label (UTS 46 mapping, IDNA 2008, the ``idna`` package that
+      email-validator checks addresses with), so ``Bücher.example`` and
+      ``xn--bcher-kva.example`` give one token. ``ß`` and ``ς`` are kept distinct (they are
+      distinct domains under IDNA 2008);
+    - not valid IDNA (or no ``@``): case-folded, the rule before 0.5.
     """
-    return unicodedata.normalize("NFKC", email).strip().casefold()
+    text = unicodedata.normalize("NFKC", email).strip()
+    local, at, domain = text.rpartition("@")
+    if not at or domain.isascii():
+        return text.casefold()
+    try:
+        domain = idna.encode(domain, uts46=True).decode("ascii")
+    except UnicodeError:  # idna.IDNAError and its subclasses: not a valid domain name
+        domain = domain.casefold()
+    return f"{local.casefold()}@{domain}"
 
 
 def kms_context(table: str, version: int) -> dict[str, str]:

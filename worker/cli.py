@@ -308,21 +308,27 @@ def sweep(segments: int, rate: float, verify: bool) -> None:
 @main.command()
 @click.option("--email", required=True, help="The address to look for.")
 def find(email: str) -> None:
-    """Print the ids of users whose email matches, through the blind index."""
-    from .search import find_by_email
+    """Print the ids of users whose email matches, through the blind index.
+
+    A candidate whose record fails verification is skipped and named on stderr; the exit code is
+    2 only when nothing verified matched (the forged record may have been the one wanted).
+    """
+    from .search import EmailMatches, match_email
 
     settings = _settings()
     configure(settings.log_level)
 
-    async def go() -> list[str]:
+    async def go() -> EmailMatches:
         async with components(settings) as parts:
-            return await find_by_email(parts, email)
+            return await match_email(parts, email)
 
-    found = _run_or_exit(go())
-    for user_id in found:
+    matches = _run_or_exit(go())
+    for user_id in matches.user_ids:
         click.echo(user_id)
-    if not found:
-        sys.exit(1)
+    for user_id in matches.failed_verification:
+        click.echo(f"userstore: skipped a record that failed verification: {user_id}", err=True)
+    if not matches.user_ids:
+        sys.exit(2 if matches.failed_verification else 1)
 
 
 @main.group()

@@ -621,8 +621,28 @@ def test_find_by_email_and_rotation_status(aws_endpoint: str) -> None:
     assert status.returncode == 0, status.stderr
     assert "3  kms:arn:aws:kms:" in status.stdout
     assert "old keys can be retired" in status.stdout
+    # A forged candidate (signed attribute edited) is skipped: named on stderr, exit 0 while a
+    # verified one matched, 2 once none did (the forged one may be the user wanted).
+    _sqs, ddb, _q, _dlq = clients(settings)
+    skipped = []
+    for forged in users[1], users[0]:
+        item = get_item(ddb, settings.table, forged)
+        item["presence_stamp"] = {"S": "9999-01-01T00:00:00.000000Z|x"}
+        ddb.put_item(TableName=settings.table, Item=item)
+        skipped.append(run_cli(env, "find", "--email", "ADA@example.org"))
+    assert (skipped[0].returncode, skipped[0].stdout.split()) == (0, [users[0]])
+    assert (skipped[1].returncode, skipped[1].stdout) == (2, "")
+    for done, forged in zip(skipped, ([users[1]], users[:2]), strict=True):
+        assert "security.record_verification_failed" in done.stderr
+        assert [
+            line.rsplit(" ", 1)[1]
+            for line in done.stderr.splitlines()
+            if line.startswith("userstore: skipped a record that failed verification: ")
+        ] == sorted(forged)
     for email in emails:
-        assert email.lower() not in (found.stderr + status.stdout + status.stderr).lower()
+        everything = found.stderr + status.stdout + status.stderr
+        everything += "".join(done.stderr for done in skipped)
+        assert email.lower() not in everything.lower()
 
 
 def test_a_plain_http_endpoint_off_loopback_is_refused(scenario: ScenarioRecorder) -> None:

@@ -14,6 +14,7 @@ import json
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import timedelta
 from typing import Any
 
 import boto3
@@ -150,15 +151,24 @@ async def test_sns_raw_and_notification_and_eventbridge_deliveries(moto_endpoint
     assert metrics.count("userstore_events", {"type": "user.created", "outcome": "applied"}) == 3
 
 
-def seal_raw(sealer: PayloadSealer, event_id: str, user_id: str, data: Any) -> SealedEvent:
-    """What a publisher skipping validation would send: data sealed exactly as given."""
+def seal_raw(
+    sealer: PayloadSealer, event_id: str, user_id: str, data: Any, *, undated: bool = False
+) -> SealedEvent:
+    """What a publisher skipping validation would send: data sealed exactly as given.
+
+    ``undated``: sealed under the 0.4 contract, with no occurred_at in the context.
+    """
+    envelope = json.loads(body(event_id, "user.created", user_id, 0))
+    stub = SealedEvent.model_validate({**envelope, "sealed": "AAAA"})
+    context = sealing.encryption_context(event_id, user_id, "user.created", stub.occurred_at)
+    if undated:
+        del context["occurred_at"]
     ciphertext, _ = sealing._CLIENT.encrypt(
         source=json.dumps(data).encode(),
-        encryption_context=sealing.encryption_context(event_id, user_id, "user.created"),
+        encryption_context=context,
         materials_manager=sealer._materials,
     )
-    envelope = json.loads(body(event_id, "user.created", user_id, 0))
-    return SealedEvent.model_validate({**envelope, "sealed": base64.b64encode(ciphertext).decode()})
+    return stub.model_copy(update={"sealed": base64.b64encode(ciphertext).decode()})
 
 
 def _reseal(envelope: SealedEvent, **change: Any) -> str:
@@ -209,6 +219,12 @@ async def test_sealed_events_applied_tampered_ones_dead_lettered_without_plainte
         }
         # The genuine t-1 with its context swapped for another type (a create sold as update).
         tampered["t-7"] = _reseal(original, event_id="t-7", type=EventType.UPDATED)
+        # The genuine t-1 re-dated, so that it would win over the victim's later changes.
+        tampered["t-1"] = _reseal(original, occurred_at=original.occurred_at + timedelta(days=1))
+        # Sealed under the 0.4 contract (a valid seal, but nothing binds its occurred_at).
+        tampered["t-8"] = seal_body(
+            seal_raw(sealer, "t-8", victim, {"given_name": SECRET}, undated=True)
+        )
         for event_id, text in tampered.items():
             await sqs.send_message(
                 QueueUrl=queue_url,
@@ -226,15 +242,21 @@ async def test_sealed_events_applied_tampered_ones_dead_lettered_without_plainte
     by_id = {m["MessageAttributes"][EVENT_ID_ATTRIBUTE]["StringValue"]: m for m in dead}
     assert set(by_id) == set(tampered)
     reasons = {k: m["MessageAttributes"][REASON_ATTRIBUTE]["StringValue"] for k, m in by_id.items()}
-    mismatch = "sealed: encryption context does not match this event's event_id, user_id and type"
+    mismatch = (
+        "sealed: encryption context does not match this event's event_id, user_id, type and"
+        " occurred_at"
+    )
     unopenable = "sealed: cannot be opened (not sealed for this worker's key, or altered)"
     assert reasons == {
+        "t-1": mismatch,
         "t-2": mismatch,
         "t-3": mismatch,
         "t-4": unopenable,
         "t-5": unopenable,
         "t-6": "data.email: not a valid email address",
         "t-7": mismatch,
+        "t-8": "sealed: encryption context has no occurred_at (the 0.4 contract):"
+        " the publisher must seal and publish the event again with a current version",
     }
     for message in dead:
         assert (

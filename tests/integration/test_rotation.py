@@ -14,7 +14,7 @@ from worker.app import Components, components
 from worker.inventory import inventory as key_usage
 from worker.record import from_item
 from worker.rotation import follow_control, rotate_index_key, rotate_key
-from worker.search import find_by_email
+from worker.search import EmailMatches, find_by_email, match_email
 from worker.settings import KeyMode, Settings
 from worker.sweep import run_sweep
 
@@ -128,6 +128,13 @@ async def test_find_by_email_follows_changes_deletes_and_index_rotation(moto_end
         assert usage.emails_by_index_version == {2: 2}
         assert await find_by_email(parts, "other@example.org") == [c]
         assert await find_by_email(parts, "moved@example.org") == [b]
+        # An internationalized domain: its U-label and A-label spellings are one address.
+        d = f"urn:fdc:gov.uk:2022:find-{uuid.uuid4().hex[:8]}"
+        await parts.handler.handle(
+            event("d1", "user.created", d, at(3), {"email": "Zoë@Bücher.example"})
+        )
+        assert await find_by_email(parts, "zoë@xn--bcher-kva.example") == [d]
+        assert await find_by_email(parts, "ZOË@BÜCHER.EXAMPLE") == [d]
 
 
 async def test_sweep_reports_a_tampered_record_and_leaves_it(moto_endpoint: str) -> None:
@@ -190,3 +197,45 @@ async def test_a_forged_control_record_is_not_followed(moto_endpoint: str) -> No
         # and a sweep (the job the forged record asks for) keeps to the real key too
         report = await run_sweep(parts, segments=1, rate_per_s=1000)
         assert report.target.key_ref == real_ref
+
+
+async def test_find_by_email_skips_a_tampered_candidate_and_logs_it(
+    moto_endpoint: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tests.conftest import make_settings, provision_settings
+
+    settings = await provision_settings(make_settings(moto_endpoint))
+    async with components(settings) as parts:
+        genuine, forged, other = (f"urn:fdc:gov.uk:2022:tf-{uuid.uuid4().hex[:8]}" for _ in "abc")
+        shared = "Shared.Person@Example.org"
+        for n, user in enumerate((genuine, forged)):
+            await parts.handler.handle(
+                event(f"c{n}", "user.created", user, at(0), {"email": shared})
+            )
+        await parts.handler.handle(
+            event("c3", "user.created", other, at(0), {"email": "other@example.org"})
+        )
+        record = await parts.store.get(forged)
+        donor = await parts.store.get(other)
+        assert record is not None and donor is not None
+        assert await match_email(parts, shared) == EmailMatches(sorted([genuine, forged]), [])
+        capsys.readouterr()
+        # 1: a signed-only attribute edited; 2: an encrypted attribute swapped in from another
+        # user's record (the index token left as it is, so it stays a candidate).
+        for item in (
+            {**record.item, "presence_stamp": {"S": "9999-01-01T00:00:00.000000Z|x"}},
+            {**record.item, "email": donor.item["email"]},
+        ):
+            await parts.clients.dynamodb.put_item(TableName=settings.table, Item=item)
+            assert await match_email(parts, shared.upper()) == EmailMatches([genuine], [forged])
+            assert await find_by_email(parts, shared) == [genuine]
+            out = capsys.readouterr()
+            # One line per lookup (JSON in the worker, console lines in tests).
+            security = [
+                line
+                for line in (out.out + out.err).splitlines()
+                if "security.record_verification_failed" in line
+            ]
+            assert len(security) == 2 and all("find" in line for line in security), security
+            assert "@" not in out.out + out.err  # no email, in any spelling
+            assert forged not in out.out + out.err  # nor the user id: the caller gets it

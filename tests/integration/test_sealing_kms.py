@@ -3,25 +3,37 @@
 from __future__ import annotations
 
 import base64
+import io
 import json
 from collections import Counter
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import aws_encryption_sdk
 import boto3
 import pytest
 from aws_encryption_sdk.identifiers import CommitmentPolicy
+from aws_encryption_sdk.internal.formatting.deserialize import deserialize_header
 from aws_encryption_sdk.key_providers.kms import KMSMasterKey
 from botocore.config import Config
 
-from events import InvalidEvent, SealedEvent, parse_event
+from events import InvalidEvent, SealedEvent, parse_event, sealing
 from events.envelopes import sealed_plaintext
+from events.publisher import seal_body
 from events.sealing import PayloadOpener, PayloadSealer, SealingUnavailable, encryption_context
 from tests.emulator import free_port
 
 pytestmark = pytest.mark.integration
 
 SECRET = "Ottoline-Hidden-31"
+OCCURRED_AT = datetime(2026, 11, 28, 10, tzinfo=UTC)
+MISMATCH = (
+    "sealed: encryption context does not match this event's event_id, user_id, type and occurred_at"
+)
+UNDATED = (
+    "sealed: encryption context has no occurred_at (the 0.4 contract):"
+    " the publisher must seal and publish the event again with a current version"
+)
 
 
 def kms_client(endpoint: str) -> Any:
@@ -43,14 +55,14 @@ def counted(client: Any) -> Counter[str]:
     return calls
 
 
-def event(n: int, user: str = "u-1") -> Any:
+def event(n: int, user: str = "u-1", occurred_at: str = "2026-11-28T10:00:00Z") -> Any:
     return parse_event(
         json.dumps(
             {
                 "type": "user.created",
                 "event_id": f"e-{n}",
                 "user_id": user,
-                "occurred_at": "2026-11-28T10:00:00Z",
+                "occurred_at": occurred_at,
                 "data": {"given_name": SECRET, "attributes": {"n": n}},
             }
         )
@@ -80,9 +92,13 @@ def test_context_mismatch_and_foreign_key_are_invalid(moto_endpoint: str) -> Non
     for moved in (
         envelope.model_copy(update={"event_id": "e-2"}),
         envelope.model_copy(update={"user_id": "u-2"}),
+        # Re-dated so that it wins (or loses) against the user's other changes.
+        envelope.model_copy(update={"occurred_at": OCCURRED_AT + timedelta(days=1)}),
+        envelope.model_copy(update={"occurred_at": OCCURRED_AT + timedelta(microseconds=1)}),
     ):
-        with pytest.raises(InvalidEvent, match="encryption context does not match"):
+        with pytest.raises(InvalidEvent) as caught:
             opener.open(moved)
+        assert caught.value.reason == MISMATCH
     with pytest.raises(InvalidEvent, match="cannot be opened"):
         PayloadOpener(kms, other_key).open(envelope)
 
@@ -108,7 +124,7 @@ def test_a_publisher_sealing_the_plain_way_is_opened_too(moto_endpoint: str) -> 
         commitment_policy=CommitmentPolicy.REQUIRE_ENCRYPT_REQUIRE_DECRYPT
     ).encrypt(
         source=sealed_plaintext(plain),
-        encryption_context=encryption_context("e-5", "u-1", "user.created"),
+        encryption_context=encryption_context("e-5", "u-1", "user.created", OCCURRED_AT),
         key_provider=KMSMasterKey(key_id=key, client=kms),
     )
     fields = plain.model_dump(mode="json", exclude={"data"}, exclude_none=True)
@@ -116,8 +132,75 @@ def test_a_publisher_sealing_the_plain_way_is_opened_too(moto_endpoint: str) -> 
         {**fields, "sealed": base64.b64encode(ciphertext).decode()}
     )
     assert PayloadOpener(kms, key).open(envelope) == plain
-    with pytest.raises(InvalidEvent, match="encryption context does not match"):
-        PayloadOpener(kms, key).open(envelope.model_copy(update={"event_id": "e-6"}))
+    for moved in (
+        envelope.model_copy(update={"event_id": "e-6"}),
+        envelope.model_copy(update={"occurred_at": OCCURRED_AT - timedelta(seconds=1)}),
+    ):
+        with pytest.raises(InvalidEvent) as caught:
+            PayloadOpener(kms, key).open(moved)
+        assert caught.value.reason == MISMATCH
+
+
+def test_the_header_binds_the_canonical_occurred_at_and_any_offset_round_trips(
+    moto_endpoint: str,
+) -> None:
+    kms = kms_client(moto_endpoint)
+    key = kms.create_key()["KeyMetadata"]["Arn"]
+    sealer, opener = PayloadSealer(kms, key), PayloadOpener(kms, key)
+    # The same instant written with an offset and a fraction: one canonical form.
+    plain = event(7, occurred_at="2026-11-28T11:00:00.5+01:00")
+    envelope = sealer.seal(plain)
+    header, _ = deserialize_header(io.BytesIO(base64.b64decode(envelope.sealed)))
+    assert header.encryption_context["occurred_at"] == "2026-11-28T10:00:00.500000Z"
+    assert opener.open(envelope) == plain
+    # What a publisher sends is re-read from JSON: the envelope keeps the instant, not the text.
+    reread = SealedEvent.model_validate_json(seal_body(envelope))
+    assert opener.open(reread) == plain
+
+
+def test_a_payload_sealed_under_the_0_4_contract_is_refused_with_what_to_do(
+    moto_endpoint: str,
+) -> None:
+    """0.4 contexts have no occurred_at: accepting them would leave re-dating open."""
+    kms = kms_client(moto_endpoint)
+    key = kms.create_key()["KeyMetadata"]["Arn"]
+    plain = event(8)
+    undated = {
+        k: v
+        for k, v in encryption_context("e-8", "u-1", "user.created", OCCURRED_AT).items()
+        if k != "occurred_at"
+    }
+    fields = plain.model_dump(mode="json", exclude={"data"}, exclude_none=True)
+    sealer = PayloadSealer(kms, key)
+    ciphertexts = [
+        # The 0.4 Python publisher (data key cached per purpose) ...
+        sealing._CLIENT.encrypt(
+            source=sealed_plaintext(plain),
+            encryption_context=undated,
+            materials_manager=sealer._materials,
+        )[0],
+        # ... and another language's SDK sealing the plain way.
+        aws_encryption_sdk.EncryptionSDKClient(
+            commitment_policy=CommitmentPolicy.REQUIRE_ENCRYPT_REQUIRE_DECRYPT
+        ).encrypt(
+            source=sealed_plaintext(plain),
+            encryption_context=undated,
+            key_provider=KMSMasterKey(key_id=key, client=kms),
+        )[0],
+    ]
+    opener = PayloadOpener(kms, key)
+    for ciphertext in ciphertexts:
+        envelope = SealedEvent.model_validate(
+            {**fields, "sealed": base64.b64encode(ciphertext).decode()}
+        )
+        with pytest.raises(InvalidEvent) as caught:
+            opener.open(envelope)
+        assert caught.value.reason == UNDATED
+        assert (caught.value.event_id, caught.value.event_type) == ("e-8", "user.created")
+        # Moved to another event as well: the plain mismatch, not "publish again".
+        with pytest.raises(InvalidEvent) as caught:
+            opener.open(envelope.model_copy(update={"user_id": "u-2"}))
+        assert caught.value.reason == MISMATCH
 
 
 def test_every_flipped_bit_or_truncation_is_refused(moto_endpoint: str) -> None:

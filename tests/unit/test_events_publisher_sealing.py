@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import json
 import threading
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import pytest
 
 from events import PublishError, SealedEvent, read_message
 from events.models import Event
-from events.sealing import SealingUnavailable
+from events.sealing import SealingUnavailable, canonical_occurred_at, encryption_context
 from tests.unit.test_events_publisher import FakeSQS, created, publisher
+from worker.profile import stamp_of
 
 
 class FakeSealer:
@@ -54,3 +56,29 @@ async def test_a_sealing_failure_sends_nothing() -> None:
     assert caught.value.failed_event_ids == ("evt-2",)
     assert caught.value.codes == ("SealingUnavailable",)
     assert sqs.calls == []
+
+
+@pytest.mark.parametrize(
+    ("written", "canonical"),
+    [
+        ("2026-11-28T10:00:00Z", "2026-11-28T10:00:00.000000Z"),
+        ("2026-11-28t10:00:00z", "2026-11-28T10:00:00.000000Z"),
+        ("2026-11-28T11:00:00+01:00", "2026-11-28T10:00:00.000000Z"),
+        ("2026-11-28T09:30:00.25-00:30", "2026-11-28T10:00:00.250000Z"),
+        ("2026-11-28T10:00:00.000001Z", "2026-11-28T10:00:00.000001Z"),
+        ("0005-01-01T00:00:00Z", "0005-01-01T00:00:00.000000Z"),  # fixed width
+    ],
+)
+def test_one_canonical_occurred_at_per_instant(written: str, canonical: str) -> None:
+    envelope = SealedEvent.model_validate(
+        {"type": "user.deleted", "event_id": "e", "user_id": "u", "occurred_at": written,
+         "sealed": "AAAA"}
+    )  # fmt: skip
+    assert canonical_occurred_at(envelope.occurred_at) == canonical
+    context = encryption_context("e", "u", "user.deleted", envelope.occurred_at)
+    assert context["occurred_at"] == canonical
+
+
+def test_canonical_occurred_at_is_the_time_the_store_orders_by() -> None:
+    when = datetime(2026, 11, 28, 11, 0, 0, 123456, tzinfo=timezone(timedelta(hours=1)))
+    assert stamp_of(when, "e-1") == f"{canonical_occurred_at(when)}|e-1"
