@@ -123,6 +123,7 @@ D1_OTHER = "1:BBBBBBBBBBB"
     [
         ("e1", "2026-01-02|e1", "", (f"e1\t{D1}",), Seen.DUPLICATE),
         ("e1", "2026-01-02|e1", "", (f"e1\t{D1_OTHER}",), Seen.REUSED),
+        ("e1", "2026-01-02|e1", "", ("e1\t1:é",), Seen.REUSED),  # forged, not even ASCII
         ("e1", "2026-01-02|e1", "", ("e1",), Seen.UNCHECKED),  # remembered before digests
         ("e1", "2026-01-02|e1", "", ("e1\t2:AAAAAAAAAAA",), Seen.UNCHECKED),  # other key version
         ("e1", "2026-01-01|e1", "2026-01-02|x", (f"e1\t{D1_OTHER}",), Seen.REUSED),
