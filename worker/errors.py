@@ -5,7 +5,8 @@
     │   ├── InvalidMessage    the body is not a valid event (wraps events.InvalidEvent)
     │   ├── EventOutOfRange   occurred_at is older than the tombstone horizon, or in the future
     │   ├── InvalidResult     the merged profile would be invalid (e.g. too many attributes)
-    │   └── RecordTampered    the stored record fails signature verification or decryption
+    │   ├── EventIdReused     the event id was applied before with different content
+    │   └── RecordTampered    the stored record fails verification, or holds an impossible stamp
     │       └── ControlRolledBack  an older control record was put back (replay)
     ├── RetryLater            transient: leave the message to SQS (visibility timeout, then redrive)
     │   ├── AwsUnavailable    throttling, 5xx, timeouts, dropped connections
@@ -44,6 +45,13 @@ class EventOutOfRange(DeadLetter):
 
 class InvalidResult(DeadLetter):
     """Applying the event would leave an invalid profile."""
+
+
+class EventIdReused(DeadLetter):
+    """An event id already applied to the record came again with different content.
+
+    Neither can win by delivery order: the publisher must send the change under a new id.
+    """
 
 
 class RecordTampered(DeadLetter):

@@ -3,6 +3,9 @@
     window check -> duplicate/stale check (bookkeeping only) -> verify and decrypt -> merge
     -> validate -> seal -> write conditioned on the revision read -> on conflict, re-decide
 
+Only a duplicate create or update with a matching content digest is acknowledged before the
+record is verified; every other skip or refusal rests on bookkeeping a table writer could forge.
+
 The caller may pass what it already knows of the record (`Hints`, filled by one BatchGetItem per
 SQS batch); a stale hint is harmless because the conditional write catches it.
 """
@@ -24,9 +27,9 @@ from events import Profile
 from . import profile
 from .blind_index import IndexKeys
 from .crypto import ItemCipher
-from .errors import InvalidResult, WriteConflict
-from .profile import Event, Presence, UserState
-from .record import from_item, read_head, to_item
+from .errors import EventIdReused, InvalidResult, WriteConflict
+from .profile import Event, Presence, Seen, UserState
+from .record import check_stamps, from_item, read_head, to_item
 from .store import RecordStore, StoredRecord
 
 Hints = dict[str, StoredRecord | None]
@@ -34,8 +37,8 @@ Hints = dict[str, StoredRecord | None]
 
 class Outcome(StrEnum):
     APPLIED = "applied"
-    DUPLICATE = "duplicate"  # seen before: no KMS call, no write
-    STALE = "stale"  # shadowed by a newer create or delete: no KMS call, no write
+    DUPLICATE = "duplicate"  # seen before: no write (no KMS call unless a delete or legacy id)
+    STALE = "stale"  # shadowed by a newer create or delete: verified first, no write
     UNCHANGED = "unchanged"  # merged to the same state: no write
 
 
@@ -74,6 +77,10 @@ class UserEventHandler:
         limits = self._limits
         profile.check_window(event.occurred_at, now, limits.tombstone_ttl, limits.max_clock_skew)
         stamp = profile.event_stamp(event)
+        index = self._index.current
+        digest = profile.content_digest(
+            event, index.keys[index.active_version], index.active_version
+        )
         hints = {} if hints is None else hints
         uid = event.user_id
         current = hints[uid] if uid in hints else await self._store.get(uid)
@@ -84,10 +91,24 @@ class UserEventHandler:
                 state, rev = UserState(), None
             else:
                 head = current.head
-                skip = profile.precheck(event.event_id, stamp, head.reset_stamp, head.recent_events)
-                if skip is not None:
-                    return Outcome(skip.value)
+                check_stamps(head, now, limits.max_clock_skew)
+                seen = profile.precheck(
+                    event.event_id, digest, stamp, head.reset_stamp, head.recent_events
+                )
+                if profile.skips_unverified(seen, event):
+                    return Outcome.DUPLICATE
+                # Raises RecordTampered for a forged item: a forged skip or reuse is reported
+                # as tampering, never acknowledged or blamed on the publisher.
                 state = from_item(await self._cipher.open(current.item))
+                if seen is Seen.REUSED:
+                    raise EventIdReused(
+                        f"event {event.event_id}: this event id was applied before "
+                        "with different content"
+                    )
+                if seen in (Seen.DUPLICATE, Seen.UNCHECKED):
+                    return Outcome.DUPLICATE
+                if seen is Seen.STALE:
+                    return Outcome.STALE
                 rev, recent = head.rev, head.recent_events
 
             merged = profile.apply(state, event)
@@ -99,7 +120,7 @@ class UserEventHandler:
                 uid,
                 merged,
                 rev=(rev or 0) + 1,
-                recent_events=profile.remember(recent, event.event_id),
+                recent_events=profile.remember(recent, event.event_id, digest),
                 expires_at=self._tombstone_expiry(merged, event, now),
                 email_index=self._index.token_for(view),
             )

@@ -22,6 +22,10 @@ Nothing here does I/O or reads a clock: `now` is passed in.
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -182,21 +186,43 @@ def view(state: UserState) -> dict[str, JsonValue] | None:
     return profile
 
 
-class Skip(StrEnum):
-    """Why an event needs no write, decided from signed bookkeeping alone (no decryption)."""
+class Seen(StrEnum):
+    """What a record's signed-only bookkeeping says about an event, read before verifying it."""
 
-    DUPLICATE = "duplicate"  # this event id was applied recently
-    STALE = "stale"  # older than the last create or delete: every write it makes is shadowed
+    NEW = "new"  # neither remembered nor shadowed: apply it
+    DUPLICATE = "duplicate"  # remembered with the same content digest
+    UNCHECKED = "unchecked"  # remembered with no digest to compare (older record, retired key)
+    REUSED = "reused"  # remembered with a *different* content digest
+    STALE = "stale"  # at or below the last create or delete: every write it makes is shadowed
 
 
 def precheck(
-    event_id: str, stamp: Stamp, root_reset: Stamp, recent: tuple[str, ...]
-) -> Skip | None:
-    if event_id in recent:
-        return Skip.DUPLICATE
+    event_id: str, digest: str, stamp: Stamp, root_reset: Stamp, recent: tuple[str, ...]
+) -> Seen:
+    """`digest` is the event's `content_digest`; `recent` holds `remember`ed entries."""
+    for entry in recent:
+        seen_id, _, seen_digest = entry.partition(DIGEST_SEPARATOR)
+        if seen_id != event_id:
+            continue
+        if seen_digest.partition(":")[0] != digest.partition(":")[0]:
+            return Seen.UNCHECKED  # no digest, or one made under another index key version
+        # Plain ==: nothing secret to time, and a forged entry may not be ASCII.
+        return Seen.DUPLICATE if seen_digest == digest else Seen.REUSED
     if stamp <= root_reset:
-        return Skip.STALE
-    return None
+        return Seen.STALE
+    return Seen.NEW
+
+
+def skips_unverified(seen: Seen, event: Event) -> bool:
+    """Whether the event may be acknowledged on the bookkeeping alone, before verification.
+
+    Only a duplicate create or update whose remembered digest matches. A table writer can forge
+    `recent_events` but not a matching digest: it is keyed (see `content_digest`), so without the
+    index key a forged entry is either digest-less or wrong, and both are verified first. Stale
+    skips rest on `reset_stamp`, which a writer can set (a far-future one would hide every later
+    event), and a skipped delete would keep personal data: those are verified too.
+    """
+    return seen is Seen.DUPLICATE and not isinstance(event, UserDeleted)
 
 
 def check_window(
@@ -218,32 +244,69 @@ def check_window(
 
 
 RECENT_EVENTS = 50  # event ids kept per record for free duplicate detection
+DIGEST_SEPARATOR = "\t"  # never in an event id (printable ASCII only)
+# Each event id is only ever compared with the one digest remembered for that same id (no
+# birthday bound across the window), so a reused id with different content passes as a duplicate
+# with probability 2**-64: negligible even if every event reused an id. Forging one needs the key.
+DIGEST_BITS = 64
+DIGEST_PURPOSE = b"userstore-event-digest/v1"
 
 
-def remember(recent: tuple[str, ...], event_id: str) -> tuple[str, ...]:
-    """Most recent last; bounded so the record stays small."""
-    return (*recent, event_id)[-RECENT_EVENTS:]
+def event_content(event: Event) -> bytes:
+    """What makes two deliveries of one event id the same event: canonical JSON of the type,
+    user id, occurred_at (UTC, fixed width) and data (the opened data, for a sealed event).
+    Not the trace id or the schema version: a publisher's retry may change those."""
+    if isinstance(event, UserCreated):
+        data: JsonValue = event.data.model_dump(mode="json", exclude_none=True)
+    elif isinstance(event, UserUpdated):
+        data = event.data.model_dump(mode="json", exclude_unset=True)
+    else:
+        data = None
+    occurred_at = event_stamp(event).partition("|")[0]
+    content = [str(event.type), event.user_id, occurred_at, data]
+    return json.dumps(content, separators=(",", ":"), sort_keys=True, ensure_ascii=False).encode()
+
+
+def content_digest(event: Event, key: bytes, key_version: int) -> str:
+    """`<key version>:<HMAC, 64 bits, base64url>` of the event's content.
+
+    Keyed, with a key derived from an index key (`key`) for this purpose only: the digest sits
+    in signed-only plaintext, and a plain hash of, say, `{"email_verified": true}` with a known
+    user id and time would let a table reader test guesses of the data.
+    """
+    derived = hmac.new(key, DIGEST_PURPOSE, hashlib.sha256).digest()
+    mac = hmac.new(derived, event_content(event), hashlib.sha256).digest()[: DIGEST_BITS // 8]
+    return f"{key_version}:{base64.urlsafe_b64encode(mac).decode().rstrip('=')}"
+
+
+def remember(recent: tuple[str, ...], event_id: str, digest: str) -> tuple[str, ...]:
+    """Most recent last, as `<event id><TAB><digest>`; bounded so the record stays small."""
+    return (*recent, f"{event_id}{DIGEST_SEPARATOR}{digest}")[-RECENT_EVENTS:]
 
 
 __all__ = [
+    "DIGEST_BITS",
     "RECENT_EVENTS",
     "ROOT",
     "Entry",
     "Event",
     "EventType",
     "Presence",
-    "Skip",
+    "Seen",
     "Stamp",
     "UserState",
     "apply",
     "changes_of",
     "check_window",
+    "content_digest",
+    "event_content",
     "event_stamp",
     "flatten",
     "join",
     "precheck",
     "prune",
     "remember",
+    "skips_unverified",
     "stamp_of",
     "view",
 ]

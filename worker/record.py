@@ -8,7 +8,8 @@ sealed under an old key are found without decrypting:
     presence         S  present | deleted
     presence_stamp   S  stamp of the newest event seen
     reset_stamp      S  stamp of the last create or delete (events at or below it are no-ops)
-    recent_events    L  the last RECENT_EVENTS event ids applied
+    recent_events    L  the last RECENT_EVENTS events applied: "<event id><TAB><digest>" (older
+                        records: the bare id); the digest is keyed, see profile.content_digest
     key_ref          S  the key (or material version) the record is sealed under
     email_idx        S  blind index of the email: "<index key version>:<HMAC>" (if any email)
     expires_at       N  tombstones only: TTL epoch seconds
@@ -23,10 +24,21 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
 from .errors import RecordTampered
-from .profile import ROOT, Entry, Presence, Stamp, UserState, flatten, view
+from .profile import (
+    DIGEST_SEPARATOR,
+    ROOT,
+    Entry,
+    Presence,
+    Stamp,
+    UserState,
+    flatten,
+    stamp_of,
+    view,
+)
 
 Item = dict[str, dict[str, Any]]  # DynamoDB JSON
 
@@ -55,9 +67,9 @@ CLOCK = "clock"
 class RecordHead:
     """The signed-only bookkeeping of a stored item, read without verifying it.
 
-    Trusting it before verification only ever lets a table writer make us *skip* work (they can
-    already delete or roll back items); anything that changes a record is decided after the
-    signature has been checked.
+    Before verification it may only decide skips a table writer can't forge (see
+    `profile.skips_unverified`) and find records sealed under an old key; anything that changes
+    a record, or that drops an event, is decided after the signature has been checked.
     """
 
     user_id: str
@@ -69,6 +81,11 @@ class RecordHead:
     key_ref: str
     expires_at: int | None = None
     email_index: str | None = None
+
+    @property
+    def event_ids(self) -> tuple[str, ...]:
+        """The remembered event ids, without their digests."""
+        return tuple(entry.partition(DIGEST_SEPARATOR)[0] for entry in self.recent_events)
 
     @property
     def index_version(self) -> int | None:
@@ -94,6 +111,19 @@ def read_head(item: Item) -> RecordHead:
         )
     except (KeyError, ValueError, TypeError) as exc:
         raise RecordTampered("stored record has malformed bookkeeping attributes") from exc
+
+
+def check_stamps(head: RecordHead, now: datetime, max_skew: timedelta) -> None:
+    """Raise RecordTampered for a stored stamp later than `now + max_skew`.
+
+    Every stamp stored comes from an event that passed `profile.check_window` when applied, so
+    none can be beyond the skew allowance (replicas' clocks are assumed to agree far better
+    than that). A later one was written by someone else, say to make every later event stale.
+    """
+    horizon = stamp_of(now + max_skew, "").partition("|")[0]
+    for name, stamp in (("reset_stamp", head.reset_stamp), ("presence_stamp", head.presence_stamp)):
+        if stamp.partition("|")[0] > horizon:  # fixed width, so strings compare as times
+            raise RecordTampered(f"stored record's {name} is later than the clock skew allows")
 
 
 def to_item(

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from events import parse_event
 from tests.conftest import make_settings, provision_settings
 from worker import profile
 from worker.app import components, consumer_for
@@ -19,7 +20,7 @@ from worker.handlers import Hints, Outcome
 from worker.metrics import Metrics
 from worker.profile import Event
 from worker.record import from_item
-from worker.sqs import REASON_ATTRIBUTE
+from worker.sqs import ERROR_ATTRIBUTE, EVENT_ID_ATTRIBUTE, REASON_ATTRIBUTE
 
 pytestmark = pytest.mark.integration
 
@@ -265,4 +266,53 @@ async def test_an_unexpected_error_is_retried_and_logged_without_its_message(
     assert metrics.count("userstore_message_retries", {"error": "ValueError"}) == 1
     out = capsys.readouterr()
     assert "message.unexpected_error" in out.out + out.err
+    assert SECRET not in out.out + out.err
+
+
+async def test_a_forged_record_and_a_reused_event_id_are_dead_lettered_with_their_reasons(
+    moto_endpoint: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A far-future reset_stamp would once have made the delete a silent 'stale' ack."""
+    settings = await provision_settings(make_settings(moto_endpoint, fifo=True))
+    forged, reused = (f"urn:fdc:gov.uk:2022:{uuid.uuid4().hex[:8]}" for _ in range(2))
+    metrics = Metrics()
+    async with components(settings) as parts:
+        for user, event_id in ((forged, "f-0"), (reused, "r-0")):
+            created = parse_event(body(event_id, "user.created", user, 0, {"given_name": SECRET}))
+            assert await parts.handler.handle(created) is Outcome.APPLIED
+        record = await parts.store.get(forged)
+        assert record is not None
+        await parts.clients.dynamodb.put_item(
+            TableName=settings.table,
+            Item={**record.item, "reset_stamp": {"S": "2999-01-01T00:00:00.000000Z|x"}},
+        )
+        consumer = await consumer_for(parts, metrics)
+        sqs = parts.clients.sqs
+        sent = [
+            (forged, body("f-1", "user.deleted", forged, 1)),
+            (reused, body("r-0", "user.created", reused, 0, {"given_name": "Other" + SECRET})),
+        ]
+        await send_all(sqs, consumer._config.queue_url, sent)
+        stop = asyncio.Event()
+        task = asyncio.create_task(consumer.run(stop))
+        await drain_queue(sqs, consumer._config.queue_url)
+        stop.set()
+        await asyncio.wait_for(task, 30)
+        dead = await receive_all(sqs, consumer._config.dlq_url)
+    attrs = {
+        m["MessageAttributes"][EVENT_ID_ATTRIBUTE]["StringValue"]: m["MessageAttributes"]
+        for m in dead
+    }
+    assert attrs.keys() == {"f-1", "r-0"}
+    assert attrs["f-1"][ERROR_ATTRIBUTE]["StringValue"] == "RecordTampered"
+    assert attrs["r-0"][ERROR_ATTRIBUTE]["StringValue"] == "EventIdReused"
+    assert "r-0" in attrs["r-0"][REASON_ATTRIBUTE]["StringValue"]
+    for a in attrs.values():
+        assert not any(v in a[REASON_ATTRIBUTE]["StringValue"] for v in (SECRET, forged, reused))
+    assert metrics.count("userstore_verification_failures") == 1
+    assert metrics.count("userstore_dead_letters", {"error": "RecordTampered"}) == 1
+    assert metrics.count("userstore_dead_letters", {"error": "EventIdReused"}) == 1
+    assert metrics.count("userstore_events", {"type": "user.deleted", "outcome": "stale"}) == 0
+    out = capsys.readouterr()
+    assert "security.record_verification_failed" in out.out + out.err
     assert SECRET not in out.out + out.err

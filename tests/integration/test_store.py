@@ -18,9 +18,9 @@ from tests.integration.helpers import counted_components, event
 from tests.model import expected_profiles
 from tests.strategies import deliveries, event_sets
 from worker import profile
-from worker.errors import InvalidResult, RecordTampered
+from worker.errors import EventIdReused, InvalidResult, RecordTampered
 from worker.handlers import Outcome
-from worker.record import from_item
+from worker.record import from_item, to_item
 from worker.settings import Settings
 
 pytestmark = pytest.mark.integration
@@ -188,6 +188,148 @@ async def test_tampered_record_is_refused_and_left_alone(provisioned_settings: S
                 )
             stored = await parts.store.get(user)
             assert stored is not None and stored.item == item  # evidence left untouched
+
+
+def _spent(calls: Any, before: dict[str, int]) -> dict[str, int]:
+    return {k: v - before.get(k, 0) for k, v in calls.counts.items() if v != before.get(k, 0)}
+
+
+def _kms(spent: dict[str, int]) -> dict[str, int]:
+    return {k: v for k, v in spent.items() if k in {"Decrypt", "GenerateDataKey", "Encrypt"}}
+
+
+@pytest.mark.parametrize("kind", ["user.updated", "user.deleted"])
+@pytest.mark.parametrize("forged", ["year 2999", "just after the event"])
+async def test_a_forged_reset_stamp_is_tampering_not_stale(
+    provisioned_settings: Settings, kind: str, forged: str
+) -> None:
+    """A table writer raises reset_stamp so that later events would be skipped as stale."""
+    async with counted_components(provisioned_settings) as (parts, calls):
+        user = uid()
+        await parts.handler.handle(event("c1", "user.created", user, at(0), PERSONAL))
+        record = await parts.store.get(user)
+        assert record is not None
+        stamp = (
+            "2999-01-01T00:00:00.000000Z|x"
+            if forged == "year 2999"
+            else profile.stamp_of(NOW + timedelta(seconds=2), "zz")  # within the clock skew
+        )
+        item = {**record.item, "reset_stamp": {"S": stamp}}
+        await parts.clients.dynamodb.put_item(TableName=provisioned_settings.table, Item=item)
+        later = event(
+            "e2", kind, user, at(1), {"given_name": "X"} if kind == "user.updated" else None
+        )
+        before = dict(calls.counts)
+        with pytest.raises(RecordTampered) as raised:
+            await parts.handler.handle(later)
+        assert stamp not in raised.value.reason and user not in raised.value.reason
+        assert "PutItem" not in _spent(calls, before)
+        stored = await parts.store.get(user)
+        assert stored is not None and stored.item == item  # evidence left untouched
+
+
+async def test_a_genuinely_stale_event_is_verified_then_skipped(
+    provisioned_settings: Settings,
+) -> None:
+    async with counted_components(provisioned_settings) as (parts, calls):
+        user = uid()
+        await parts.handler.handle(event("c1", "user.created", user, at(5), PERSONAL))
+        before = dict(calls.counts)
+        older = event("u1", "user.updated", user, at(1), {"given_name": "Old"})
+        assert await parts.handler.handle(older) is Outcome.STALE
+        spent = _spent(calls, before)
+        assert "PutItem" not in spent
+        kms = provisioned_settings.key_mode == "kms"
+        assert _kms(spent) == ({"Decrypt": 1} if kms else {})  # the verification
+        assert await parts.handler.handle(event("d0", "user.deleted", user, at(2))) is Outcome.STALE
+
+
+@pytest.mark.parametrize(
+    ("kind", "entry"),
+    [
+        ("user.deleted", "{id}"),  # a digest-less id, as older records hold
+        ("user.updated", "{id}"),
+        ("user.updated", "{id}\t1:AAAAAAAAAAA"),  # a digest the writer can't compute
+        ("user.deleted", "{id}\t1:AAAAAAAAAAA"),
+    ],
+)
+async def test_a_forged_remembered_event_is_tampering_not_a_skip(
+    provisioned_settings: Settings, kind: str, entry: str
+) -> None:
+    """A table writer adds an upcoming event's id to recent_events so that it would be skipped."""
+    async with counted_components(provisioned_settings) as (parts, _):
+        user = uid()
+        await parts.handler.handle(event("c1", "user.created", user, at(0), PERSONAL))
+        record = await parts.store.get(user)
+        assert record is not None
+        remembered = record.item["recent_events"]["L"] + [{"S": entry.format(id="next")}]
+        item = {**record.item, "recent_events": {"L": remembered}}
+        await parts.clients.dynamodb.put_item(TableName=provisioned_settings.table, Item=item)
+        data = {"given_name": "X"} if kind == "user.updated" else None
+        with pytest.raises(RecordTampered):
+            await parts.handler.handle(event("next", kind, user, at(1), data))
+        stored = await parts.store.get(user)
+        assert stored is not None and stored.item == item
+
+
+async def test_a_redelivered_delete_is_verified_then_a_duplicate(
+    provisioned_settings: Settings,
+) -> None:
+    async with counted_components(provisioned_settings) as (parts, calls):
+        user = uid()
+        await parts.handler.handle(event("c1", "user.created", user, at(0), PERSONAL))
+        deleted = event("d1", "user.deleted", user, at(1))
+        assert await parts.handler.handle(deleted) is Outcome.APPLIED
+        before = dict(calls.counts)
+        assert await parts.handler.handle(deleted) is Outcome.DUPLICATE
+        kms = provisioned_settings.key_mode == "kms"
+        assert _kms(_spent(calls, before)) == ({"Decrypt": 1} if kms else {})
+
+
+async def test_an_event_id_reused_with_other_content_is_dead_lettered(
+    provisioned_settings: Settings,
+) -> None:
+    async with counted_components(provisioned_settings) as (parts, _):
+        user = uid()
+        await parts.handler.handle(event("c1", "user.created", user, at(0), PERSONAL))
+        first = event("u1", "user.updated", user, at(1), {"given_name": "Ada"})
+        assert await parts.handler.handle(first) is Outcome.APPLIED
+        record = await parts.store.get(user)
+        assert await parts.handler.handle(first) is Outcome.DUPLICATE  # same id, same content
+        for reused in [
+            event("u1", "user.updated", user, at(1), {"given_name": "Zebedee"}),
+            event("u1", "user.updated", user, at(2), {"given_name": "Ada"}),
+            event("u1", "user.deleted", user, at(1)),
+        ]:
+            with pytest.raises(EventIdReused) as raised:
+                await parts.handler.handle(reused)
+            assert "u1" in raised.value.reason
+            assert not any(v in raised.value.reason for v in ("Zebedee", "Ada", user))
+        assert await parts.store.get(user) == record  # nothing written
+
+
+async def test_ids_remembered_without_a_digest_are_still_duplicates(
+    provisioned_settings: Settings,
+) -> None:
+    """Records written before digests: a redelivery is verified, then skipped."""
+    async with counted_components(provisioned_settings) as (parts, calls):
+        user = uid()
+        created = event("c1", "user.created", user, at(0), PERSONAL)
+        state = profile.apply(profile.UserState(), created)
+        item = to_item(user, state, rev=1, recent_events=("c1",), expires_at=None)
+        assert (await parts.store.put(await parts.cipher.seal(item), expected_rev=None)).written
+        before = dict(calls.counts)
+        assert await parts.handler.handle(created) is Outcome.DUPLICATE
+        spent = _spent(calls, before)
+        assert "PutItem" not in spent
+        kms = provisioned_settings.key_mode == "kms"
+        assert _kms(spent) == ({"Decrypt": 1} if kms else {})
+        # the next event remembers its id with a digest, beside the bare one
+        patch = event("u1", "user.updated", user, at(1), {"given_name": "Ada"})
+        assert await parts.handler.handle(patch) is Outcome.APPLIED
+        record = await parts.store.get(user)
+        assert record is not None and record.head.event_ids == ("c1", "u1")
+        assert record.head.recent_events[1].startswith("u1\t")
 
 
 async def test_merged_profile_is_validated(provisioned_settings: Settings) -> None:

@@ -326,7 +326,7 @@ async def test_kms_unavailable_is_retried_later_and_writes_nothing(moto_endpoint
             assert await receive_all(parts.clients.sqs, dlq_url) == []
             record = await parts.store.get(user)
             assert record is not None and record.head.rev == 1
-            assert record.head.recent_events == ("k-1",)
+            assert record.head.event_ids == ("k-1",)
             view = profile.view(from_item(await parts.cipher.open(record.item)))
             assert view == {"given_name": SECRET}
     finally:

@@ -15,7 +15,7 @@ from tests.model import expected_profiles
 from tests.strategies import deliveries, event_sets
 from worker import profile
 from worker.errors import EventOutOfRange
-from worker.profile import Presence, Skip, UserState
+from worker.profile import Presence, Seen, UserState
 
 T0 = "2026-11-01T10:00:00Z"
 
@@ -114,19 +114,97 @@ def test_stamps_sort_like_time_then_event_id() -> None:
     )
 
 
+D1 = "1:AAAAAAAAAAA"  # a digest under index key version 1
+D1_OTHER = "1:BBBBBBBBBBB"
+
+
 @pytest.mark.parametrize(
     ("event_id", "stamp", "reset", "recent", "expected"),
     [
-        ("e1", "2026-01-02|e1", "", ("e1",), Skip.DUPLICATE),
-        ("e2", "2026-01-01|e2", "2026-01-02|x", (), Skip.STALE),
-        ("e2", "2026-01-02|x", "2026-01-02|x", (), Skip.STALE),
-        ("e3", "2026-01-03|e3", "2026-01-02|x", ("e1",), None),
+        ("e1", "2026-01-02|e1", "", (f"e1\t{D1}",), Seen.DUPLICATE),
+        ("e1", "2026-01-02|e1", "", (f"e1\t{D1_OTHER}",), Seen.REUSED),
+        ("e1", "2026-01-02|e1", "", ("e1\t1:é",), Seen.REUSED),  # forged, not even ASCII
+        ("e1", "2026-01-02|e1", "", ("e1",), Seen.UNCHECKED),  # remembered before digests
+        ("e1", "2026-01-02|e1", "", ("e1\t2:AAAAAAAAAAA",), Seen.UNCHECKED),  # other key version
+        ("e1", "2026-01-01|e1", "2026-01-02|x", (f"e1\t{D1_OTHER}",), Seen.REUSED),
+        ("e1", "2026-01-02|e1", "", (f"e10\t{D1}", "e", f"e1 \t{D1}"), Seen.NEW),
+        ("e2", "2026-01-01|e2", "2026-01-02|x", (), Seen.STALE),
+        ("e2", "2026-01-02|x", "2026-01-02|x", (), Seen.STALE),
+        ("e3", "2026-01-03|e3", "2026-01-02|x", (f"e1\t{D1}",), Seen.NEW),
     ],
 )
 def test_precheck(
-    event_id: str, stamp: str, reset: str, recent: tuple[str, ...], expected: Skip | None
+    event_id: str, stamp: str, reset: str, recent: tuple[str, ...], expected: Seen
 ) -> None:
-    assert profile.precheck(event_id, stamp, reset, recent) is expected
+    assert profile.precheck(event_id, D1, stamp, reset, recent) is expected
+
+
+@pytest.mark.parametrize(
+    ("kind", "seen", "expected"),
+    [
+        ("user.created", Seen.DUPLICATE, True),
+        ("user.updated", Seen.DUPLICATE, True),
+        ("user.deleted", Seen.DUPLICATE, False),  # a skipped delete would keep personal data
+        ("user.updated", Seen.UNCHECKED, False),
+        ("user.updated", Seen.REUSED, False),
+        ("user.updated", Seen.STALE, False),  # reset_stamp is forgeable
+        ("user.deleted", Seen.STALE, False),
+        ("user.updated", Seen.NEW, False),
+    ],
+)
+def test_only_a_digest_matched_duplicate_of_a_create_or_update_skips_unverified(
+    kind: str, seen: Seen, expected: bool
+) -> None:
+    data = {"given_name": "A"} if kind != "user.deleted" else None
+    assert profile.skips_unverified(seen, ev("e1", kind, data=data)) is expected
+
+
+KEY = bytes(range(32))
+
+
+def test_content_digest_is_keyed_versioned_and_64_bits() -> None:
+    event = ev("e1", "user.updated", data={"given_name": "Ada"})
+    digest = profile.content_digest(event, KEY, 3)
+    version, _, mac = digest.partition(":")
+    assert version == "3" and len(mac) == 11  # 64 bits in unpadded base64url
+    assert digest == profile.content_digest(event, KEY, 3)
+    assert digest != profile.content_digest(event, bytes(32), 3)
+    assert "\t" not in digest
+
+
+@pytest.mark.parametrize(
+    ("a", "b"),
+    [
+        # the same instant written with another offset, and keys in another order
+        (
+            ev("e1", "user.created", "2026-11-01T10:00:00Z", {"given_name": "A", "email": "a@b.o"}),
+            ev(
+                "e1",
+                "user.created",
+                "2026-11-01T11:00:00+01:00",
+                {"email": "a@b.o", "given_name": "A"},
+            ),
+        ),
+        (ev("e1", "user.deleted"), ev("e1", "user.deleted", data={})),
+    ],
+)
+def test_content_digest_ignores_spelling(a: Any, b: Any) -> None:
+    assert profile.content_digest(a, KEY, 1) == profile.content_digest(b, KEY, 1)
+
+
+@pytest.mark.parametrize(
+    "other",
+    [
+        ev("e1", "user.updated", data={"given_name": "Bea"}),  # data
+        ev("e1", "user.updated", data={"given_name": "Ada", "family_name": None}),  # a removal
+        ev("e1", "user.updated", "2026-11-01T10:00:01Z", {"given_name": "Ada"}),  # time
+        ev("e1", "user.updated", data={"given_name": "Ada"}, user="u2"),  # user
+        ev("e1", "user.created", data={"given_name": "Ada"}),  # type
+    ],
+)
+def test_content_digest_tells_content_apart(other: Any) -> None:
+    mine = ev("e1", "user.updated", data={"given_name": "Ada"})
+    assert profile.content_digest(mine, KEY, 1) != profile.content_digest(other, KEY, 1)
 
 
 def test_window_rejects_events_beyond_the_tombstone_horizon_and_from_the_future() -> None:
@@ -143,7 +221,9 @@ def test_window_rejects_events_beyond_the_tombstone_horizon_and_from_the_future(
 def test_remember_keeps_the_most_recent_ids_bounded() -> None:
     recent: tuple[str, ...] = ()
     for i in range(profile.RECENT_EVENTS + 5):
-        recent = profile.remember(recent, f"e{i}")
+        recent = profile.remember(recent, f"e{i}", D1)
     assert len(recent) == profile.RECENT_EVENTS
-    assert recent[-1] == f"e{profile.RECENT_EVENTS + 4}"
-    assert "e0" not in recent
+    assert recent[-1] == f"e{profile.RECENT_EVENTS + 4}\t{D1}"
+    assert f"e0\t{D1}" not in recent
+    assert profile.precheck("e0", D1, "2026-01-02|e0", "", recent) is Seen.NEW
+    assert profile.precheck("e9", D1, "2026-01-02|e9", "", recent) is Seen.DUPLICATE
