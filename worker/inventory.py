@@ -5,7 +5,9 @@ nothing userstore holds needs it any more:
 - user records sealed under it (`kms` mode), or under a material version it wraps (`cached`);
 - control records sealed under it (or under such a version);
 - blind-index key versions wrapped under it;
-- material versions (`cached` mode) it wraps that any record or control record still uses.
+- material versions (`cached` mode) it wraps that any record or control record still uses;
+- an earlier payload key: messages sealed under it may sit in the queue or the dead-letter
+  queue, and publishers may seal under it for as long as their data-key cache lasts.
 Everything is counted from signed-only bookkeeping and the control records: no decryption.
 """
 
@@ -14,16 +16,54 @@ from __future__ import annotations
 import asyncio
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
 
 from .aws import call
 from .control import ACTIVE_KEY, is_control
+from .errors import KeyNotFound
 from .keyref import KeyKind, KeyRef, parse_or_none
-from .rotation import IndexVersion, current_target
+from .rotation import IndexVersion, current_target, payload_history
 from .streams import ShardProgress, read_progress
 
 if TYPE_CHECKING:
     from .app import Components
+
+
+async def queue_url(sqs: Any, name: str, settings: Any) -> str:
+    from .app import queue_url as resolve  # the composition root resolves queue names
+
+    return await resolve(sqs, name, settings)
+
+
+@dataclass(frozen=True)
+class PayloadKeys:
+    """The payload key, and earlier ones that sealed messages may still need."""
+
+    active: KeyRef | None
+    # per earlier key: when it stopped being active
+    previous: tuple[tuple[KeyRef, datetime], ...]
+    queued: int  # messages in the queue and the dead-letter queue (approximate)
+    now: datetime
+    publisher_cache_s: float
+
+    def uses(self, key: KeyRef) -> list[str]:
+        needs = []
+        for earlier, rotated_at in self.previous:
+            if earlier != key:
+                continue
+            until = rotated_at + timedelta(seconds=self.publisher_cache_s)
+            if self.now < until:
+                needs.append(
+                    f"publishers may still seal under it until {until:%Y-%m-%d %H:%M:%S} UTC "
+                    "(their data-key cache)"
+                )
+            if self.queued:
+                needs.append(
+                    f"{self.queued} messages in the queue and dead-letter queue may be sealed "
+                    "under it (drain the queue, redrive or purge the dead letters)"
+                )
+        return needs
 
 
 @dataclass(frozen=True)
@@ -39,6 +79,7 @@ class Inventory:
     material_keys: dict[int, KeyRef | None] = field(default_factory=dict)
     active_kms_key: KeyRef | None = None
     history: tuple[KeyRef, ...] = ()
+    payload: PayloadKeys | None = None
 
     @property
     def stale(self) -> int:
@@ -50,6 +91,8 @@ class Inventory:
         """What userstore holds that needs `key`, in words (empty: it can be retired)."""
         needs = []
         text = str(key)
+        if self.payload is not None:
+            needs.extend(self.payload.uses(key))
         if self.records_by_key.get(text):
             needs.append(f"{self.records_by_key[text]} user records sealed under it")
         if self.controls_by_key.get(text):
@@ -73,6 +116,8 @@ class Inventory:
     def old_keys(self) -> list[KeyRef]:
         """Every key userstore has used other than the ones in force now."""
         current = {self.active_key, self.active_kms_key}
+        if self.payload is not None:
+            current.add(self.payload.active)
         seen: dict[KeyRef, None] = {}
         candidates = [
             *self.history,
@@ -80,6 +125,7 @@ class Inventory:
             *(k for k in self.material_keys.values() if k is not None),
             *(r for r in map(parse_or_none, self.records_by_key) if r is not None),
             *(r for r in map(parse_or_none, self.controls_by_key) if r is not None),
+            *(k for k, _ in (self.payload.previous if self.payload else ())),
         ]
         for key in candidates:
             if key not in current:
@@ -134,6 +180,13 @@ async def inventory(parts: Components, segments: int = 4) -> Inventory:
         recorded = body.get("material_keys", {})
         for version in range(target.key_ref.version + 1):
             material_keys[version] = parse_or_none(str(recorded.get(str(version), "")))
+    payload = PayloadKeys(
+        active=await _payload_key(parts),
+        previous=tuple(payload_history(body)),
+        queued=await _queued(parts),
+        now=datetime.now(UTC),
+        publisher_cache_s=parts.settings.payload_key_cache_s,
+    )
     versions = parts.index.versions
     wrapped_under = {
         v: info.under for v, info in versions.items() if isinstance(info, IndexVersion)
@@ -149,7 +202,33 @@ async def inventory(parts: Components, segments: int = 4) -> Inventory:
         material_keys=material_keys,
         active_kms_key=await parts.keys.active_kms_key(),
         history=history,
+        payload=payload,
     )
+
+
+async def _payload_key(parts: Components) -> KeyRef | None:
+    try:
+        return await parts.keys.payload_key()
+    except KeyNotFound:  # a deployment without sealed payloads
+        return None
+
+
+async def _queued(parts: Components) -> int:
+    """Messages in the queue and its dead-letter queue, approximately (any may be sealed)."""
+    total = 0
+    names = ("ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible")
+    for queue in (parts.settings.queue, parts.settings.dlq):
+        url = await queue_url(parts.clients.sqs, queue, parts.settings)
+        response = await call(
+            "GetQueueAttributes",
+            parts.clients.sqs.get_queue_attributes,
+            max_attempts=parts.settings.aws_max_attempts,
+            QueueUrl=url,
+            AttributeNames=[*names, "ApproximateNumberOfMessagesDelayed"],
+        )
+        attributes = response.get("Attributes", {})
+        total += sum(int(v) for v in attributes.values())
+    return total
 
 
 async def stream_progress(parts: Components) -> list[ShardProgress]:
