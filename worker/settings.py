@@ -22,6 +22,13 @@ class KeyMode(StrEnum):
     CACHED = "cached"  # the caching most-recent provider over a meta-store table
 
 
+class QueueEncryption(StrEnum):
+    """Server-side encryption of the queue and its dead-letter queue (see docs/threat-model.md)."""
+
+    KMS = "kms"  # SSE-KMS under the storage key (USERSTORE_STORAGE_KMS_KEY)
+    SQS = "sqs"  # SSE-SQS: keys owned and managed by SQS
+
+
 class Settings(BaseSettings):
     """Every knob of the worker. Each field is documented in the README's configuration table."""
 
@@ -42,6 +49,12 @@ class Settings(BaseSettings):
     dlq: str = "userstore-events-dlq.fifo"
     kms_key: str = "alias/userstore"
     payload_kms_key: str = "alias/userstore-payload"
+    # Server-side encryption of the tables and (in `kms` queue encryption) the queues.
+    storage_kms_key: str = "alias/userstore-storage"
+    queue_encryption: QueueEncryption = QueueEncryption.KMS
+    # Keeps 35 days of every table's history, erased users' ciphertext included: the trade-off
+    # is in docs/threat-model.md ("Point-in-time recovery and erasure").
+    point_in_time_recovery: bool = True
     payload_key_cache_s: PositiveFloat = 300.0
     key_mode: KeyMode = KeyMode.KMS
     material_name: str = "userstore"

@@ -6,7 +6,10 @@ variables as the worker's settings (USERSTORE_TABLE, ...), with the defaults in 
 
 Runs where the emulator runs hooks: inside LocalStack's own Python process (exec'd, so no
 __file__ or __name__ guard), or as `python userstore.py` (ministack). Needs only botocore, which
-both have. Idempotent: what exists is kept. A failure raises, which marks the hook failed.
+both have. Idempotent: what exists is kept, and brought in line with the definition the way
+`userstore provision` does it (worker/provision.py: tables' server-side encryption, deletion
+protection and point-in-time recovery; every queue attribute). A failure raises, which marks the
+hook failed.
 """
 
 import json
@@ -17,6 +20,17 @@ import botocore.session
 from botocore.exceptions import ClientError
 
 DEFAULT_RESOURCES_FILE = "/etc/localstack/userstore/resources.json"
+TABLE_EXTRAS = ("role", "ttl_attribute", "point_in_time_recovery")
+# What pydantic reads as a bool (worker/resources.py has the same two sets).
+TRUE_WORDS = frozenset({"1", "on", "t", "true", "y", "yes"})
+FALSE_WORDS = frozenset({"0", "off", "f", "false", "n", "no"})
+
+
+def _flag(text):
+    word = str(text).strip().lower()
+    if word in TRUE_WORDS or word in FALSE_WORDS:
+        return word in TRUE_WORDS
+    raise ValueError(f"not a flag: {text!r}")
 
 
 def _render(node, values):
@@ -40,6 +54,11 @@ def _fifo(definition, name):
     return dict(definition["fifo_attributes"]) if name.endswith(".fifo") else {}
 
 
+def _text(default):
+    # As the worker renders its settings: a flag as true or false.
+    return ("true" if default else "false") if isinstance(default, bool) else str(default)
+
+
 def _code(exc):
     return exc.response.get("Error", {}).get("Code", "")
 
@@ -55,20 +74,49 @@ def _ensure_key(kms, alias, create):
     return created["Arn"]
 
 
+def _active(ddb, name):
+    for _ in range(120):
+        table = ddb.describe_table(TableName=name)["Table"]
+        if table["TableStatus"] == "ACTIVE":
+            return table
+        time.sleep(0.5)
+    raise TimeoutError(f"table {name} did not become ACTIVE")
+
+
+def _table_updates(table, create):
+    updates = []
+    sse = create.get("SSESpecification")
+    if sse is not None:
+        now = table.get("SSEDescription") or {}
+        enabled = now.get("Status") in ("ENABLED", "UPDATING")
+        same = (
+            enabled
+            and now.get("SSEType") == sse.get("SSEType", "KMS")
+            and now.get("KMSMasterKeyArn") == sse.get("KMSMasterKeyId")
+            if sse.get("Enabled")
+            else not enabled
+        )
+        if not same:
+            updates.append({"SSESpecification": sse})
+    if "DeletionProtectionEnabled" in create:
+        wanted = bool(create["DeletionProtectionEnabled"])
+        if bool(table.get("DeletionProtectionEnabled", False)) != wanted:
+            updates.append({"DeletionProtectionEnabled": wanted})
+    return updates
+
+
 def _ensure_table(ddb, spec):
-    create = {k: v for k, v in spec.items() if k not in ("role", "ttl_attribute")}
+    create = {k: v for k, v in spec.items() if k not in TABLE_EXTRAS}
     name = create["TableName"]
     try:
         ddb.create_table(**create)
     except ClientError as exc:
         if _code(exc) != "ResourceInUseException":
             raise
-    for _ in range(120):
-        if ddb.describe_table(TableName=name)["Table"]["TableStatus"] == "ACTIVE":
-            break
-        time.sleep(0.5)
-    else:
-        raise TimeoutError(f"table {name} did not become ACTIVE")
+    table = _active(ddb, name)
+    for update in _table_updates(table, create):
+        ddb.update_table(TableName=name, **update)
+        _active(ddb, name)
     if "ttl_attribute" in spec:
         ttl = ddb.describe_time_to_live(TableName=name)["TimeToLiveDescription"]
         if ttl.get("TimeToLiveStatus") not in ("ENABLED", "ENABLING"):
@@ -76,18 +124,43 @@ def _ensure_table(ddb, spec):
                 TableName=name,
                 TimeToLiveSpecification={"Enabled": True, "AttributeName": spec["ttl_attribute"]},
             )
+    if "point_in_time_recovery" in spec:
+        wanted = _flag(spec["point_in_time_recovery"])
+        backups = ddb.describe_continuous_backups(TableName=name)["ContinuousBackupsDescription"]
+        status = backups.get("PointInTimeRecoveryDescription", {}).get("PointInTimeRecoveryStatus")
+        if (status == "ENABLED") != wanted:
+            ddb.update_continuous_backups(
+                TableName=name,
+                PointInTimeRecoverySpecification={"PointInTimeRecoveryEnabled": wanted},
+            )
+
+
+def _ensure_queue(sqs, definition, queue, encryption):
+    name = queue["QueueName"]
+    attributes = _attributes(queue) | encryption
+    try:
+        url = sqs.get_queue_url(QueueName=name)["QueueUrl"]
+    except ClientError as exc:
+        if _code(exc) not in ("AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist"):
+            raise
+        create = _fifo(definition, name) | attributes
+        url = sqs.create_queue(QueueName=name, Attributes=create)["QueueUrl"]
+    names = ["QueueArn", "KmsMasterKeyId"]
+    current = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=names)["Attributes"]
+    if current.get("KmsMasterKeyId") and "KmsMasterKeyId" not in encryption:
+        sqs.set_queue_attributes(QueueUrl=url, Attributes={"KmsMasterKeyId": ""})
+    policy = _render(definition["queue_policy"], {"queue_arn": current["QueueArn"]})
+    sqs.set_queue_attributes(QueueUrl=url, Attributes=attributes | {"Policy": json.dumps(policy)})
+    return current["QueueArn"]
 
 
 def _ensure_queues(sqs, definition, values):
+    modes = definition["queue_encryption"]
+    encryption = _attributes({"Attributes": _render(modes[values["queue_encryption"]], values)})
     dlq = _render(definition["dead_letter_queue"], values)
-    name = dlq["QueueName"]
-    attributes = _fifo(definition, name) | _attributes(dlq)
-    dlq_url = sqs.create_queue(QueueName=name, Attributes=attributes)["QueueUrl"]
-    arn = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])
-    queue = _render(definition["queue"], values | {"dlq_arn": arn["Attributes"]["QueueArn"]})
-    name = queue["QueueName"]
-    url = sqs.create_queue(QueueName=name, Attributes=_fifo(definition, name))["QueueUrl"]
-    sqs.set_queue_attributes(QueueUrl=url, Attributes=_attributes(queue))
+    dlq_arn = _ensure_queue(sqs, definition, dlq, encryption)
+    queue = _render(definition["queue"], values | {"dlq_arn": dlq_arn})
+    _ensure_queue(sqs, definition, queue, encryption)
 
 
 def provision_from_definition():
@@ -95,7 +168,7 @@ def provision_from_definition():
     with open(path, encoding="utf-8") as file:
         definition = json.load(file)
     values = {
-        name: os.environ.get(f"USERSTORE_{name.upper()}", str(default))
+        name: os.environ.get(f"USERSTORE_{name.upper()}", _text(default))
         for name, default in definition["defaults"].items()
     }
     if values["queue"].endswith(".fifo") != values["dlq"].endswith(".fifo"):
@@ -115,9 +188,11 @@ def provision_from_definition():
         )
 
     kms = client("kms")
+    arns = {}
     for key in definition["keys"]:
         key = _render(key, values)
-        _ensure_key(kms, key["alias"], key["create"])
+        arns[key["role"]] = _ensure_key(kms, key["alias"], key["create"])
+    values = values | {"storage_key_arn": arns["storage"]}
     ddb = client("dynamodb")
     for table in definition["tables"]:
         _ensure_table(ddb, _render(table, values))

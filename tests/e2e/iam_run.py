@@ -33,6 +33,19 @@ class Run(NamedTuple):
     calls: Calls
     names: dict[str, str]  # the policies' ${...} placeholders
     aliases: dict[str, str]  # alias name -> key ARN, at the end of the run (after any rotation)
+    queue_keys: dict[str, str]  # queue ARN -> the KMS key ARN of its SSE-KMS (none: not listed)
+
+
+def queue_keys_of(sqs: Any, *names: str) -> dict[str, str]:
+    """The SSE-KMS key of each queue, as provisioned (an administrator's view)."""
+    found = {}
+    for name in names:
+        url = sqs.get_queue_url(QueueName=name)["QueueUrl"]
+        names_ = ["QueueArn", "KmsMasterKeyId"]
+        attrs = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=names_)["Attributes"]
+        if attrs.get("KmsMasterKeyId"):
+            found[attrs["QueueArn"]] = attrs["KmsMasterKeyId"]
+    return found
 
 
 def calls_of(stats: ProxyStats) -> Calls:
@@ -96,6 +109,7 @@ def placeholders(settings: Settings, key_id: str, previous_key_id: str) -> dict[
         "KeyId": key_id,
         "PreviousKeyId": previous_key_id,
         "PayloadKeyAlias": settings.payload_kms_key,
+        "StorageKeyAlias": settings.storage_kms_key,
     }
 
 
@@ -216,7 +230,8 @@ def worker_calls(moto_endpoint: str, tmp_path: Path, mode: KeyMode) -> Run:
             worker.send_signal(signal.SIGTERM)
             assert worker.wait(timeout=30) == 0, log_path.read_text()[-2000:]
         names = placeholders(settings, key_id, first_key)
-        return Run(calls_of(control.stats()), names, aliases_of(kms))
+        queue_keys = queue_keys_of(sqs, settings.queue, settings.dlq)
+        return Run(calls_of(control.stats()), names, aliases_of(kms), queue_keys)
 
 
 def publisher_calls(moto_endpoint: str, tmp_path: Path) -> Run:
@@ -238,8 +253,9 @@ def publisher_calls(moto_endpoint: str, tmp_path: Path) -> Run:
                 capture_output=True,
                 timeout=60,
             )
-        kms = boto3.session.Session(region_name=settings.aws_region).client(
-            "kms", endpoint_url=moto_endpoint
-        )
+        session = boto3.session.Session(region_name=settings.aws_region)
+        kms = session.client("kms", endpoint_url=moto_endpoint)
+        sqs = session.client("sqs", endpoint_url=moto_endpoint)
         names = placeholders(settings, "none", "none")
-        return Run(calls_of(control.stats()), names, aliases_of(kms))
+        queue_keys = queue_keys_of(sqs, settings.queue)
+        return Run(calls_of(control.stats()), names, aliases_of(kms), queue_keys)

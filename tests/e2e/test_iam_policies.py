@@ -45,6 +45,7 @@ class Request:
     resources: tuple[str | None, ...]  # ARNs; None: the request does not say (GetRecords)
     context: Mapping[str, str]
     key_aliases: frozenset[str] | None = None  # of the KMS key named; None: no key known
+    via_service: str | None = None  # kms:ViaService of a call a service made on our behalf
 
 
 def requests_of(
@@ -87,6 +88,41 @@ def requests_of(
     return found
 
 
+# What SQS asks of KMS, with the caller's credentials, per operation on an SSE-KMS queue.
+SQS_KMS_ACTIONS = {
+    "sqs:SendMessage": ("kms:GenerateDataKey", "kms:Decrypt"),
+    "sqs:ReceiveMessage": ("kms:Decrypt",),
+}
+
+
+def on_behalf(
+    requests: list[Request],
+    region: str,
+    queue_keys: Mapping[str, str],
+    aliases: Mapping[str, str],
+) -> list[Request]:
+    """The KMS requests SQS makes for `requests` on AWS (`queue_keys`: queue ARN -> key)."""
+    found = []
+    for request in requests:
+        for queue in request.resources:
+            key = queue_keys.get(queue or "")
+            if key is None:
+                continue
+            key = aliases.get(key, key)
+            key_aliases = frozenset(a for a, target in aliases.items() if target == key)
+            for action in SQS_KMS_ACTIONS.get(request.action, ()):
+                found.append(
+                    Request(
+                        action,
+                        (key,),
+                        {"aws:sqs:arn": str(queue)},
+                        key_aliases,
+                        via_service=f"sqs.{region}.amazonaws.com",
+                    )
+                )
+    return found
+
+
 def _substitute(value: str, names: Mapping[str, str]) -> str:
     for name, replacement in names.items():
         value = value.replace("${" + name + "}", replacement)
@@ -125,6 +161,9 @@ class Statement:
             for key, allowed in tests.items():
                 if key == "kms:ResourceAliases" and operator.startswith("ForAnyValue:"):
                     if not (request.key_aliases or frozenset()) & set(allowed):
+                        return False
+                elif key == "kms:ViaService" and operator == "StringEquals":
+                    if request.via_service not in allowed:
                         return False
                 elif not key.startswith("kms:EncryptionContext:"):
                     return False  # not evaluable from the request: never allows
@@ -173,9 +212,10 @@ def needed(statements: list[Statement], requests: list[Request]) -> set[tuple[st
 def check(policy: str, runs: Iterable[Run]) -> None:
     entries: set[tuple[str, str, int]] = set()
     used: set[tuple[str, str, int]] = set()
-    for calls, names, aliases in runs:
+    for calls, names, aliases, queue_keys in runs:
         statements = load(policy, names)
         requests = requests_of(calls, names["Region"], names["Account"], aliases)
+        requests += on_behalf(requests, names["Region"], queue_keys, aliases)
         denied = [r for r in requests if not any(s.allows(r) for s in statements)]
         assert not denied, f"{policy} does not allow: {denied}"
         entries |= {
@@ -215,11 +255,18 @@ def test_the_evaluator_refuses_what_the_policy_does_not_say() -> None:
         "KeyId": "k",
         "PreviousKeyId": "p",
         "PayloadKeyAlias": "alias/x",
+        "StorageKeyAlias": "alias/s",
     }
     statements = load("worker-policy.json", names)
 
-    def allowed(action: str, arn: str | None, aliases: Iterable[str] = (), **context: str) -> bool:
-        request = Request(action, (arn,), context, frozenset(aliases) if arn else None)
+    def allowed(
+        action: str,
+        arn: str | None,
+        aliases: Iterable[str] = (),
+        via: str | None = None,
+        **context: str,
+    ) -> bool:
+        request = Request(action, (arn,), context, frozenset(aliases) if arn else None, via)
         return any(s.allows(request) for s in statements)
 
     table = "arn:aws:dynamodb:eu-west-2:1:table/"
@@ -247,7 +294,25 @@ def test_the_evaluator_refuses_what_the_policy_does_not_say() -> None:
     assert not allowed("kms:GenerateDataKey", payload, ["alias/x"], **sealed)  # publishers seal
     assert not allowed("kms:DescribeKey", payload, ["alias/other"])
 
+    storage = "arn:aws:kms:eu-west-2:1:key/storage"
+    sqs = "sqs.eu-west-2.amazonaws.com"
+    queue, dlq = (
+        {"aws:sqs:arn": "arn:aws:sqs:eu-west-2:1:q"},
+        {"aws:sqs:arn": "arn:aws:sqs:eu-west-2:1:d"},
+    )
+    assert allowed("kms:Decrypt", storage, ["alias/s"], sqs, **queue)
+    assert allowed("kms:GenerateDataKey", storage, ["alias/s"], sqs, **dlq)
+    assert not allowed("kms:Decrypt", storage, ["alias/s"], **queue)  # only through SQS
+    assert not allowed("kms:Decrypt", storage, ["alias/s"], "dynamodb.eu-west-2.amazonaws.com")
+    assert not allowed("kms:GenerateDataKey", storage, ["alias/s"], sqs, **queue)  # never sends
+    assert not allowed("kms:Decrypt", storage, ["alias/s"], sqs, **{"aws:sqs:arn": "other"})
+    assert not allowed("kms:Decrypt", storage, ["alias/other"], sqs, **queue)
+
     statements = load("publisher-policy.json", names)
+    assert allowed("kms:GenerateDataKey", storage, ["alias/s"], sqs, **queue)
+    assert allowed("kms:Decrypt", storage, ["alias/s"], sqs, **queue)
+    assert not allowed("kms:GenerateDataKey", storage, ["alias/s"], sqs, **dlq)
+    assert not allowed("kms:Decrypt", storage, ["alias/s"], **queue)
     assert allowed("kms:GenerateDataKey", payload, ["alias/x"], **sealed)
     assert not allowed("kms:GenerateDataKey", payload, ["alias/x"], purpose="userstore-email-index")
     assert not allowed("kms:Decrypt", payload, ["alias/x"], **sealed)  # only the worker opens
