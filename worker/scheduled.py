@@ -1,7 +1,8 @@
 """A re-encryption sweep run by a scheduler, in time-boxed slices.
 
 EventBridge Scheduler (through ``worker.lambdas.sweep_handler``), cron or a Kubernetes CronJob
-(``userstore sweep --max-duration``) start one run per tick. A run:
+(``userstore sweep --max-duration``) start one run per tick. A run first follows the control
+records and the authority, as a replica does (a warm Lambda container keeps its keys), then:
 
 - does nothing when the active-key control record asks for no re-encryption job (a sweep
   finished since the last rotation): one read, no scan. ``force`` or ``verify`` scan anyway;
@@ -27,7 +28,7 @@ from .control import ACTIVE_KEY, read_control
 from .errors import UserstoreError
 from .logs import get_logger
 from .metrics import Metrics
-from .rotation import current_target, job_done
+from .rotation import current_target, follow_authority, job_done
 from .sweep import SweepBusy, SweepCounts, run_sweep
 
 log = get_logger("userstore.sweep")
@@ -98,7 +99,8 @@ async def run_scheduled_sweep(
 ) -> ScheduledReport:
     """One scheduled slice of the re-encryption job; see the module docstring."""
     started = clock()
-    target = await current_target(parts)
+    # Fresh keys first: a warm Lambda container may hold an index key version since replaced.
+    target = await follow_authority(parts)
     report = ScheduledReport(
         SweepStatus.DONE, target.key_ref, target.index_version, pending=True, duration_s=0.0
     )

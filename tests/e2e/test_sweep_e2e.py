@@ -254,7 +254,7 @@ def test_overlapping_scheduled_sweeps_do_not_both_run(
 @pytest.mark.timeout(300)
 def test_sweep_max_duration_exit_codes(aws_endpoint: str) -> None:
     settings = asyncio.run(provision_settings(make_settings(aws_endpoint)))
-    asyncio.run(_load(settings, 120))
+    asyncio.run(_load(settings, 40))
     env = env_for(settings)
     new_ref = _rotate(settings)
 
@@ -293,7 +293,7 @@ def test_sweep_max_duration_exit_codes(aws_endpoint: str) -> None:
         codes.append(run.returncode)
     assert codes[-1] == 0, run.stderr[-2000:]
     assert len(codes) > 1
-    assert "sweep done" in run.stdout and "job so far scanned 120, re-encrypted 120" in run.stdout
+    assert "sweep done" in run.stdout and "job so far scanned 40, re-encrypted 40" in run.stdout
 
     idle = sweep("--max-duration", "30")
     assert idle.returncode == 0
