@@ -6,6 +6,10 @@
 - ``worker.lambdas.streams_handler``: DynamoDB Streams event source on the users table, also with
   ReportBatchItemFailures. Records still sealed under a retired key are re-encrypted by the same
   Resealer the replicas' stream reader uses.
+- ``worker.lambdas.sweep_handler``: an EventBridge Scheduler target. One time-boxed slice of
+  the re-encryption sweep (worker.scheduled): it stops between pages 3 s before the function's
+  timeout, and the next invocation resumes from the checkpoints; an overlapping invocation
+  answers ``busy`` at once. Its report is the answer and one ``sweep.report`` log line.
 
 How each SQS record is settled (the long-running worker's rules, in Lambda's terms):
 - applied, a no-op, or a duplicate -> success (the event source mapping deletes it);
@@ -20,11 +24,6 @@ How each SQS record is settled (the long-running worker's rules, in Lambda's ter
   failed untouched, so SQS redelivers the group in order;
 - out of time (3 s before the function's timeout): what is unfinished is cancelled and reported
   failed, rather than letting the timeout fail the whole batch.
-
-- ``worker.lambdas.sweep_handler``: an EventBridge Scheduler target. One time-boxed slice of
-  the re-encryption sweep (worker.scheduled): it stops between pages 3 s before the function's
-  timeout, and the next invocation resumes from the checkpoints; an overlapping invocation
-  answers ``busy`` at once. Its report is the answer and one ``sweep.report`` log line.
 
 Lifetime: clients, keys and the crypto thread pool are built once per container (on the first
 invocation) and kept in a module-level runtime with its own event loop, reused by every
