@@ -219,8 +219,10 @@ def test_overlapping_scheduled_sweeps_do_not_both_run(
 ) -> None:
     settings = asyncio.run(provision_settings(make_settings(aws_endpoint)))
     asyncio.run(_load(settings, 60))
-    new_ref = _rotate(settings)
     _lambda_env(settings, monkeypatch)
+    # A warm container (an idle tick), so the overlapping invocation below starts at once.
+    assert lambdas.sweep_handler({}, FakeContext(60))["pending"] is False
+    new_ref = _rotate(settings)
     ddb = boto3.client("dynamodb", endpoint_url=aws_endpoint, region_name=settings.aws_region)
 
     # The first "invocation" runs in a thread of its own, as another container would: slowly.
@@ -228,7 +230,7 @@ def test_overlapping_scheduled_sweeps_do_not_both_run(
 
     async def slow() -> None:
         async with components(settings) as parts:
-            first["report"] = await run_scheduled_sweep(parts, max_duration_s=60, rate_per_s=15)
+            first["report"] = await run_scheduled_sweep(parts, max_duration_s=60, rate_per_s=8)
 
     thread = threading.Thread(target=lambda: asyncio.run(slow()))
     thread.start()
