@@ -267,14 +267,29 @@ def rotation_retire_index_key(version: int) -> None:
     "--rate", default=100.0, show_default=True, help="Re-encryptions per second, at most."
 )
 @click.option("--verify", is_flag=True, help="Also verify records already under the active key.")
-def sweep(segments: int, rate: float, verify: bool) -> None:
+@click.option(
+    "--max-duration",
+    type=click.FloatRange(min=0, min_open=True),
+    help="Seconds: stop between pages after this long (exit 4; the next run resumes). "
+    "For cron: does nothing unless a rotation left a job pending; exit 5 if another sweep runs.",
+)
+@click.option("--force", is_flag=True, help="With --max-duration: sweep even if no job is pending.")
+def sweep(
+    segments: int, rate: float, verify: bool, max_duration: float | None, force: bool
+) -> None:
     """Re-encrypt every record not sealed under the active key. Resumes if interrupted."""
     from tqdm import tqdm
 
+    from .scheduled import finish_job
     from .sweep import run_sweep
 
     settings = _settings()
     configure(settings.log_level)
+    if max_duration is not None:
+        _scheduled_sweep(settings, segments, rate, verify, force, max_duration)
+        return
+    if force:
+        raise click.UsageError("--force goes with --max-duration")
 
     async def go() -> bool:
         async with components(settings) as parts:
@@ -290,6 +305,8 @@ def sweep(segments: int, rate: float, verify: bool) -> None:
                     wait_for_lease_s=2 * settings.sweep_lease_s,
                     verify=verify,
                 )
+            if report.ok:
+                await finish_job(parts, report.target.key_ref, report.target.index_version)
         c = report.counts
         click.echo(
             f"{'resumed sweep' if report.resumed else 'sweep'} to {report.target.key_ref} "
@@ -303,6 +320,50 @@ def sweep(segments: int, rate: float, verify: bool) -> None:
 
     if not _run_or_exit(go()):
         sys.exit(1)
+
+
+# `userstore sweep --max-duration` exit codes besides 0 (done) and 1 (records failed).
+EXIT_SWEEP_UNFINISHED = 4
+EXIT_SWEEP_BUSY = 5
+
+
+def _scheduled_sweep(
+    settings: Settings, segments: int, rate: float, verify: bool, force: bool, max_duration: float
+) -> None:
+    from .scheduled import SweepStatus, run_scheduled_sweep
+
+    async def go() -> Any:
+        async with components(settings) as parts:
+            return await run_scheduled_sweep(
+                parts,
+                max_duration_s=max_duration,
+                segments=segments,
+                rate_per_s=rate,
+                verify=verify,
+                force=force,
+            )
+
+    report = _run_or_exit(go())
+    if report.status is SweepStatus.BUSY:
+        click.echo("userstore: another sweep for this target is running; nothing done", err=True)
+        sys.exit(EXIT_SWEEP_BUSY)
+    if not report.pending:
+        click.echo(f"no re-encryption job pending: records are under {report.key_ref}")
+        return
+    r, j = report.run, report.job
+    click.echo(
+        f"sweep {report.status} to {report.key_ref} (index key v{report.index_version}) in "
+        f"{report.duration_s:.1f} s: this run scanned {r.scanned}, re-encrypted {r.resealed}; "
+        f"job so far scanned {j.scanned}, re-encrypted {j.resealed}, already current "
+        f"{j.current}, skipped (changed meanwhile) {j.skipped}, failed {j.failed}"
+    )
+    for user_id in report.failed_user_ids:
+        click.echo(f"failed verification or re-encryption: {user_id}")
+    if j.failed:
+        sys.exit(1)
+    if report.status is SweepStatus.UNFINISHED:
+        click.echo("userstore: stopped at --max-duration; run again to resume", err=True)
+        sys.exit(EXIT_SWEEP_UNFINISHED)
 
 
 @main.command()

@@ -6,6 +6,10 @@
 - ``worker.lambdas.streams_handler``: DynamoDB Streams event source on the users table, also with
   ReportBatchItemFailures. Records still sealed under a retired key are re-encrypted by the same
   Resealer the replicas' stream reader uses.
+- ``worker.lambdas.sweep_handler``: an EventBridge Scheduler target. One time-boxed slice of
+  the re-encryption sweep (worker.scheduled): it stops between pages 3 s before the function's
+  timeout, and the next invocation resumes from the checkpoints; an overlapping invocation
+  answers ``busy`` at once. Its report is the answer and one ``sweep.report`` log line.
 
 How each SQS record is settled (the long-running worker's rules, in Lambda's terms):
 - applied, a no-op, or a duplicate -> success (the event source mapping deletes it);
@@ -42,6 +46,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import structlog
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from events import Event, InvalidEvent
 
@@ -53,6 +58,7 @@ from .intake import DeadLetterQueue, PayloadKeyUnavailable
 from .logs import configure, frames, get_logger
 from .metrics import Metrics
 from .rotation import Resealer, follow_authority
+from .scheduled import run_scheduled_sweep
 from .settings import Settings
 from .streams import EventName, StreamRecord
 from .tracing import TRACE_ATTRIBUTE, message_context, trace_id
@@ -405,12 +411,57 @@ def streams_handler(event: Mapping[str, Any], context: Any) -> BatchResponse:
     )
 
 
+class SweepInput(BaseModel):
+    """The schedule's Input: every field optional. Keep `segments` fixed across runs: the
+    checkpoints belong to one segment count."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    segments: int = Field(default=4, ge=1, le=64)
+    rate: float = Field(default=100.0, gt=0)
+    verify: bool = False
+    force: bool = False
+
+
+class InvalidSweepInput(UserstoreError):
+    """The schedule's Input is not a SweepInput (a configuration error: fix the schedule)."""
+
+
+def sweep_input(event: Any) -> SweepInput:
+    try:
+        return SweepInput.model_validate(event or {})
+    except ValidationError as exc:
+        fields = ", ".join(".".join(str(p) for p in e["loc"]) or "(input)" for e in exc.errors())
+        raise InvalidSweepInput(f"invalid sweep input: {fields}") from None
+
+
+def sweep_handler(event: Any, context: Any) -> dict[str, Any]:
+    """Handler ``worker.lambdas.sweep_handler`` for an EventBridge Scheduler schedule."""
+    options = sweep_input(event)
+    runtime = _get_runtime()
+    report = runtime.loop.run_until_complete(
+        run_scheduled_sweep(
+            runtime.parts,
+            max_duration_s=_time_budget_s(context),
+            segments=options.segments,
+            rate_per_s=options.rate,
+            verify=options.verify,
+            force=options.force,
+            metrics=runtime.metrics,
+        )
+    )
+    return report.as_dict()
+
+
 __all__ = [
+    "InvalidSweepInput",
     "SqsBatch",
     "SqsRecord",
+    "SweepInput",
     "close_runtime",
     "handle_stream_batch",
     "sqs_handler",
     "stream_record_from_lambda",
     "streams_handler",
+    "sweep_handler",
 ]

@@ -66,6 +66,10 @@ class SweepReport:
     counts: SweepCounts
     failed_user_ids: list[str] = field(default_factory=list)
     resumed: bool = False
+    # False when it stopped (its time budget, or `stop`) with segments left: run it again.
+    done: bool = False
+    # What this run did; `counts` also holds what earlier runs of the same job checkpointed.
+    this_run: SweepCounts = field(default_factory=SweepCounts)
 
     @property
     def ok(self) -> bool:
@@ -82,6 +86,18 @@ class _Checkpoint:
 
 class SweepBusy(UserstoreError):
     """Another sweep for the same target holds the lease."""
+
+
+def page_limit(remaining_s: float | None, rate_per_s: float, segments: int) -> int:
+    """Records to ask for in a segment's next scan page.
+
+    A full page without a time budget; with one, no more than this segment's share of the rate
+    can re-encrypt in the time left, so the last page started ends near the deadline (a page is
+    never cut short: its records are checkpointed together).
+    """
+    if remaining_s is None:
+        return _PAGE_SIZE
+    return max(1, min(_PAGE_SIZE, int(remaining_s * rate_per_s / segments)))
 
 
 def job_id(target: Target, segments: int) -> str:
@@ -193,14 +209,18 @@ async def run_sweep(
     wait_for_lease_s: float = 0.0,
     verify: bool = False,
     metrics: Metrics | None = None,
+    max_duration_s: float | None = None,
 ) -> SweepReport:
     """Re-encrypt every stale record. Resumes an interrupted sweep for the same target.
 
     If another sweep holds the lease, wait up to `wait_for_lease_s` for it (a sweep that was
     killed holds it until it expires), then raise SweepBusy. With `verify`, records already
     under the active key are opened too, so that every tampered record is reported (one KMS
-    Decrypt per record in `kms` mode).
+    Decrypt per record in `kms` mode). With `max_duration_s`, no page is started after that
+    long (pages are sized to end near it): the report is then not `done`, and the next run
+    resumes from the checkpoints.
     """
+    stop_at = None if max_duration_s is None else time.monotonic() + max_duration_s
     target = await current_target(parts)
     await parts.cipher.activate(target.key_ref)
     state = _State(parts, job_id(target, segments) + ("-verify" if verify else ""))
@@ -222,7 +242,9 @@ async def run_sweep(
         report = SweepReport(
             target, SweepCounts(), resumed=any(cp.last_key or cp.done for cp in saved)
         )
-        sweep = _Sweep(parts, state, target, report, rate_per_s, on_scanned, stop, verify, metrics)
+        sweep = _Sweep(
+            parts, state, target, report, rate_per_s, on_scanned, stop, verify, metrics, stop_at
+        )
         renewer = asyncio.create_task(_renew(state))
         if metrics is not None:
             metrics.sweeps_running.inc()
@@ -230,10 +252,14 @@ async def run_sweep(
             await asyncio.gather(*(sweep.segment(n, segments, saved[n]) for n in range(segments)))
         finally:
             renewer.cancel()
+            # Settled here: a Lambda container's loop must not carry it into the next invocation.
+            await asyncio.gather(renewer, return_exceptions=True)
             if metrics is not None:
                 metrics.sweeps_running.dec()
+        report.done = all(cp.done for cp in saved)
         log.info(
-            "sweep.done", **{f.name: getattr(report.counts, f.name) for f in fields(SweepCounts)}
+            "sweep.done" if report.done else "sweep.unfinished",
+            **{f.name: getattr(report.counts, f.name) for f in fields(SweepCounts)},
         )
         return report
     finally:
@@ -258,8 +284,11 @@ class _Sweep:
         stop: asyncio.Event | None,
         verify: bool,
         metrics: Metrics | None,
+        stop_at: float | None = None,
     ) -> None:
         self._parts = parts
+        self._stop_at = stop_at
+        self._rate_per_s = rate_per_s
         self._metrics = metrics
         self._verify = verify
         self._state = state
@@ -283,11 +312,14 @@ class _Sweep:
         gate = asyncio.Semaphore(_PARALLEL_PER_SEGMENT)
         settings = self._parts.settings
         while not self._stop.is_set():
+            remaining_s = None if self._stop_at is None else self._stop_at - time.monotonic()
+            if remaining_s is not None and remaining_s <= 0:
+                return  # out of time: the checkpoint saved after the last page is where to resume
             kwargs: dict[str, Any] = {
                 "TableName": settings.table,
                 "Segment": segment,
                 "TotalSegments": segments,
-                "Limit": _PAGE_SIZE,
+                "Limit": page_limit(remaining_s, self._rate_per_s, segments),
                 # Whole items, not a projection of the bookkeeping: a scan is charged by item size
                 # either way, and the item read here is what is resealed, which saves a GetItem
                 # per stale record (the write is still conditioned on its revision).
@@ -315,6 +347,7 @@ class _Sweep:
                     self._report.failed_user_ids.append(failed_id)
             checkpoint.counts.add(page_counts)
             self._report.counts.add(page_counts)
+            self._report.this_run.add(page_counts)
             checkpoint.last_key = page.get("LastEvaluatedKey")
             checkpoint.done = checkpoint.last_key is None
             # Position and counts are saved together, after the page: a kill redoes at most one

@@ -30,7 +30,7 @@ from worker.app import components
 from worker.errors import AwsUnavailable
 from worker.inventory import inventory as key_usage
 from worker.record import from_item
-from worker.rotation import rotate_key
+from worker.rotation import rotate_index_key, rotate_key
 from worker.settings import Settings
 from worker.sqs import (
     ERROR_ATTRIBUTE,
@@ -396,3 +396,45 @@ def test_warm_sqs_container_follows_a_rotation(moto_endpoint: str, lambda_env: A
         for u in (before, after)
     }
     assert refs[after] == f"kms:{new_key}" != refs[before]
+
+
+def test_sweep_handler_is_idle_without_a_job_and_follows_an_index_key_rotation(
+    moto_endpoint: str, lambda_env: Any
+) -> None:
+    settings = asyncio.run(provision_settings(make_settings(moto_endpoint, fifo=False)))
+    lambda_env(settings)
+    users = [user() for _ in range(5)]
+
+    async def load() -> None:
+        async with components(settings) as parts:
+            for n, user_id in enumerate(users):
+                await parts.handler.handle(
+                    parse_event(
+                        body(f"c{n}", "user.created", user_id, 0, {"email": f"p{n}@example.org"})
+                    )
+                )
+
+    asyncio.run(load())
+    # No rotation since provisioning: nothing pending, nothing scanned (and the container warms).
+    idle = lambdas.sweep_handler({}, None)
+    assert (idle["status"], idle["pending"], idle["index_version"]) == ("done", False, 1)
+    assert idle["run"]["scanned"] == 0
+    # `force` scans anyway, and finds every record current.
+    forced = lambdas.sweep_handler({"force": True}, None)
+    assert (forced["status"], forced["run"]["scanned"], forced["run"]["current"]) == ("done", 5, 5)
+
+    async def rotate_index() -> int:
+        async with components(settings) as parts:
+            return await rotate_index_key(parts)
+
+    assert asyncio.run(rotate_index()) == 2
+    # The warm container started with index key version 1: it must sweep towards version 2.
+    swept = lambdas.sweep_handler({}, None)
+    assert (swept["status"], swept["pending"], swept["index_version"]) == ("done", True, 2)
+    assert swept["run"]["resealed"] == 5
+    ddb = boto(settings, "dynamodb")
+    for user_id in users:
+        item = ddb.get_item(TableName=settings.table, Key={"user_id": {"S": user_id}})["Item"]
+        assert item["email_idx"]["S"].startswith("2:")
+    after = lambdas.sweep_handler({}, None)
+    assert (after["status"], after["pending"], after["run"]["scanned"]) == ("done", False, 0)

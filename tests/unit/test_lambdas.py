@@ -13,10 +13,19 @@ import pytest
 from events import InvalidEvent, parse_event
 from worker.errors import AwsUnavailable, InvalidResult
 from worker.handlers import Outcome
-from worker.lambdas import SqsBatch, SqsRecord, _time_budget_s, stream_record_from_lambda
+from worker.lambdas import (
+    InvalidSweepInput,
+    SqsBatch,
+    SqsRecord,
+    SweepInput,
+    _time_budget_s,
+    stream_record_from_lambda,
+    sweep_input,
+)
 from worker.metrics import Metrics
 from worker.profile import Event
 from worker.streams import EventName
+from worker.sweep import page_limit
 
 
 def event_body(event_id: str, user: str = "u") -> str:
@@ -208,3 +217,30 @@ async def test_empty_or_non_object_bodies_are_dead_lettered(body: str) -> None:
     assert len(sqs.sent) == 1
     with pytest.raises(InvalidEvent):
         await Reader().read(body)
+
+
+def test_sweep_input_defaults_and_refuses_unknown_fields() -> None:
+    assert sweep_input(None) == sweep_input({}) == SweepInput()
+    assert sweep_input({"verify": True, "segments": 2}) == SweepInput(segments=2, verify=True)
+    with pytest.raises(InvalidSweepInput, match=r"^invalid sweep input: segment$"):
+        sweep_input({"segment": 2})  # a typo is refused, not ignored
+    with pytest.raises(InvalidSweepInput, match="rate"):
+        sweep_input({"rate": 0})
+    with pytest.raises(InvalidSweepInput):
+        sweep_input(["not", "an", "object"])
+
+
+@pytest.mark.parametrize(
+    ("remaining_s", "rate", "segments", "expected"),
+    [
+        (None, 1.0, 4, 200),  # no budget: full pages
+        (100.0, 100.0, 4, 200),  # plenty of time: full pages
+        (2.0, 100.0, 4, 50),  # a segment's share of the rate for the time left
+        (1.5, 60.0, 2, 45),
+        (0.01, 10.0, 4, 1),  # at least one record, or the segment never moves
+    ],
+)
+def test_scan_pages_shrink_to_the_time_left(
+    remaining_s: float | None, rate: float, segments: int, expected: int
+) -> None:
+    assert page_limit(remaining_s, rate, segments) == expected
