@@ -186,14 +186,21 @@ def demo(users: int, seed: int) -> None:
 
 
 @main.command()
-@click.option("--to", "to", help="kms mode: key id, ARN or alias; cached mode: `new` or a version.")
+@click.option(
+    "--to",
+    "to",
+    help="kms mode: key id, ARN or alias. cached mode: `new` or a version (a new material "
+    "version), or a KMS key (the versions' wrapping key).",
+)
 @click.option("--index-key", is_flag=True, help="Rotate the blind-index key instead.")
-def rotate(to: str | None, index_key: bool) -> None:
-    """Make a new key active; `userstore sweep` then re-encrypts what remains under old keys."""
-    from .rotation import rotate_index_key, rotate_key
+@click.option("--payload-key", help="Point USERSTORE_PAYLOAD_KMS_KEY's alias at this key.")
+def rotate(to: str | None, index_key: bool, payload_key: str | None) -> None:
+    """Make a new key active. Then `userstore rotation status` says what still needs the old
+    one; the re-encryption job (or `userstore sweep`) moves it."""
+    from .rotation import rotate_index_key, rotate_key, rotate_payload_key
 
-    if bool(to) == index_key:
-        raise click.UsageError("give exactly one of --to KEY and --index-key")
+    if sum((bool(to), index_key, bool(payload_key))) != 1:
+        raise click.UsageError("give exactly one of --to KEY, --index-key and --payload-key KEY")
     settings = _settings()
     configure(settings.log_level)
 
@@ -201,6 +208,8 @@ def rotate(to: str | None, index_key: bool) -> None:
         async with components(settings) as parts:
             if index_key:
                 return f"blind-index key version {await rotate_index_key(parts)} is active"
+            if payload_key:
+                return f"payload key: {await rotate_payload_key(parts, payload_key)}"
             assert to is not None
             return f"active key: {await rotate_key(parts, to)}"
 

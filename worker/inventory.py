@@ -80,6 +80,7 @@ class Inventory:
     active_kms_key: KeyRef | None = None
     history: tuple[KeyRef, ...] = ()
     payload: PayloadKeys | None = None
+    storage_key: KeyRef | None = None
 
     @property
     def stale(self) -> int:
@@ -203,13 +204,18 @@ async def inventory(parts: Components, segments: int = 4) -> Inventory:
         active_kms_key=await parts.keys.active_kms_key(),
         history=history,
         payload=payload,
+        storage_key=await _optional_key(parts, parts.settings.storage_kms_key),
     )
 
 
 async def _payload_key(parts: Components) -> KeyRef | None:
+    return await _optional_key(parts, parts.settings.payload_kms_key)
+
+
+async def _optional_key(parts: Components, key_id: str) -> KeyRef | None:
     try:
-        return await parts.keys.payload_key()
-    except KeyNotFound:  # a deployment without sealed payloads
+        return await parts.keys.resolve(key_id)
+    except KeyNotFound:  # not provisioned (a deployment without sealed payloads, say)
         return None
 
 
@@ -272,6 +278,14 @@ def describe(inv: Inventory) -> list[str]:
             f"  material version {version}: wrapped under {wrapping or 'an unrecorded key'}"
         )
     lines.append(f"tombstones: {inv.tombstones}")
+    if inv.payload is not None:
+        lines.append(f"payload key (sealed events): {inv.payload.active or 'not provisioned'}")
+        lines.append(f"  messages in the queue and dead-letter queue: {inv.payload.queued}")
+    if inv.storage_key is not None:
+        lines.append(
+            f"storage key (tables and queues, server-side): {inv.storage_key} "
+            "(rotate it with KMS automatic rotation: nothing to re-encrypt)"
+        )
     old = inv.old_keys()
     for key in old:
         needs = inv.uses(key)

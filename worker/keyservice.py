@@ -33,10 +33,15 @@ from .blind_index import kms_context
 from .crypto import CachedKeys, KeySource, KmsKeys
 from .errors import KeyNotFound, KeyUnavailable, RecordTampered
 from .keyref import KeyRef
+from .logs import get_logger
 from .metrics import SDK_CALLER, Metrics
 from .settings import KeyMode, Settings
 
+log = get_logger("userstore.keys")
+
 _TAMPERED = frozenset({"InvalidCiphertextException", "IncorrectKeyException"})
+# What an emulator without the operation answers (AWS has ReEncrypt).
+_NO_SUCH_OPERATION = frozenset({"InvalidAction", "UnknownOperationException"})
 _UNUSABLE = frozenset(
     {"DisabledException", "KMSInvalidStateException", "AccessDeniedException", "NotFoundException"}
 )
@@ -125,17 +130,21 @@ class KeyService:
 
     # --- KMS on the event loop ---------------------------------------------------------------
 
-    async def _call(self, operation: str, fn: Any, **kwargs: Any) -> Any:
+    async def _call(
+        self, operation: str, fn: Any, passthrough: frozenset[str] = frozenset(), **kwargs: Any
+    ) -> Any:
         try:
             return await call(
                 operation,
                 fn,
                 max_attempts=self._settings.aws_max_attempts,
-                passthrough=_TAMPERED | _UNUSABLE,
+                passthrough=_TAMPERED | _UNUSABLE | passthrough,
                 **kwargs,
             )
         except ClientError as exc:
             code = error_code(exc)
+            if code in passthrough:
+                raise
             if code in _TAMPERED:
                 raise RecordTampered(
                     f"{operation}: ciphertext is not under its key ({code})"
@@ -183,7 +192,7 @@ class KeyService:
 
     async def unwrap_index_key(self, wrapped: WrappedKey, version: int) -> tuple[bytes, KeyRef]:
         """The plaintext index key, and the key that wrapped it (named in the call if known)."""
-        named = {} if wrapped.key is None else {"KeyId": wrapped.key.arn}
+        named: dict[str, Any] = {} if wrapped.key is None else {"KeyId": wrapped.key.arn}
         response = await self._call(
             "Decrypt",
             self._kms.decrypt,
@@ -196,14 +205,28 @@ class KeyService:
     async def rewrap_index_key(self, wrapped: WrappedKey, version: int, to: KeyRef) -> WrappedKey:
         """The same index key wrapped under `to`; KMS re-encrypts it, it never reaches us."""
         context = kms_context(self._settings.table, version)
-        named = {} if wrapped.key is None else {"SourceKeyId": wrapped.key.arn}
-        response = await self._call(
-            "ReEncrypt",
-            self._kms.re_encrypt,
-            CiphertextBlob=wrapped.blob,
-            SourceEncryptionContext=context,
-            DestinationKeyId=to.arn,
-            DestinationEncryptionContext=context,
-            **named,
-        )
+        named: dict[str, Any] = {} if wrapped.key is None else {"SourceKeyId": wrapped.key.arn}
+        try:
+            response = await self._call(
+                "ReEncrypt",
+                self._kms.re_encrypt,
+                passthrough=_NO_SUCH_OPERATION,
+                CiphertextBlob=wrapped.blob,
+                SourceEncryptionContext=context,
+                DestinationKeyId=to.arn,
+                DestinationEncryptionContext=context,
+                **named,
+            )
+        except ClientError:
+            # Only an emulator lacks ReEncrypt (ministack 1.5): unwrap and wrap again, which
+            # puts the index key in this process's memory for a moment, as a worker holds it.
+            log.warning("kms.reencrypt_unsupported", version=version)
+            plain, _ = await self.unwrap_index_key(wrapped, version)
+            response = await self._call(
+                "Encrypt",
+                self._kms.encrypt,
+                KeyId=to.arn,
+                Plaintext=plain,
+                EncryptionContext=context,
+            )
         return WrappedKey(response["CiphertextBlob"], to)
