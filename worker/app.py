@@ -167,6 +167,18 @@ async def queue_url(sqs: Any, name_or_url: str, settings: Settings) -> str:
     return str(response["QueueUrl"])
 
 
+async def table_stream_arn(parts: Components) -> str | None:
+    """The users table's stream, if it has one."""
+    described = await call(
+        "DescribeTable",
+        parts.clients.dynamodb.describe_table,
+        max_attempts=parts.settings.aws_max_attempts,
+        TableName=parts.settings.table,
+    )
+    arn = described["Table"].get("LatestStreamArn")
+    return str(arn) if arn else None
+
+
 async def consumer_for(parts: Components, metrics: Metrics) -> SqsConsumer:
     settings = parts.settings
     config = ConsumerConfig(

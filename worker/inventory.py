@@ -17,23 +17,14 @@ import asyncio
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
 
+from .app import Components, queue_url, table_stream_arn
 from .aws import call
 from .control import ACTIVE_KEY, is_control
 from .errors import KeyNotFound
 from .keyref import KeyKind, KeyRef, parse_or_none
 from .rotation import IndexVersion, current_target, payload_history
 from .streams import ShardProgress, read_progress
-
-if TYPE_CHECKING:
-    from .app import Components
-
-
-async def queue_url(sqs: Any, name: str, settings: Any) -> str:
-    from .app import queue_url as resolve  # the composition root resolves queue names
-
-    return await resolve(sqs, name, settings)
 
 
 @dataclass(frozen=True)
@@ -239,19 +230,13 @@ async def _queued(parts: Components) -> int:
 
 async def stream_progress(parts: Components) -> list[ShardProgress]:
     """Per shard of the table's stream: who reads it and how far behind it is."""
-    described = await call(
-        "DescribeTable",
-        parts.clients.dynamodb.describe_table,
-        max_attempts=parts.settings.aws_max_attempts,
-        TableName=parts.settings.table,
-    )
-    arn = described["Table"].get("LatestStreamArn")
+    arn = await table_stream_arn(parts)
     if not arn:
         return []
     return await read_progress(
         parts.clients.dynamodb,
         parts.settings.state_table,
-        str(arn),
+        arn,
         max_attempts=parts.settings.aws_max_attempts,
     )
 

@@ -9,8 +9,7 @@ import signal
 from contextlib import AsyncExitStack
 
 from . import metrics as metrics_module
-from .app import Components, components, consumer_for
-from .aws import call
+from .app import components, consumer_for, table_stream_arn
 from .background import RotationDuties
 from .logs import get_logger
 from .metrics import Metrics
@@ -56,7 +55,7 @@ async def run_worker(
                 table=settings.table,
                 queue=settings.queue,
             )
-            stream_arn = await _stream_arn(parts) if settings.stream_enabled else None
+            stream_arn = await table_stream_arn(parts) if settings.stream_enabled else None
             duties = RotationDuties(parts, metrics, stream_arn)
             async with asyncio.TaskGroup() as tasks:
                 tasks.create_task(consumer.run(stop), name="sqs-consumer")
@@ -66,17 +65,6 @@ async def run_worker(
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
     log.info("worker.stopped")
-
-
-async def _stream_arn(parts: Components) -> str | None:
-    described = await call(
-        "DescribeTable",
-        parts.clients.dynamodb.describe_table,
-        max_attempts=parts.settings.aws_max_attempts,
-        TableName=parts.settings.table,
-    )
-    arn = described["Table"].get("LatestStreamArn")
-    return str(arn) if arn else None
 
 
 def _request_stop(stop: asyncio.Event, sig: signal.Signals) -> None:

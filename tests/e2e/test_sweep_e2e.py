@@ -24,6 +24,7 @@ from tests.integration.helpers import event
 from tests.integration.test_lambdas import settings_env
 from worker import lambdas
 from worker.app import components
+from worker.keyref import KeyRef
 from worker.rotation import Target, rotate_key
 from worker.scheduled import ScheduledReport, SweepStatus, run_scheduled_sweep
 from worker.settings import Settings
@@ -136,7 +137,7 @@ def _rotate(settings: Settings) -> str:
 
     async def go() -> str:
         async with components(settings) as parts:
-            return await rotate_key(parts, new_key)
+            return str(await rotate_key(parts, new_key))
 
     return asyncio.run(go())
 
@@ -271,7 +272,7 @@ def test_sweep_max_duration_exit_codes(aws_endpoint: str) -> None:
 
     # Another sweep holds this job's lease: exit 5 at once, one line, nothing done.
     ddb = boto3.client("dynamodb", endpoint_url=aws_endpoint, region_name=settings.aws_region)
-    lease = {"S": f"sweep/{job_id(Target(new_ref, 1), 2)}/lease"}
+    lease = {"S": f"sweep/{job_id(Target(KeyRef.parse(new_ref), 1), 2)}/lease"}
     ddb.put_item(
         TableName=settings.state_table,
         Item={
