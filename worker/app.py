@@ -25,7 +25,7 @@ from .intake import LazyOpener, MessageReader
 from .keyservice import KeyService, sdk_config
 from .logs import get_logger
 from .metrics import Metrics
-from .rotation import Follower, ensure_controls, follow_control
+from .rotation import Follower, authority_ref, ensure_controls, follow_control
 from .settings import KeyMode, Settings
 from .sqs import ConsumerConfig, SqsConsumer
 from .store import RecordStore
@@ -146,7 +146,12 @@ async def components(
         await follow_control(parts)  # learns the key history, unwraps the index keys
 
         async def refresh() -> None:
+            # The authority first: a replica may already seal under the alias's new key before
+            # the control record announcing it is written.
             try:
+                cipher.learn([await authority_ref(parts)])
+                if settings.key_mode is KeyMode.CACHED:
+                    cipher.learn([await keys.active_kms_key()])
                 await follow_control(parts)
             except UserstoreError as exc:
                 log.warning("control.follow_failed", error=type(exc).__name__, reason=exc.reason)

@@ -242,7 +242,7 @@ class ItemCipher:
     """
 
     # A record naming an unknown key makes us re-read the control records at most this often.
-    REFRESH_EVERY_S = 5.0
+    REFRESH_EVERY_S = 1.0
 
     def __init__(
         self, keys: KeySource, table_name: str, executor: Executor, active: KeyRef
@@ -313,12 +313,17 @@ class ItemCipher:
             raise RecordTampered("stored record names no valid key") from None
         if key_ref.kind is not KeyKind.KMS or self._is_known(key_ref, control):
             return key_ref  # material versions are checked against the meta store
+        if self.refresh_known is None:
+            raise RecordTampered("stored record names a key this store has never used")
         now = time.monotonic()
-        if self.refresh_known is not None and now - self._refreshed_at >= self.REFRESH_EVERY_S:
-            self._refreshed_at = now
-            await self.refresh_known()  # a rotation this replica has not followed yet?
-            if self._is_known(key_ref, control):
-                return key_ref
+        if now - self._refreshed_at < self.REFRESH_EVERY_S:
+            # Just re-read: maybe a rotation this replica has not seen yet. Ask again later
+            # rather than call a genuine record tampered (or re-read the controls per record).
+            raise KeyUnavailable("stored record names a key not known yet; retrying later")
+        self._refreshed_at = now
+        await self.refresh_known()  # the control records and the authority, read again
+        if self._is_known(key_ref, control):
+            return key_ref
         raise RecordTampered("stored record names a key this store has never used")
 
     def _is_known(self, key_ref: KeyRef, control: bool) -> bool:

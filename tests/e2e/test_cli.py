@@ -620,7 +620,8 @@ def test_find_by_email_and_rotation_status(aws_endpoint: str) -> None:
     status = run_cli(env, "rotation", "status")
     assert status.returncode == 0, status.stderr
     assert "3  kms:arn:aws:kms:" in status.stdout
-    assert "old keys can be retired" in status.stdout
+    assert "2  kms:arn:aws:kms:" in status.stdout  # the two control records
+    assert "no old keys" in status.stdout and "can NOT" not in status.stdout
     # A forged candidate (signed attribute edited) is skipped: named on stderr, exit 0 while a
     # verified one matched, 2 once none did (the forged one may be the user wanted).
     _sqs, ddb, _q, _dlq = clients(settings)

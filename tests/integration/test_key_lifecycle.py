@@ -19,7 +19,7 @@ from worker.errors import ControlRolledBack, RecordTampered
 from worker.inventory import inventory
 from worker.keyref import KeyRef
 from worker.record import from_item
-from worker.rotation import follow_control, rotate_index_key, rotate_key
+from worker.rotation import follow_authority, follow_control, rotate_index_key, rotate_key
 from worker.search import find_by_email
 from worker.settings import KeyMode, Settings
 from worker.sweep import run_sweep
@@ -190,6 +190,7 @@ async def test_a_record_naming_a_key_this_store_never_used_is_tampering_not_an_o
                 event(f"c-{user}", "user.created", user, at(0), {"given_name": "n"})
             )
         genuine = await raw_item(parts, victim)
+        parts.cipher.REFRESH_EVERY_S = 0.0  # each case below re-reads the controls at once
         named: list[str] = []  # the KeyId of every Decrypt the encryption SDK sends
 
         def capture(params: dict[str, Any], **_: Any) -> None:
@@ -236,6 +237,31 @@ async def test_a_record_naming_a_key_this_store_never_used_is_tampering_not_an_o
         # and the genuine record, put back, opens (a whole-item rollback is an accepted limit)
         await put_raw(parts, genuine)
         assert (await read_view(parts, victim))["given_name"] == "n"
+
+
+async def test_a_replica_opens_records_under_the_aliases_new_key_before_the_announcement(
+    provisioned_settings: Settings,
+) -> None:
+    """A replica may seal under the alias's new key (its poll reads the authority) before the
+    control record announces it: the other replicas must open those records, not call them
+    tampered, and while they may not re-read yet, ask for a retry rather than dead-letter."""
+    async with (
+        components(provisioned_settings) as ahead,
+        components(provisioned_settings) as behind,
+    ):
+        user = uid()
+        await behind.handler.handle(event("c1", "user.created", user, at(0), {"given_name": "A"}))
+        new_arn = await new_kms_key(ahead)
+        if provisioned_settings.key_mode is KeyMode.KMS:
+            # What `rotate` does first: the alias moves; the control record comes after.
+            await ahead.clients.kms.update_alias(
+                AliasName=provisioned_settings.kms_key, TargetKeyId=new_arn.rpartition("/")[2]
+            )
+            await follow_authority(ahead)
+        else:
+            await rotate_key(ahead, new_arn)  # cached: the material version is the authority
+        await ahead.handler.handle(event("u1", "user.updated", user, at(1), {"given_name": "B"}))
+        assert (await read_view(behind, user))["given_name"] == "B"
 
 
 async def test_retiring_an_unused_index_key_version(moto_endpoint: str) -> None:
