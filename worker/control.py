@@ -20,7 +20,7 @@ from typing import Any
 from .crypto import ItemCipher
 from .errors import ControlRolledBack, RecordTampered, UserstoreError, WriteConflict
 from .keyref import InvalidKeyRef, KeyRef
-from .record import PARTITION_KEY, Item
+from .record import KEY_REF, PARTITION_KEY, Item
 from .store import RecordStore
 
 CONTROL_PREFIX = "userstore control/"
@@ -98,7 +98,10 @@ class ControlRecords:
         result = await self._store.put(sealed, expected_rev=expected_rev)
         if result.written:
             # Our own write is the newest revision now; read() checks later ones against it.
-            await self.read(control_id)
+            written = Control(
+                control_id, int(item["rev"]["N"]), body, KeyRef.parse(sealed[KEY_REF]["S"])
+            )
+            self._newest[control_id] = written
         return result.written
 
     async def update(

@@ -193,9 +193,14 @@ async def move_controls(parts: Components) -> bool:
         return await _rewrapped_index(parts, body)
 
     _, active_moved = await parts.controls.update(ACTIVE_KEY, same)
-    _, index_moved = await parts.controls.update(INDEX_KEYS, rewrap)
+    body, index_moved = await parts.controls.update(INDEX_KEYS, rewrap)
     if index_moved:
-        await _load_index_into(parts, INDEX_KEYS)
+        # The same keys, wrapped anew: only where each is wrapped changed, no need to unwrap.
+        parts.index.versions = {
+            int(text): IndexVersion(int(text), wrapped, wrapped.key)
+            for text, wrapped in ((t, WrappedKey.from_json(v)) for t, v in body["versions"].items())
+            if wrapped.key is not None
+        }
     return active_moved or index_moved
 
 
