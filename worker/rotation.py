@@ -204,12 +204,9 @@ async def move_controls(parts: Components) -> bool:
     return active_moved or index_moved
 
 
-async def _load_index_into(parts: Components, control_id: str) -> None:
-    control = await parts.controls.read(control_id)
-    assert control is not None
-    parts.index.current, parts.index.versions = await load_index(
-        parts.keys, parts.cipher, control.body
-    )
+async def _adopt_index(parts: Components, body: Body) -> None:
+    """Use the index keys of an index-keys control body from now on."""
+    parts.index.current, parts.index.versions = await load_index(parts.keys, parts.cipher, body)
 
 
 # --- rotating ---------------------------------------------------------------------------------
@@ -314,8 +311,8 @@ async def rotate_index_key(parts: Components) -> int:
         versions = {**body["versions"], str(new_version): wrapped.to_json()}
         return {"active": new_version, "versions": versions}
 
-    await parts.controls.update(INDEX_KEYS, change)
-    await _load_index_into(parts, INDEX_KEYS)
+    body, _ = await parts.controls.update(INDEX_KEYS, change)
+    await _adopt_index(parts, body)
     # Every stored email token must be recomputed: that is the re-encryption job's work too.
     await _update_active(parts, lambda b: {**b, "reencrypt_pending": True})
     log.info("rotation.index_key_activated", version=new_version)
@@ -337,8 +334,8 @@ async def retire_index_version(parts: Components, version: int, in_use: int) -> 
         versions = {k: v for k, v in body["versions"].items() if k != str(version)}
         return {**body, "versions": versions}
 
-    await parts.controls.update(INDEX_KEYS, change)
-    await _load_index_into(parts, INDEX_KEYS)
+    body, _ = await parts.controls.update(INDEX_KEYS, change)
+    await _adopt_index(parts, body)
     log.info("rotation.index_key_retired", version=version)
 
 
@@ -420,9 +417,7 @@ async def follow_control(parts: Components) -> bool:
     if index is not None and (
         not loaded or int(index.body["active"]) != parts.index.current.active_version
     ):
-        parts.index.current, parts.index.versions = await load_index(
-            parts.keys, parts.cipher, index.body
-        )
+        await _adopt_index(parts, index.body)
         if loaded:  # not at start-up: a change another process made
             log.info("rotation.index_key_followed", version=parts.index.current.active_version)
             changed = True
