@@ -7,11 +7,14 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 
 WORKDIR /src
+# The worker's dependencies first, exactly as locked: a code change does not reinstall them.
+COPY requirements/worker.lock ./requirements/
+RUN pip install -r requirements/worker.lock
+# Then userstore itself with the `worker` extra (no moto: that is the `embedded` extra).
 COPY pyproject.toml README.md ./
 COPY events ./events
 COPY worker ./worker
-# The runtime dependencies only (no moto: that is the `embedded` extra).
-RUN pip install . && rm -rf /src
+RUN pip install --no-deps ".[worker]" && pip check && rm -rf /src
 
 RUN useradd --system --uid 10001 --no-create-home userstore
 USER userstore

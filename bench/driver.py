@@ -9,10 +9,10 @@ from __future__ import annotations
 import asyncio
 
 from bench.probe import Probe
-from worker.logs import configure
-from worker.metrics import Metrics
-from worker.runner import run_worker
-from worker.settings import Settings
+from userstore.worker.logs import configure
+from userstore.worker.metrics import Metrics
+from userstore.worker.runner import run_worker
+from userstore.worker.settings import Settings
 
 
 def settled(metrics: Metrics) -> int:

@@ -20,7 +20,7 @@ from aiobotocore.session import get_session
 
 from bench.items import decode_item
 from bench.probe import Probe
-from worker.aws import USER_AGENT
+from userstore.worker.aws import USER_AGENT
 
 
 class Floor:

@@ -22,8 +22,8 @@ from bench.subjects import Subject, Window, clean_environ
 from bench.traffic import CREATE, Traffic, send
 from tests.emulator import moto_server_process
 from tests.faults.proxy import fault_proxy_process
-from worker.logs import configure
-from worker.settings import KeyMode
+from userstore.worker.logs import configure
+from userstore.worker.settings import KeyMode
 
 # (part, a substring of a frame under it). First match per part.
 PARTS = (

@@ -12,7 +12,7 @@ from typing import Any
 
 from bench.subjects import Window
 from bench.traffic import CREATE, DUPLICATE, KINDS
-from worker.settings import Settings
+from userstore.worker.settings import Settings
 
 MODES = ("kms", "cached")
 LATENCIES_MS = (0, 20)

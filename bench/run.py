@@ -35,11 +35,11 @@ from bench.sweeps import raw_scan_and_put, timed_sweep
 from bench.traffic import CREATE, DUPLICATE, KINDS, Traffic, send
 from tests.emulator import moto_server_process
 from tests.faults.proxy import ProxyControl, fault_proxy_process
-from worker.app import aws_clients
-from worker.logs import configure
-from worker.provision import ensure_queues, provision
-from worker.resources import setting_values
-from worker.settings import KeyMode, Settings
+from userstore.worker.app import aws_clients
+from userstore.worker.logs import configure
+from userstore.worker.provision import ensure_queues, provision
+from userstore.worker.resources import setting_values
+from userstore.worker.settings import KeyMode, Settings
 
 USERSTORE, FLOOR, NAIVE = "userstore", "floor", "naive"
 MODULES = {USERSTORE: "bench.driver", FLOOR: "bench.floor", NAIVE: "bench.naive"}

@@ -16,11 +16,11 @@ from typing import Any
 from aiobotocore.session import get_session
 
 from bench.subjects import Window, calls_by_operation
-from worker.app import components
-from worker.aws import client_config
-from worker.rotation import rotate_key
-from worker.settings import Settings
-from worker.sweep import run_sweep
+from userstore.worker.app import components
+from userstore.worker.aws import client_config
+from userstore.worker.rotation import rotate_key
+from userstore.worker.settings import Settings
+from userstore.worker.sweep import run_sweep
 
 SEGMENTS = 4
 PARALLEL_PER_SEGMENT = 8

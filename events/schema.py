@@ -1,7 +1,7 @@
 """Generate the published JSON Schemas of the events from the models.
 
-python -m events.schema          # (re)write events/schemas/*.json
-python -m events.schema --check  # exit 1 if the committed files are stale
+python -m userstore.events.schema          # (re)write events/schemas/*.json
+python -m userstore.events.schema --check  # exit 1 if the committed files are stale
 """
 
 import argparse
@@ -76,7 +76,7 @@ def render(schema: dict[str, Any]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m events.schema", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m userstore.events.schema", description=__doc__)
     parser.add_argument("--check", action="store_true", help="exit 1 if files are stale")
     parser.add_argument("--dir", type=Path, default=SCHEMA_DIR, help="schema directory")
     args = parser.parse_args(argv)
@@ -92,7 +92,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for name in stale:
             print(f"stale: {directory / name}", file=sys.stderr)
         if stale:
-            print("run: python -m events.schema", file=sys.stderr)
+            print("run: python -m userstore.events.schema", file=sys.stderr)
         return 1 if stale else 0
     directory.mkdir(parents=True, exist_ok=True)
     for name in stale:

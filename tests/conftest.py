@@ -15,7 +15,7 @@ from tests.emulator import (
     selected_emulator,
 )
 from tests.reliability.scenario import scenario
-from worker.settings import KeyMode, Settings
+from userstore.worker.settings import KeyMode, Settings
 
 # Tests never reach real AWS: dummy credentials, a fixed region, endpoints given explicitly.
 os.environ.update(
@@ -125,8 +125,8 @@ async def provisioned_settings(moto_endpoint: str, key_mode: KeyMode) -> Setting
 
 
 async def provision_settings(settings: Settings) -> Settings:
-    from worker.app import aws_clients
-    from worker.provision import provision
+    from userstore.worker.app import aws_clients
+    from userstore.worker.provision import provision
 
     async with aws_clients(settings) as clients:
         await provision(settings, clients.kms, clients.dynamodb, clients.sqs)

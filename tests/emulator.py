@@ -17,7 +17,7 @@ from collections.abc import Collection, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
-from worker.resources import RESOURCES_FILE
+from userstore.worker.resources import RESOURCES_FILE
 
 ROOT = Path(__file__).resolve().parent.parent
 HOOKS_DIR = ROOT / "localstack" / "ready.d"

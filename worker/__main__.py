@@ -1,3 +1,3 @@
-from worker.cli import main
+from userstore.worker.cli import main
 
 main()

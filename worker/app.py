@@ -13,7 +13,7 @@ from typing import Any
 import boto3
 from aiobotocore.session import get_session
 
-from events.sealing import PayloadSealer
+from userstore.events.sealing import PayloadSealer
 
 from .aws import call, client_config
 from .blind_index import EmailIndex, IndexKeys

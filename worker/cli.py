@@ -16,7 +16,7 @@ from typing import Any, TextIO, TypeVar
 import click
 from pydantic import ValidationError
 
-from events import Event, InvalidEvent, Publisher, PublishError, parse_event
+from userstore.events import Event, InvalidEvent, Publisher, PublishError, parse_event
 
 from . import profile
 from .app import aws_clients, components, payload_sealer, queue_url

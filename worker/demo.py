@@ -18,7 +18,7 @@ from typing import Any
 
 import click
 
-from events import Publisher
+from userstore.events import Publisher
 
 from . import profile
 from .app import Components, aws_clients, components, consumer_for

@@ -22,7 +22,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from events import Profile
+from userstore.events import Profile
 
 from . import profile
 from .blind_index import IndexKeys

@@ -18,8 +18,8 @@ from collections.abc import Iterable
 from concurrent.futures import Executor
 from typing import Any, Protocol
 
-from events import Event, InvalidEvent, SealedEvent, read_message
-from events.sealing import PayloadOpener, SealingUnavailable
+from userstore.events import Event, InvalidEvent, SealedEvent, read_message
+from userstore.events.sealing import PayloadOpener, SealingUnavailable
 
 from .aws import call
 from .errors import KeyUnavailable, UserstoreError

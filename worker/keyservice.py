@@ -26,7 +26,7 @@ from dynamodb_encryption_sdk.material_providers.aws_kms import (
 )
 from dynamodb_encryption_sdk.material_providers.store.meta import MetaStore
 
-from events.sealing import SealingUnavailable
+from userstore.events.sealing import SealingUnavailable
 
 from .aws import call, error_code
 from .blind_index import kms_context

@@ -1,15 +1,15 @@
 """AWS Lambda entry points, for running userstore on AWS's managed pollers.
 
-- ``worker.lambdas.sqs_handler``: SQS event source (standard or FIFO queue), with
+- ``userstore.worker.lambdas.sqs_handler``: SQS event source (standard or FIFO queue), with
   ``FunctionResponseTypes=["ReportBatchItemFailures"]``. Each record goes through the worker's
   own intake (unwrap SNS/EventBridge, unseal, parse) and handler.
-- ``worker.lambdas.streams_handler``: DynamoDB Streams event source on the users table, also with
-  ReportBatchItemFailures. Records still sealed under a retired key are re-encrypted by the same
-  Resealer the replicas' stream reader uses.
-- ``worker.lambdas.sweep_handler``: an EventBridge Scheduler target. One time-boxed slice of
-  the re-encryption sweep (worker.scheduled): it stops between pages 3 s before the function's
-  timeout, and the next invocation resumes from the checkpoints; an overlapping invocation
-  answers ``busy`` at once. Its report is the answer and one ``sweep.report`` log line.
+- ``userstore.worker.lambdas.streams_handler``: DynamoDB Streams event source on the users
+  table, also with ReportBatchItemFailures. Records still sealed under a retired key are
+  re-encrypted by the same Resealer the replicas' stream reader uses.
+- ``userstore.worker.lambdas.sweep_handler``: an EventBridge Scheduler target. One time-boxed
+  slice of the re-encryption sweep (worker.scheduled): it stops between pages 3 s before the
+  function's timeout, and the next invocation resumes from the checkpoints; an overlapping
+  invocation answers ``busy`` at once. Its report is the answer and one ``sweep.report`` line.
 
 How each SQS record is settled (the long-running worker's rules, in Lambda's terms):
 - applied, a no-op, or a duplicate -> success (the event source mapping deletes it);
@@ -48,7 +48,7 @@ from typing import Any
 import structlog
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from events import Event, InvalidEvent
+from userstore.events import Event, InvalidEvent
 
 from .app import Components, components, queue_url
 from .background import SetAside, record_user_id, reencrypt_if_stale
@@ -388,7 +388,7 @@ def close_runtime() -> None:
 
 
 def sqs_handler(event: Mapping[str, Any], context: Any) -> BatchResponse:
-    """Handler ``worker.lambdas.sqs_handler`` for an SQS event source mapping."""
+    """Handler ``userstore.worker.lambdas.sqs_handler`` for an SQS event source mapping."""
     runtime = _get_runtime()
     records = [SqsRecord.from_lambda(raw) for raw in event.get("Records", [])]
     batch = SqsBatch(runtime.parts, runtime.dlq_url, runtime.metrics)
@@ -398,7 +398,7 @@ def sqs_handler(event: Mapping[str, Any], context: Any) -> BatchResponse:
 
 
 def streams_handler(event: Mapping[str, Any], context: Any) -> BatchResponse:
-    """Handler ``worker.lambdas.streams_handler`` for a DynamoDB Streams event source mapping."""
+    """Handler ``userstore.worker.lambdas.streams_handler``: a DynamoDB Streams event source."""
     runtime = _get_runtime()
     return runtime.loop.run_until_complete(
         handle_stream_batch(
@@ -436,7 +436,7 @@ def sweep_input(event: Any) -> SweepInput:
 
 
 def sweep_handler(event: Any, context: Any) -> dict[str, Any]:
-    """Handler ``worker.lambdas.sweep_handler`` for an EventBridge Scheduler schedule."""
+    """Handler ``userstore.worker.lambdas.sweep_handler`` for an EventBridge Scheduler schedule."""
     options = sweep_input(event)
     runtime = _get_runtime()
     report = runtime.loop.run_until_complete(

@@ -32,7 +32,7 @@ from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from events import EventType, UserCreated, UserDeleted, UserUpdated
+from userstore.events import EventType, UserCreated, UserDeleted, UserUpdated
 
 from .errors import EventOutOfRange
 

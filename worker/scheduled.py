@@ -1,8 +1,9 @@
 """A re-encryption sweep run by a scheduler, in time-boxed slices.
 
-EventBridge Scheduler (through ``worker.lambdas.sweep_handler``), cron or a Kubernetes CronJob
-(``userstore sweep --max-duration``) start one run per tick. A run first follows the control
-records and the authority, as a replica does (a warm Lambda container keeps its keys), then:
+EventBridge Scheduler (through ``userstore.worker.lambdas.sweep_handler``), cron or a
+Kubernetes CronJob (``userstore sweep --max-duration``) start one run per tick. A run first
+follows the control records and the authority, as a replica does (a warm Lambda container keeps
+its keys), then:
 
 - does nothing when the active-key control record asks for no re-encryption job (a sweep
   finished since the last rotation): one read, no scan. ``force`` or ``verify`` scan anyway;

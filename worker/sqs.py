@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Protocol
 
-from events import InvalidEvent
+from userstore.events import InvalidEvent
 
 from .aws import call
 from .errors import DeadLetter, RecordTampered, RetryLater, UserstoreError

@@ -17,14 +17,14 @@ from typing import Any, NamedTuple
 
 import boto3
 
-from events import parse_event
-from events.publisher import seal_body
-from events.sealing import PayloadSealer
 from tests.conftest import make_settings
 from tests.e2e.test_worker_process import NOW, env_for, userstore, wait_drained
 from tests.factories import event_dict
 from tests.faults.proxy import FaultRules, ProxyStats, ServiceRules, fault_proxy_process
-from worker.settings import KeyMode, Settings
+from userstore.events import parse_event
+from userstore.events.publisher import seal_body
+from userstore.events.sealing import PayloadSealer
+from userstore.worker.settings import KeyMode, Settings
 
 Calls = dict[tuple[str, str], list[frozenset[str]]]
 

@@ -25,7 +25,6 @@ from typing import Any
 import boto3
 import pytest
 
-from events import parse_event, validate_event
 from tests.conftest import make_settings
 from tests.e2e.test_worker_process import (
     NOW,
@@ -40,7 +39,8 @@ from tests.emulator import free_port
 from tests.factories import event_dict
 from tests.model import expected_profiles
 from tests.reliability.scenario import ScenarioRecorder
-from worker.settings import Settings
+from userstore.events import parse_event, validate_event
+from userstore.worker.settings import Settings
 
 pytestmark = pytest.mark.e2e
 
@@ -346,7 +346,7 @@ def test_publish_sends_nothing_when_any_line_is_invalid(aws_endpoint: str, tmp_p
 
 def apply_in_process(settings: Settings, events: list[dict[str, Any]]) -> None:
     """What the worker does with each event, without SQS: parse, then the handler."""
-    from worker.app import components
+    from userstore.worker.app import components
 
     async def apply() -> None:
         async with components(settings) as parts:

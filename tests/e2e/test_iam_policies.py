@@ -27,7 +27,7 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.iam_run import Calls, Run, publisher_calls, worker_calls
-from worker.settings import KeyMode
+from userstore.worker.settings import KeyMode
 
 pytestmark = pytest.mark.e2e
 

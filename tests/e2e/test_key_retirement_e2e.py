@@ -30,7 +30,7 @@ from tests.e2e.test_cli import (
 )
 from tests.e2e.test_worker_process import env_for, publish_with_boto3, userstore, wait_drained
 from tests.factories import event_dict
-from worker.settings import KeyMode, Settings
+from userstore.worker.settings import KeyMode, Settings
 
 pytestmark = pytest.mark.e2e
 

@@ -35,7 +35,7 @@ from tests.e2e.test_cli import (
 from tests.e2e.test_worker_process import userstore
 from tests.emulator import HOOKS_DIR, RESOURCES_FILE, selected_emulator
 from tests.model import expected_profiles
-from worker.settings import Settings
+from userstore.worker.settings import Settings
 
 pytestmark = pytest.mark.e2e
 

@@ -1,7 +1,9 @@
 """The wheel `pip install .` builds: every module, the type markers, the schemas, the command.
 
 The wheel is built from the source tree, unpacked into a directory of its own, and imported from
-there (not from the editable install): `userstore --version` and the `events` package work.
+there (not from the editable install): `userstore --version` and the `userstore.events` package
+work. Everything installs under the one name `userstore`, and the base install (the event contract
+and publisher client) needs none of the worker's pinned stack.
 """
 
 from __future__ import annotations
@@ -39,16 +41,22 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_the_wheel_ships_every_module_the_markers_and_the_schemas(wheel: Path) -> None:
     names = set(zipfile.ZipFile(wheel).namelist())
     sources = {
-        path.relative_to(ROOT).as_posix()
+        f"userstore/{path.relative_to(ROOT).as_posix()}"
         for package in ("events", "worker")
         for path in (ROOT / package).rglob("*")
         if path.suffix in {".py", ".json"} and "__pycache__" not in path.parts
     }
     assert sources - names == set()
-    assert {"events/py.typed", "worker/py.typed"} <= names
-    schemas = {n for n in names if n.startswith("events/schemas/") and n.endswith(".json")}
+    # One top-level import name of the project's own, nothing generic beside it.
+    assert {name.split("/")[0] for name in names} == {
+        "userstore",
+        f"{wheel.name.split('-py')[0]}.dist-info",
+    }
+    assert {"userstore/events/py.typed", "userstore/worker/py.typed"} <= names
+    prefix = "userstore/events/schemas/"
+    schemas = {n for n in names if n.startswith(prefix) and n.endswith(".json")}
     assert schemas == {
-        f"events/schemas/{path.name}" for path in (ROOT / "events" / "schemas").glob("*.json")
+        f"{prefix}{path.name}" for path in (ROOT / "events" / "schemas").glob("*.json")
     }
     assert len(schemas) == 5  # the three events, any event, and a sealed event
     for name in schemas:
@@ -60,8 +68,37 @@ def test_the_wheel_ships_every_module_the_markers_and_the_schemas(wheel: Path) -
     entry_points.read_string(
         zipfile.ZipFile(wheel).read(f"userstore-{version}.dist-info/entry_points.txt").decode()
     )
-    assert entry_points["console_scripts"]["userstore"] == "worker.cli:main"
+    assert entry_points["console_scripts"]["userstore"] == "userstore.worker.entry:main"
     assert f"## {version}" in (ROOT / "CHANGELOG.md").read_text()
+
+    # The base requirements are the publisher's: no worker pins; the worker's are an extra.
+    metadata = zipfile.ZipFile(wheel).read(f"userstore-{version}.dist-info/METADATA").decode()
+    requires = [
+        line.split(":", 1)[1].strip()
+        for line in metadata.splitlines()
+        if line.startswith("Requires-Dist:")
+    ]
+    base = [r for r in requires if "extra ==" not in r]
+    worker = [r for r in requires if 'extra == "worker"' in r]
+    for name in ("aiobotocore", "boto3", "dynamodb-encryption-sdk", "click", "structlog"):
+        assert not any(r.startswith(name) for r in base), base
+        assert any(r.startswith(name) for r in worker), worker
+    assert not any("==" in r for r in base), base
+
+
+# Imports of the worker's stack fail, as they would where only the base distribution is installed.
+_WITHOUT_WORKER_STACK = """
+import sys
+class Absent:
+    # boto3 and idna stay: aws-encryption-sdk and email-validator need them (unpinned).
+    blocked = {"aiobotocore", "dynamodb_encryption_sdk", "click", "structlog",
+               "pydantic_settings", "prometheus_client", "aiolimiter", "tqdm", "moto"}
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in self.blocked:
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+        return None
+sys.meta_path.insert(0, Absent())
+"""
 
 
 @pytest.mark.timeout(300)
@@ -74,12 +111,13 @@ def test_the_unpacked_wheel_imports_and_reports_its_version(wheel: Path, tmp_pat
         timeout=120,
     )
     script = (
-        "import events, worker.streams.consumer, worker.cli, sys;"
+        "import userstore.events as events, userstore.worker.streams.consumer, sys;"
+        "import userstore.worker.cli as cli;"
         "from importlib.resources import files;"
-        "assert files('events').joinpath('py.typed').is_file();"
-        "assert files('events').joinpath('schemas/user-event.v1.schema.json').is_file();"
+        "assert files('userstore.events').joinpath('py.typed').is_file();"
+        "assert files('userstore.events').joinpath('schemas/user-event.v1.schema.json').is_file();"
         "print(events.__file__);"
-        "sys.argv = ['userstore', '--version']; worker.cli.main()"
+        "sys.argv = ['userstore', '--version']; cli.main()"
     )
     done = subprocess.run(
         [sys.executable, "-c", script],
@@ -94,3 +132,47 @@ def test_the_unpacked_wheel_imports_and_reports_its_version(wheel: Path, tmp_pat
     assert imported_from.startswith(str(site))
     version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
     assert version_line == f"userstore, version {version}"
+
+
+@pytest.mark.timeout(300)
+def test_the_publisher_needs_none_of_the_worker_stack(wheel: Path, tmp_path: Path) -> None:
+    site = tmp_path / "site"
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(site), wheel],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+    env = {**os.environ, "PYTHONPATH": str(site)}
+    publisher = _WITHOUT_WORKER_STACK + (
+        "from userstore.events import Publisher, parse_event, serialize\n"
+        "from userstore.events.sealing import PayloadSealer\n"
+        "print('ok')\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", publisher],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert (done.returncode, done.stdout.strip()) == (0, "ok"), done.stderr
+    # The command, without the worker installed: one line saying what to install.
+    command = _WITHOUT_WORKER_STACK + (
+        "from userstore.worker.entry import main\nsys.argv = ['userstore', 'run']\nmain()\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", command],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2
+    assert "Traceback" not in done.stderr
+    assert done.stderr.strip().splitlines() == [
+        "userstore: the worker is not installed (missing module 'click'); "
+        "install it with: pip install 'userstore[worker]'"
+    ]

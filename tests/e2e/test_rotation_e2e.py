@@ -34,7 +34,7 @@ from tests.e2e.test_worker_process import (
 )
 from tests.factories import event_dict
 from tests.model import expected_profiles
-from worker.settings import KeyMode
+from userstore.worker.settings import KeyMode
 
 pytestmark = pytest.mark.e2e
 

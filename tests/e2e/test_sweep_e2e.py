@@ -22,13 +22,13 @@ from tests.conftest import make_settings, provision_settings
 from tests.e2e.test_worker_process import env_for, scan_all, userstore
 from tests.integration.helpers import event
 from tests.integration.test_lambdas import settings_env
-from worker import lambdas
-from worker.app import components
-from worker.keyref import KeyRef
-from worker.rotation import Target, rotate_key
-from worker.scheduled import ScheduledReport, SweepStatus, run_scheduled_sweep
-from worker.settings import Settings
-from worker.sweep import job_id
+from userstore.worker import lambdas
+from userstore.worker.app import components
+from userstore.worker.keyref import KeyRef
+from userstore.worker.rotation import Target, rotate_key
+from userstore.worker.scheduled import ScheduledReport, SweepStatus, run_scheduled_sweep
+from userstore.worker.settings import Settings
+from userstore.worker.sweep import job_id
 
 pytestmark = pytest.mark.e2e
 
@@ -117,7 +117,7 @@ def test_sweep_killed_halfway_resumes_and_counts_every_record_once(aws_endpoint:
 # --- scheduled sweeps ------------------------------------------------------------------------
 
 SCHEDULED_USERS = 300
-_LAMBDA_MARGIN_S = 3.0  # worker.lambdas._DEADLINE_MARGIN_S
+_LAMBDA_MARGIN_S = 3.0  # userstore.worker.lambdas._DEADLINE_MARGIN_S
 
 
 class FakeContext:

@@ -26,7 +26,7 @@ import pytest
 from tests.conftest import make_settings
 from tests.factories import event_dict
 from tests.model import expected_profiles
-from worker.settings import Settings
+from userstore.worker.settings import Settings
 
 pytestmark = pytest.mark.e2e
 
@@ -35,7 +35,9 @@ NOW = datetime.now(UTC).replace(microsecond=0)
 
 def userstore(*args: str) -> list[str]:
     script = Path(sys.executable).with_name("userstore")
-    return [str(script), *args] if script.exists() else [sys.executable, "-m", "worker", *args]
+    if script.exists():
+        return [str(script), *args]
+    return [sys.executable, "-m", "userstore.worker", *args]
 
 
 def env_for(settings: Settings) -> dict[str, str]:
@@ -243,9 +245,9 @@ def test_worker_process_end_to_end(aws_endpoint: str, tmp_path: Path) -> None:
 def _read_profiles(settings: Settings, users: list[str]) -> dict[str, Any]:
     import asyncio
 
-    from worker import profile
-    from worker.app import components
-    from worker.record import from_item
+    from userstore.worker import profile
+    from userstore.worker.app import components
+    from userstore.worker.record import from_item
 
     async def read() -> dict[str, Any]:
         result: dict[str, Any] = {}

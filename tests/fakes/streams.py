@@ -19,7 +19,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from worker.streams import Lease, LeaseLost
+from userstore.worker.streams import Lease, LeaseLost
 
 STREAM_ARN = "arn:aws:dynamodb:eu-west-2:123456789012:table/users/stream/2026-01-01T00:00:00.000"
 

@@ -24,15 +24,15 @@ from tests.faults.proxy import (
     fault_proxy_process,
 )
 from tests.integration.helpers import event
-from worker import profile
-from worker.app import components
-from worker.background import RotationDuties
-from worker.errors import RetryLater
-from worker.handlers import Outcome
-from worker.metrics import Metrics
-from worker.record import from_item
-from worker.rotation import current_target
-from worker.settings import KeyMode
+from userstore.worker import profile
+from userstore.worker.app import components
+from userstore.worker.background import RotationDuties
+from userstore.worker.errors import RetryLater
+from userstore.worker.handlers import Outcome
+from userstore.worker.metrics import Metrics
+from userstore.worker.record import from_item
+from userstore.worker.rotation import current_target
+from userstore.worker.settings import KeyMode
 
 pytestmark = pytest.mark.integration
 

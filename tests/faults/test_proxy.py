@@ -39,13 +39,13 @@ from tests.faults.proxy import (
     fault_proxy_process,
 )
 from tests.integration.helpers import event
-from worker import profile
-from worker.aws import TRANSIENT_CODES, call, is_transient
-from worker.crypto import ItemCipher, KmsKeys
-from worker.errors import KeyUnavailable
-from worker.keyref import KeyRef
-from worker.profile import UserState
-from worker.record import to_item
+from userstore.worker import profile
+from userstore.worker.aws import TRANSIENT_CODES, call, is_transient
+from userstore.worker.crypto import ItemCipher, KmsKeys
+from userstore.worker.errors import KeyUnavailable
+from userstore.worker.keyref import KeyRef
+from userstore.worker.profile import UserState
+from userstore.worker.record import to_item
 
 pytestmark = pytest.mark.integration
 

@@ -9,8 +9,8 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from events import parse_event
-from worker.app import Components, components
+from userstore.events import parse_event
+from userstore.worker.app import Components, components
 
 
 @dataclass

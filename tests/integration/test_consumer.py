@@ -11,16 +11,16 @@ from typing import Any
 
 import pytest
 
-from events import parse_event
 from tests.conftest import make_settings, provision_settings
-from worker import profile
-from worker.app import components, consumer_for
-from worker.errors import AwsUnavailable
-from worker.handlers import Hints, Outcome
-from worker.metrics import Metrics
-from worker.profile import Event
-from worker.record import from_item
-from worker.sqs import ERROR_ATTRIBUTE, EVENT_ID_ATTRIBUTE, REASON_ATTRIBUTE
+from userstore.events import parse_event
+from userstore.worker import profile
+from userstore.worker.app import components, consumer_for
+from userstore.worker.errors import AwsUnavailable
+from userstore.worker.handlers import Hints, Outcome
+from userstore.worker.metrics import Metrics
+from userstore.worker.profile import Event
+from userstore.worker.record import from_item
+from userstore.worker.sqs import ERROR_ATTRIBUTE, EVENT_ID_ATTRIBUTE, REASON_ATTRIBUTE
 
 pytestmark = pytest.mark.integration
 

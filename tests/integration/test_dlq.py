@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 
 from tests.conftest import make_settings, provision_settings
-from worker.app import aws_clients, queue_url
-from worker.dlq import DeadLetterQueue
+from userstore.worker.app import aws_clients, queue_url
+from userstore.worker.dlq import DeadLetterQueue
 
 pytestmark = pytest.mark.integration
 

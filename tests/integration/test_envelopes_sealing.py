@@ -21,17 +21,17 @@ import boto3
 import pytest
 from aiobotocore.session import get_session
 
-from events import EventType, Publisher, SealedEvent, parse_event, sealing
-from events.publisher import seal_body
-from events.sealing import PayloadSealer
 from tests.conftest import make_settings, provision_settings
 from tests.integration.test_consumer import body, drain_queue, receive_all
-from worker import profile
-from worker.app import components, consumer_for, payload_sealer
-from worker.metrics import Metrics
-from worker.record import from_item
-from worker.settings import Settings
-from worker.sqs import ERROR_ATTRIBUTE, EVENT_ID_ATTRIBUTE, REASON_ATTRIBUTE
+from userstore.events import EventType, Publisher, SealedEvent, parse_event, sealing
+from userstore.events.publisher import seal_body
+from userstore.events.sealing import PayloadSealer
+from userstore.worker import profile
+from userstore.worker.app import components, consumer_for, payload_sealer
+from userstore.worker.metrics import Metrics
+from userstore.worker.record import from_item
+from userstore.worker.settings import Settings
+from userstore.worker.sqs import ERROR_ATTRIBUTE, EVENT_ID_ATTRIBUTE, REASON_ATTRIBUTE
 
 pytestmark = pytest.mark.integration
 

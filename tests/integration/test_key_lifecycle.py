@@ -11,18 +11,18 @@ from typing import Any
 import pytest
 
 from tests.integration.helpers import Calls, count_calls, event
-from worker import profile
-from worker.app import Components, components
-from worker.control import INDEX_KEYS
-from worker.crypto import ItemCipher, KmsKeys
-from worker.errors import ControlRolledBack, RecordTampered
-from worker.inventory import inventory
-from worker.keyref import KeyRef
-from worker.record import from_item
-from worker.rotation import follow_authority, follow_control, rotate_index_key, rotate_key
-from worker.search import find_by_email
-from worker.settings import KeyMode, Settings
-from worker.sweep import run_sweep
+from userstore.worker import profile
+from userstore.worker.app import Components, components
+from userstore.worker.control import INDEX_KEYS
+from userstore.worker.crypto import ItemCipher, KmsKeys
+from userstore.worker.errors import ControlRolledBack, RecordTampered
+from userstore.worker.inventory import inventory
+from userstore.worker.keyref import KeyRef
+from userstore.worker.record import from_item
+from userstore.worker.rotation import follow_authority, follow_control, rotate_index_key, rotate_key
+from userstore.worker.search import find_by_email
+from userstore.worker.settings import KeyMode, Settings
+from userstore.worker.sweep import run_sweep
 
 pytestmark = pytest.mark.integration
 
@@ -266,8 +266,8 @@ async def test_a_replica_opens_records_under_the_aliases_new_key_before_the_anno
 
 async def test_retiring_an_unused_index_key_version(moto_endpoint: str) -> None:
     from tests.conftest import make_settings, provision_settings
-    from worker.errors import UserstoreError
-    from worker.rotation import retire_index_version
+    from userstore.worker.errors import UserstoreError
+    from userstore.worker.rotation import retire_index_version
 
     settings = await provision_settings(make_settings(moto_endpoint))
     async with components(settings) as parts:

@@ -20,25 +20,25 @@ from typing import Any
 import boto3
 import pytest
 
-from events import parse_event
-from events.publisher import seal_body
-from events.sealing import PayloadSealer
 from tests.conftest import make_settings, provision_settings
 from tests.integration.test_consumer import body
-from worker import lambdas, profile
-from worker.app import components
-from worker.errors import AwsUnavailable
-from worker.inventory import inventory as key_usage
-from worker.record import from_item
-from worker.rotation import rotate_index_key, rotate_key
-from worker.settings import Settings
-from worker.sqs import (
+from userstore.events import parse_event
+from userstore.events.publisher import seal_body
+from userstore.events.sealing import PayloadSealer
+from userstore.worker import lambdas, profile
+from userstore.worker.app import components
+from userstore.worker.errors import AwsUnavailable
+from userstore.worker.inventory import inventory as key_usage
+from userstore.worker.record import from_item
+from userstore.worker.rotation import rotate_index_key, rotate_key
+from userstore.worker.settings import Settings
+from userstore.worker.sqs import (
     ERROR_ATTRIBUTE,
     EVENT_ID_ATTRIBUTE,
     REASON_ATTRIBUTE,
     RECEIVE_COUNT_ATTRIBUTE,
 )
-from worker.tracing import TRACE_ATTRIBUTE
+from userstore.worker.tracing import TRACE_ATTRIBUTE
 
 pytestmark = pytest.mark.integration
 

@@ -11,10 +11,10 @@ import pytest
 from botocore.exceptions import ClientError
 
 from tests.conftest import make_settings
-from worker.app import aws_clients
-from worker.provision import TABLE_EXTRAS, provision
-from worker.resources import definition, render, setting_values
-from worker.settings import QueueEncryption
+from userstore.worker.app import aws_clients
+from userstore.worker.provision import TABLE_EXTRAS, provision
+from userstore.worker.resources import definition, render, setting_values
+from userstore.worker.settings import QueueEncryption
 
 pytestmark = pytest.mark.integration
 

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from aiobotocore.session import get_session
 
-from events import (
+from userstore.events import (
     Event,
     Profile,
     ProfilePatch,

@@ -9,14 +9,14 @@ from typing import Any
 import pytest
 
 from tests.integration.helpers import event
-from worker import profile
-from worker.app import Components, components
-from worker.inventory import inventory as key_usage
-from worker.record import from_item
-from worker.rotation import follow_control, rotate_index_key, rotate_key
-from worker.search import EmailMatches, find_by_email, match_email
-from worker.settings import KeyMode, Settings
-from worker.sweep import run_sweep
+from userstore.worker import profile
+from userstore.worker.app import Components, components
+from userstore.worker.inventory import inventory as key_usage
+from userstore.worker.record import from_item
+from userstore.worker.rotation import follow_control, rotate_index_key, rotate_key
+from userstore.worker.search import EmailMatches, find_by_email, match_email
+from userstore.worker.settings import KeyMode, Settings
+from userstore.worker.sweep import run_sweep
 
 pytestmark = pytest.mark.integration
 
@@ -165,9 +165,9 @@ async def test_a_forged_control_record_is_not_followed(moto_endpoint: str) -> No
     import boto3
 
     from tests.conftest import make_settings, provision_settings
-    from worker.control import ACTIVE_KEY, ControlRecords
-    from worker.crypto import ItemCipher, KmsKeys
-    from worker.keyref import KeyRef
+    from userstore.worker.control import ACTIVE_KEY, ControlRecords
+    from userstore.worker.crypto import ItemCipher, KmsKeys
+    from userstore.worker.keyref import KeyRef
 
     settings = await provision_settings(make_settings(moto_endpoint))
     async with components(settings) as parts:

@@ -17,11 +17,16 @@ from aws_encryption_sdk.internal.formatting.deserialize import deserialize_heade
 from aws_encryption_sdk.key_providers.kms import KMSMasterKey
 from botocore.config import Config
 
-from events import InvalidEvent, SealedEvent, parse_event, sealing
-from events.envelopes import sealed_plaintext
-from events.publisher import seal_body
-from events.sealing import PayloadOpener, PayloadSealer, SealingUnavailable, encryption_context
 from tests.emulator import free_port
+from userstore.events import InvalidEvent, SealedEvent, parse_event, sealing
+from userstore.events.envelopes import sealed_plaintext
+from userstore.events.publisher import seal_body
+from userstore.events.sealing import (
+    PayloadOpener,
+    PayloadSealer,
+    SealingUnavailable,
+    encryption_context,
+)
 
 pytestmark = pytest.mark.integration
 

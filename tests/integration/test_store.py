@@ -13,15 +13,15 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from events import parse_event
 from tests.integration.helpers import counted_components, event
 from tests.model import expected_profiles
 from tests.strategies import deliveries, event_sets
-from worker import profile
-from worker.errors import EventIdReused, InvalidResult, RecordTampered
-from worker.handlers import Outcome
-from worker.record import from_item, to_item
-from worker.settings import Settings
+from userstore.events import parse_event
+from userstore.worker import profile
+from userstore.worker.errors import EventIdReused, InvalidResult, RecordTampered
+from userstore.worker.handlers import Outcome
+from userstore.worker.record import from_item, to_item
+from userstore.worker.settings import Settings
 
 pytestmark = pytest.mark.integration
 
@@ -352,8 +352,8 @@ async def test_stored_state_is_independent_of_delivery_order(
 ) -> None:
     """Random permutations and duplications, through the real store and crypto (kms mode)."""
     from tests.conftest import make_settings
-    from worker.app import aws_clients
-    from worker.provision import provision
+    from userstore.worker.app import aws_clients
+    from userstore.worker.provision import provision
 
     events = data.draw(event_sets(max_events=10))
     tag = uuid.uuid4().hex[:8]

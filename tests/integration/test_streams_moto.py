@@ -19,9 +19,9 @@ from aiobotocore.session import get_session
 from botocore.exceptions import ClientError
 
 from tests.fakes.streams import MemoryLeases
-from worker.aws import call, client_config
-from worker.errors import AwsUnavailable
-from worker.streams import (
+from userstore.worker.aws import call, client_config
+from userstore.worker.errors import AwsUnavailable
+from userstore.worker.streams import (
     LEASE_TABLE_SPEC,
     LeaseLost,
     LeaseStore,

@@ -22,16 +22,16 @@ from botocore.config import Config
 from tests.conftest import make_settings, provision_settings
 from tests.emulator import free_port
 from tests.integration.helpers import event
-from worker import profile
-from worker.app import Components, components, consumer_for
-from worker.crypto import ItemCipher, KmsKeys
-from worker.errors import KeyUnavailable, RecordTampered, RetryLater
-from worker.handlers import Hints, Outcome
-from worker.metrics import Metrics
-from worker.profile import Event, UserState
-from worker.record import from_item, to_item
-from worker.settings import KeyMode
-from worker.sqs import SqsConsumer
+from userstore.worker import profile
+from userstore.worker.app import Components, components, consumer_for
+from userstore.worker.crypto import ItemCipher, KmsKeys
+from userstore.worker.errors import KeyUnavailable, RecordTampered, RetryLater
+from userstore.worker.handlers import Hints, Outcome
+from userstore.worker.metrics import Metrics
+from userstore.worker.profile import Event, UserState
+from userstore.worker.record import from_item, to_item
+from userstore.worker.settings import KeyMode
+from userstore.worker.sqs import SqsConsumer
 
 pytestmark = pytest.mark.integration
 

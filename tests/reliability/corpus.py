@@ -26,9 +26,9 @@ from typing import Any, NamedTuple
 
 from hypothesis import strategies as st
 
-from events import InvalidEvent, parse_event
-from events.parse import MAX_BODY_BYTES, MAX_DEPTH
 from tests import strategies as valid
+from userstore.events import InvalidEvent, parse_event
+from userstore.events.parse import MAX_BODY_BYTES, MAX_DEPTH
 
 __all__ = [
     "BYTES_CORPUS",

@@ -33,8 +33,6 @@ from botocore.exceptions import ClientError
 from hypothesis import HealthCheck, Phase, given, settings
 from prometheus_client import generate_latest
 
-from events import InvalidEvent, parse_event
-from events.parse import MAX_REASON_LENGTH
 from tests.conftest import make_settings, provision_settings
 from tests.model import expected_profiles
 from tests.reliability.corpus import (
@@ -50,12 +48,14 @@ from tests.reliability.corpus import (
 )
 from tests.reliability.leaks import assert_no_leaks, find_leaks, format_leaks
 from tests.reliability.scenario import ScenarioRecorder
-from worker import profile
-from worker.app import components, consumer_for
-from worker.logs import configure
-from worker.metrics import Metrics
-from worker.record import from_item
-from worker.sqs import (
+from userstore.events import InvalidEvent, parse_event
+from userstore.events.parse import MAX_REASON_LENGTH
+from userstore.worker import profile
+from userstore.worker.app import components, consumer_for
+from userstore.worker.logs import configure
+from userstore.worker.metrics import Metrics
+from userstore.worker.record import from_item
+from userstore.worker.sqs import (
     ERROR_ATTRIBUTE,
     EVENT_ID_ATTRIBUTE,
     REASON_ATTRIBUTE,

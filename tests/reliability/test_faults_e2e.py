@@ -37,7 +37,7 @@ from tests.faults.proxy import (
 )
 from tests.model import expected_profiles
 from tests.reliability.scenario import ScenarioRecorder
-from worker.settings import Settings
+from userstore.worker.settings import Settings
 
 pytestmark = pytest.mark.e2e
 

@@ -14,13 +14,13 @@ from tests.conftest import make_settings, provision_settings
 from tests.integration.helpers import event
 from tests.integration.test_consumer import body, drain_queue, receive_all, send_all
 from tests.reliability.scenario import ScenarioRecorder
-from worker.app import Components, components, consumer_for
-from worker.errors import RecordTampered
-from worker.metrics import Metrics
-from worker.profile import view
-from worker.record import from_item
-from worker.settings import KeyMode
-from worker.sweep import run_sweep
+from userstore.worker.app import Components, components, consumer_for
+from userstore.worker.errors import RecordTampered
+from userstore.worker.metrics import Metrics
+from userstore.worker.profile import view
+from userstore.worker.record import from_item
+from userstore.worker.settings import KeyMode
+from userstore.worker.sweep import run_sweep
 
 pytestmark = pytest.mark.integration
 

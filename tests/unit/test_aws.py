@@ -21,8 +21,8 @@ from botocore.exceptions import (
     ReadTimeoutError,
 )
 
-from worker.aws import USER_AGENT, call, client_config, is_transient
-from worker.errors import AwsUnavailable, RetryLater
+from userstore.worker.aws import USER_AGENT, call, client_config, is_transient
+from userstore.worker.errors import AwsUnavailable, RetryLater
 
 ENDPOINT = "https://dynamodb.eu-west-2.amazonaws.com"
 

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from worker.blind_index import EmailIndex, normalize_email
+from userstore.worker.blind_index import EmailIndex, normalize_email
 
 
 def fullwidth(text: str) -> str:

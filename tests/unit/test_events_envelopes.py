@@ -7,8 +7,15 @@ from typing import Any
 
 import pytest
 
-from events import InvalidEvent, SealedEvent, UserCreated, Wrapper, parse_event, read_message
-from events.envelopes import open_sealed, sealed_plaintext
+from userstore.events import (
+    InvalidEvent,
+    SealedEvent,
+    UserCreated,
+    Wrapper,
+    parse_event,
+    read_message,
+)
+from userstore.events.envelopes import open_sealed, sealed_plaintext
 
 SECRET = "jane.secret@example.com"
 EVENT: dict[str, Any] = {

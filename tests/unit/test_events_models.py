@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from events import (
+from userstore.events import (
     EVENT_ADAPTER,
     SCHEMA_VERSION,
     SUPPORTED_SCHEMA_VERSIONS,
@@ -19,7 +19,7 @@ from events import (
     UserDeleted,
     UserUpdated,
 )
-from events import models as m
+from userstore.events import models as m
 
 
 def envelope(event_type: str = "user.created", **overrides: Any) -> dict[str, Any]:

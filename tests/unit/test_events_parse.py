@@ -9,7 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from events import (
+from userstore.events import (
     EventError,
     EventType,
     InvalidEvent,
@@ -22,7 +22,7 @@ from events import (
     parse_event,
     validate_event,
 )
-from events.parse import MAX_BODY_BYTES, MAX_DEPTH, MAX_REASON_LENGTH
+from userstore.events.parse import MAX_BODY_BYTES, MAX_DEPTH, MAX_REASON_LENGTH
 
 
 def envelope(event_type: str = "user.created", **overrides: Any) -> dict[str, Any]:
@@ -482,7 +482,7 @@ def test_validate_event_accepts_enum_type_and_reports_plain_str() -> None:
 
 
 def test_public_api() -> None:
-    import events
+    import userstore.events as events
 
     for name in events.__all__:
         assert getattr(events, name) is not None

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError
 
-from events import (
+from userstore.events import (
     Event,
     InvalidEvent,
     Profile,
@@ -23,7 +23,7 @@ from events import (
     parse_event,
     serialize,
 )
-from events.models import AddressPatch
+from userstore.events.models import AddressPatch
 
 FIFO = "https://sqs.us-east-1.amazonaws.com/123456789012/events.fifo"
 STANDARD = "https://sqs.us-east-1.amazonaws.com/123456789012/events"

@@ -9,11 +9,11 @@ from typing import Any
 
 import pytest
 
-from events import PublishError, SealedEvent, read_message
-from events.models import Event
-from events.sealing import SealingUnavailable, canonical_occurred_at, encryption_context
 from tests.unit.test_events_publisher import FakeSQS, created, publisher
-from worker.profile import stamp_of
+from userstore.events import PublishError, SealedEvent, read_message
+from userstore.events.models import Event
+from userstore.events.sealing import SealingUnavailable, canonical_occurred_at, encryption_context
+from userstore.worker.profile import stamp_of
 
 
 class FakeSealer:

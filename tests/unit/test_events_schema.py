@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from pydantic import BaseModel
 
-from events import (
+from userstore.events import (
     Address,
     AddressPatch,
     InvalidEvent,
@@ -20,8 +20,8 @@ from events import (
     UserUpdated,
     serialize,
 )
-from events.parse import parse_event
-from events.schema import SCHEMA_DIR, generate, main, render
+from userstore.events.parse import parse_event
+from userstore.events.schema import SCHEMA_DIR, generate, main, render
 
 FILES = {
     "user-event.v1.schema.json",
@@ -104,7 +104,7 @@ def test_committed_files_are_current() -> None:
     assert set(generated) == FILES
     for name, schema in generated.items():
         assert (SCHEMA_DIR / name).read_text("utf-8") == render(schema), (
-            f"{name} is stale: run python -m events.schema"
+            f"{name} is stale: run python -m userstore.events.schema"
         )
     assert main(["--check"]) == 0
 

@@ -12,13 +12,13 @@ import pytest
 from botocore.awsrequest import AWSResponse
 from dynamodb_encryption_sdk.structures import EncryptionContext
 
-from worker.background import SetAside
-from worker.crypto import KmsKeys
-from worker.errors import KeyUnavailable
-from worker.inventory import Inventory, describe
-from worker.keyref import InvalidKeyRef, KeyKind, KeyRef
-from worker.metrics import Metrics
-from worker.streams import StreamRecord
+from userstore.worker.background import SetAside
+from userstore.worker.crypto import KmsKeys
+from userstore.worker.errors import KeyUnavailable
+from userstore.worker.inventory import Inventory, describe
+from userstore.worker.keyref import InvalidKeyRef, KeyKind, KeyRef
+from userstore.worker.metrics import Metrics
+from userstore.worker.streams import StreamRecord
 
 A = "arn:aws:kms:eu-west-2:123456789012:key/11111111-1111-1111-1111-111111111111"
 B = "arn:aws:kms:eu-west-2:123456789012:key/22222222-2222-2222-2222-222222222222"

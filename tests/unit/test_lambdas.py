@@ -10,10 +10,10 @@ from typing import Any
 
 import pytest
 
-from events import InvalidEvent, parse_event
-from worker.errors import AwsUnavailable, InvalidResult
-from worker.handlers import Outcome
-from worker.lambdas import (
+from userstore.events import InvalidEvent, parse_event
+from userstore.worker.errors import AwsUnavailable, InvalidResult
+from userstore.worker.handlers import Outcome
+from userstore.worker.lambdas import (
     InvalidSweepInput,
     SqsBatch,
     SqsRecord,
@@ -22,10 +22,10 @@ from worker.lambdas import (
     stream_record_from_lambda,
     sweep_input,
 )
-from worker.metrics import Metrics
-from worker.profile import Event
-from worker.streams import EventName
-from worker.sweep import page_limit
+from userstore.worker.metrics import Metrics
+from userstore.worker.profile import Event
+from userstore.worker.streams import EventName
+from userstore.worker.sweep import page_limit
 
 
 def event_body(event_id: str, user: str = "u") -> str:

@@ -18,9 +18,9 @@ import pytest
 import yaml
 
 from tests.emulator import HOOKS_DIR
-from worker.resources import definition
-from worker.settings import Settings
-from worker.transport import check_endpoints
+from userstore.worker.resources import definition
+from userstore.worker.settings import Settings
+from userstore.worker.transport import check_endpoints
 
 ROOT = Path(__file__).resolve().parents[2]
 PINNED_LOCALSTACK = "localstack/localstack:4.14.0"
@@ -149,7 +149,12 @@ def test_the_image_installs_the_package_and_runs_the_worker() -> None:
     copied = {part for op, args in instructions if op == "COPY" for part in shlex.split(args)[:-1]}
     assert {"pyproject.toml", "README.md", "events", "worker"} <= copied
     runs = [args for op, args in instructions if op == "RUN"]
-    assert any(re.search(r"\bpip install \.(\s|$)", run) for run in runs), runs
+    # The locked dependencies in a layer of their own, before any code is copied: a code change
+    # does not reinstall them.
+    locked = instructions.index(("RUN", "pip install -r requirements/worker.lock"))
+    code = instructions.index(("COPY", "worker ./worker"))
+    assert locked < code, instructions
+    assert any(run.startswith('pip install --no-deps ".[worker]"') for run in runs), runs
     entrypoint = next(args for op, args in instructions if op == "ENTRYPOINT")
     command = next(args for op, args in instructions if op == "CMD")
     assert [*ast.literal_eval(entrypoint), *ast.literal_eval(command)] == ["userstore", "run"]
@@ -157,4 +162,4 @@ def test_the_image_installs_the_package_and_runs_the_worker() -> None:
     assert user not in ("root", "0")
     # The definition ships with the package, where worker/resources.py reads it.
     pyproject = (ROOT / "pyproject.toml").read_text()
-    assert re.search(r'worker = \[[^\]]*"resources.json"', pyproject)
+    assert re.search(r'"userstore.worker" = \[[^\]]*"resources.json"', pyproject)

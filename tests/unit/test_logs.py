@@ -9,7 +9,7 @@ import sys
 import pytest
 import structlog
 
-from worker.logs import configure, frames, get_logger
+from userstore.worker.logs import configure, frames, get_logger
 
 
 def _fail() -> None:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from worker.metrics import Metrics
-from worker.streams.consumer import _StreamMetrics
+from userstore.worker.metrics import Metrics
+from userstore.worker.streams.consumer import _StreamMetrics
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "operations.md"
 ROW = re.compile(r"^\| `(userstore_\w+)` \| \w+ \|\s*([^|]*?)\s*\|", re.M)

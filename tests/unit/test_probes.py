@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import aiohttp
 
-from worker.metrics import Metrics
-from worker.probes import Readiness, serve
+from userstore.worker.metrics import Metrics
+from userstore.worker.probes import Readiness, serve
 
 
 async def test_readiness_follows_start_receiving_and_draining() -> None:

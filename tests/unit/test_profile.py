@@ -10,12 +10,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from events import parse_event
 from tests.model import expected_profiles
 from tests.strategies import deliveries, event_sets
-from worker import profile
-from worker.errors import EventOutOfRange
-from worker.profile import Presence, Seen, UserState
+from userstore.events import parse_event
+from userstore.worker import profile
+from userstore.worker.errors import EventOutOfRange
+from userstore.worker.profile import Presence, Seen, UserState
 
 T0 = "2026-11-01T10:00:00Z"
 

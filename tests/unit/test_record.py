@@ -7,11 +7,11 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from events import parse_event
-from worker import profile
-from worker.errors import RecordTampered
-from worker.profile import UserState
-from worker.record import SIGN_ONLY, check_stamps, from_item, read_head, to_item
+from userstore.events import parse_event
+from userstore.worker import profile
+from userstore.worker.errors import RecordTampered
+from userstore.worker.profile import UserState
+from userstore.worker.record import SIGN_ONLY, check_stamps, from_item, read_head, to_item
 
 PERSONAL = ["ada@example.org", "Lovelace", "+447700900123", "1 High St", "secret-tag"]
 

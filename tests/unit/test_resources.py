@@ -10,9 +10,9 @@ import pytest
 from pydantic import TypeAdapter, ValidationError
 
 from tests.emulator import HOOKS_DIR
-from worker.blind_index import INDEX_NAME
-from worker.record import EMAIL_INDEX, PARTITION_KEY
-from worker.resources import (
+from userstore.worker.blind_index import INDEX_NAME
+from userstore.worker.record import EMAIL_INDEX, PARTITION_KEY
+from userstore.worker.resources import (
     FALSE_WORDS,
     TRUE_WORDS,
     clear_other_encryption,
@@ -27,8 +27,8 @@ from worker.resources import (
     setting_values,
     table_updates,
 )
-from worker.settings import QueueEncryption, Settings
-from worker.streams.leases import LEASE_TABLE_SPEC
+from userstore.worker.settings import QueueEncryption, Settings
+from userstore.worker.streams.leases import LEASE_TABLE_SPEC
 
 
 def test_each_default_equals_the_field_default() -> None:

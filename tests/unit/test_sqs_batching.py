@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
-from worker import sqs as sqs_module
-from worker.metrics import Metrics
-from worker.sqs import ConsumerConfig, SqsConsumer, _Deleter
+from userstore.worker import sqs as sqs_module
+from userstore.worker.metrics import Metrics
+from userstore.worker.sqs import ConsumerConfig, SqsConsumer, _Deleter
 
 
 class RecordingSqs:

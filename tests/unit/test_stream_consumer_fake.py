@@ -18,10 +18,10 @@ from typing import Any
 import pytest
 import structlog
 
-import worker.streams.consumer as consumer_module
+import userstore.worker.streams.consumer as consumer_module
 from tests.fakes.streams import FakeClock, FakeStream, MemoryLeases, client_error
-from worker.metrics import Metrics
-from worker.streams import (
+from userstore.worker.metrics import Metrics
+from userstore.worker.streams import (
     SHARD_END,
     StreamConfig,
     StreamConsumer,

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import pytest
 
-from worker.streams.balance import Lease, fair_share, plan
-from worker.streams.lineage import SHARD_END, Shard, readable
+from userstore.worker.streams.balance import Lease, fair_share, plan
+from userstore.worker.streams.lineage import SHARD_END, Shard, readable
 
 # A stream whose shard P split into A and B; A later rolled over into A2 (a chain).
 SPLIT = [Shard("P"), Shard("A", "P"), Shard("B", "P"), Shard("A2", "A")]

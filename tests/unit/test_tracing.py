@@ -6,8 +6,8 @@ import json
 
 import structlog
 
-from events import parse_event
-from worker.tracing import TRACE_ATTRIBUTE, message_context, trace_id
+from userstore.events import parse_event
+from userstore.worker.tracing import TRACE_ATTRIBUTE, message_context, trace_id
 
 BODY = {
     "event_id": "e-1",
