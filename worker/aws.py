@@ -67,6 +67,21 @@ _TRANSIENT_TRANSPORT = (
 )
 
 
+class Refused(Exception):
+    """An AWS refusal the caller expects and decides on (say, ConditionalCheckFailedException).
+
+    `call` raises it only for the codes its caller listed in `expected`, with the service's
+    response (a losing conditional write's old item is in it). It never leaves an adapter: the
+    adapter turns it into its own answer, so no botocore type reaches the domain.
+    """
+
+    def __init__(self, operation: str, code: str, response: dict[str, Any]) -> None:
+        super().__init__(f"{operation} refused ({code})")
+        self.operation = operation
+        self.code = code
+        self.response = response
+
+
 def error_code(exc: BaseException) -> str:
     if isinstance(exc, ClientError):
         return str(exc.response.get("Error", {}).get("Code", ""))
@@ -116,13 +131,13 @@ async def call(
     /,
     *,
     max_attempts: int,
-    passthrough: frozenset[str] = frozenset(),
+    expected: frozenset[str] = frozenset(),
     **kwargs: Any,
 ) -> T:
     """Run one AWS call, retrying transient failures, and translate what still fails.
 
-    ClientErrors whose code is in `passthrough` (say, ConditionalCheckFailedException) propagate
-    for the caller to decide on; every other failure becomes AwsUnavailable.
+    A ClientError whose code is in `expected` becomes Refused, for the adapter to decide on;
+    every other failure becomes AwsUnavailable. Nothing from botocore propagates.
     """
 
     def count_retry(_: RetryCallState) -> None:
@@ -141,7 +156,7 @@ async def call(
             with attempt:
                 return await fn(**kwargs)
     except (ClientError, BotoCoreError) as exc:
-        if isinstance(exc, ClientError) and error_code(exc) in passthrough:
-            raise
+        if isinstance(exc, ClientError) and error_code(exc) in expected:
+            raise Refused(operation, error_code(exc), dict(exc.response)) from None
         raise AwsUnavailable(f"{operation} failed ({error_code(exc)})") from exc
     raise AssertionError("unreachable: tenacity either returns or raises")  # pragma: no cover

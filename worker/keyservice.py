@@ -28,7 +28,7 @@ from dynamodb_encryption_sdk.material_providers.store.meta import MetaStore
 
 from userstore.events.sealing import SealingUnavailable
 
-from .aws import call, error_code
+from .aws import Refused, call, error_code
 from .blind_index import kms_context
 from .crypto import CachedKeys, KeySource, KmsKeys
 from .errors import KeyNotFound, KeyUnavailable, RecordTampered
@@ -131,19 +131,19 @@ class KeyService:
     # --- KMS on the event loop ---------------------------------------------------------------
 
     async def _call(
-        self, operation: str, fn: Any, passthrough: frozenset[str] = frozenset(), **kwargs: Any
+        self, operation: str, fn: Any, expected: frozenset[str] = frozenset(), **kwargs: Any
     ) -> Any:
         try:
             return await call(
                 operation,
                 fn,
                 max_attempts=self._settings.aws_max_attempts,
-                passthrough=_TAMPERED | _UNUSABLE | passthrough,
+                expected=_TAMPERED | _UNUSABLE | expected,
                 **kwargs,
             )
-        except ClientError as exc:
-            code = error_code(exc)
-            if code in passthrough:
+        except Refused as exc:
+            code = exc.code
+            if code in expected:
                 raise
             if code in _TAMPERED:
                 raise RecordTampered(
@@ -210,14 +210,14 @@ class KeyService:
             response = await self._call(
                 "ReEncrypt",
                 self._kms.re_encrypt,
-                passthrough=_NO_SUCH_OPERATION,
+                expected=_NO_SUCH_OPERATION,
                 CiphertextBlob=wrapped.blob,
                 SourceEncryptionContext=context,
                 DestinationKeyId=to.arn,
                 DestinationEncryptionContext=context,
                 **named,
             )
-        except ClientError:
+        except Refused:
             # Only an emulator lacks ReEncrypt (ministack 1.5): unwrap and wrap again, which
             # puts the index key in this process's memory for a moment, as a worker holds it.
             log.warning("kms.reencrypt_unsupported", version=version)

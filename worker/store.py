@@ -11,9 +11,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from botocore.exceptions import ClientError
-
-from .aws import call
+from .aws import Refused, call
 from .errors import AwsUnavailable
 from .record import PARTITION_KEY, Item, RecordHead, read_head
 
@@ -106,10 +104,10 @@ class RecordStore:
                 TableName=self._table,
                 Item=item,
                 ReturnValuesOnConditionCheckFailure="ALL_OLD",
-                passthrough=_CONDITION_FAILED,
+                expected=_CONDITION_FAILED,
                 **condition,
             )
-        except ClientError as exc:
+        except Refused as exc:
             # The loser gets the winner's item in the same round trip.
             return PutResult(False, _record(exc.response.get("Item")))
         return PutResult(True)

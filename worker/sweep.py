@@ -20,10 +20,9 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from aiolimiter import AsyncLimiter
-from botocore.exceptions import ClientError
 
 from .app import Components
-from .aws import call, error_code
+from .aws import Refused, call
 from .control import is_control
 from .errors import RecordTampered, UserstoreError
 from .logs import get_logger
@@ -135,12 +134,10 @@ class _State:
                 ConditionExpression="attribute_not_exists(#o) OR expires_at < :now OR #o = :me",
                 ExpressionAttributeNames={"#o": "owner"},
                 ExpressionAttributeValues={":now": {"N": str(now)}, ":me": {"S": self.owner}},
-                passthrough=frozenset({"ConditionalCheckFailedException"}),
+                expected=frozenset({"ConditionalCheckFailedException"}),
             )
-        except ClientError as exc:
-            if error_code(exc) == "ConditionalCheckFailedException":
-                raise SweepBusy("another sweep for this target is running") from None
-            raise
+        except Refused:
+            raise SweepBusy("another sweep for this target is running") from None
 
     async def release_lease(self) -> None:
         await call(

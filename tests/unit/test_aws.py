@@ -21,7 +21,7 @@ from botocore.exceptions import (
     ReadTimeoutError,
 )
 
-from userstore.worker.aws import USER_AGENT, call, client_config, is_transient
+from userstore.worker.aws import USER_AGENT, Refused, call, client_config, is_transient
 from userstore.worker.errors import AwsUnavailable, RetryLater
 
 ENDPOINT = "https://dynamodb.eu-west-2.amazonaws.com"
@@ -201,28 +201,33 @@ async def test_permanent_botocore_error_is_not_retried() -> None:
     assert caught.value.__cause__ is fake.raised[0]
 
 
-async def test_passthrough_code_propagates_as_the_original_client_error() -> None:
+async def test_an_expected_code_becomes_refused_with_no_botocore_type() -> None:
     fake = Flaky(lambda: client_error("ConditionalCheckFailedException"), failures=1)
-    with pytest.raises(ClientError) as caught:
+    with pytest.raises(Refused) as caught:
         await call(
             "PutItem",
             fake,
             max_attempts=5,
-            passthrough=frozenset({"ConditionalCheckFailedException"}),
+            expected=frozenset({"ConditionalCheckFailedException"}),
         )
     assert fake.attempts == 1
-    assert caught.value is fake.raised[0]
-    assert not isinstance(caught.value, AwsUnavailable)
+    assert (caught.value.operation, caught.value.code) == (
+        "PutItem",
+        "ConditionalCheckFailedException",
+    )
+    assert caught.value.response["Error"]["Code"] == "ConditionalCheckFailedException"
+    # Raised from None: the ClientError is neither the cause nor the context.
+    assert caught.value.__cause__ is None and caught.value.__suppress_context__
 
 
-async def test_passthrough_does_not_let_other_codes_through() -> None:
+async def test_expected_does_not_let_other_codes_through() -> None:
     fake = Flaky(lambda: client_error("ValidationException"), failures=1)
     with pytest.raises(AwsUnavailable):
         await call(
             "PutItem",
             fake,
             max_attempts=5,
-            passthrough=frozenset({"ConditionalCheckFailedException"}),
+            expected=frozenset({"ConditionalCheckFailedException"}),
         )
     assert fake.attempts == 1
 

@@ -43,10 +43,9 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, ClassVar
 
-from botocore.exceptions import ClientError
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
-from ..aws import call, error_code
+from ..aws import Refused, call
 from ..errors import AwsUnavailable, UserstoreError
 from ..logs import get_logger
 from ..metrics import Metrics
@@ -317,12 +316,12 @@ class StreamConsumer:
                     "DescribeStream",
                     self._streams.describe_stream,
                     max_attempts=self._config.max_attempts,
-                    passthrough=frozenset({"ResourceNotFoundException"}),
+                    expected=frozenset({"ResourceNotFoundException"}),
                     StreamArn=self._stream_arn,
                     **extra,
                 )
-            except ClientError as exc:
-                raise StreamNotFound(f"stream not found ({error_code(exc)})") from exc
+            except Refused as exc:
+                raise StreamNotFound(f"stream not found ({exc.code})") from None
             description = response["StreamDescription"]
             shards.extend(
                 Shard(str(shard["ShardId"]), shard.get("ParentShardId"))
@@ -462,13 +461,13 @@ class StreamConsumer:
                     "GetRecords",
                     self._streams.get_records,
                     max_attempts=self._config.max_attempts,
-                    passthrough=_READ_ERRORS,
+                    expected=_READ_ERRORS,
                     ShardIterator=iterator,
                     Limit=self._config.max_records,
                 )
-            except ClientError as exc:
+            except Refused as exc:
                 iterator = None
-                code = error_code(exc)
+                code = exc.code
                 if code == "ResourceNotFoundException":
                     log.warning("stream.shard_gone", shard_id=held.shard_id)
                     return _Exit.GONE
@@ -518,7 +517,7 @@ class StreamConsumer:
             "GetShardIterator",
             self._streams.get_shard_iterator,
             max_attempts=self._config.max_attempts,
-            passthrough=_ITERATOR_ERRORS,
+            expected=_ITERATOR_ERRORS,
             StreamArn=self._stream_arn,
             ShardId=held.shard_id,
             **position,

@@ -35,9 +35,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from botocore.exceptions import ClientError
-
-from ..aws import call
+from ..aws import Refused, call
 from ..errors import UserstoreError
 from .balance import Lease
 
@@ -174,7 +172,7 @@ class LeaseTable:
                 operation,
                 self._client.update_item,
                 max_attempts=self._max_attempts,
-                passthrough=_CONDITION_FAILED,
+                expected=_CONDITION_FAILED,
                 TableName=self._table,
                 Key=self._key(shard_id),
                 UpdateExpression=update,
@@ -183,7 +181,7 @@ class LeaseTable:
                 ExpressionAttributeValues=values,
                 ReturnValues="ALL_NEW",
             )
-        except ClientError:  # only ConditionalCheckFailed passes through `call`
+        except Refused:
             return None
         return lease_from_item(response["Attributes"])
 
