@@ -28,7 +28,7 @@ from userstore.worker.settings import KeyMode
 # (part, a substring of a frame under it). First match per part.
 PARTS = (
     ("AWS calls (aiobotocore: serialise, sign, send, parse)", "AioBaseClient._make_api_call"),
-    ("  of which DynamoDB PutItem of the record", "RecordStore.put"),
+    ("  of which DynamoDB PutItem of the record", "UsersTable.put"),
     ("  of which the stream reader's GetRecords and checkpoints", "StreamConsumer"),
     ("encryption and signing (crypto threads)", "ItemCipher._seal"),
     ("opening records (crypto threads)", "ItemCipher._open"),

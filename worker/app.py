@@ -1,4 +1,11 @@
-"""Composition root: owns every client's lifetime and wires the components together."""
+"""Composition root: owns every client's lifetime and builds every component, once.
+
+`components` is the only place adapters, the cipher, the handler, the index keys, the control
+records and the follower are made. What it yields is handed to the entry points (the runner,
+the commands, the Lambda runtime); the domain modules never import this one: each states the
+few parts it needs as a small Protocol (`worker.sweep.SweepContext`,
+`worker.rotation.RotationContext`, ...), which the object built here satisfies.
+"""
 
 from __future__ import annotations
 
@@ -15,20 +22,23 @@ from aiobotocore.session import get_session
 
 from userstore.events.sealing import PayloadSealer
 
+from .adapters.state_table import StateTable
+from .adapters.users_table import UsersTable
+from .authority import authority_ref
 from .aws import call, client_config
 from .blind_index import EmailIndex, IndexKeys
 from .control import ControlRecords
 from .crypto import ItemCipher
 from .errors import UserstoreError
+from .follow import Follower, follow_control
 from .handlers import HandlerLimits, UserEventHandler
 from .intake import LazyOpener, MessageReader
 from .keyservice import KeyService, sdk_config
 from .logs import get_logger
 from .metrics import Metrics
-from .rotation import Follower, authority_ref, ensure_controls, follow_control
+from .rotation import ensure_controls
 from .settings import KeyMode, Settings
 from .sqs import ConsumerConfig, SqsConsumer
-from .store import RecordStore
 
 log = get_logger("userstore.app")
 
@@ -45,9 +55,12 @@ class Clients:
 
 @dataclass
 class Components:
+    """Everything `components` built. Only entry points hold it; see the module docstring."""
+
     settings: Settings
-    clients: Clients
-    store: RecordStore
+    clients: Clients  # for consumer_for and the stream reader until they take ports of their own
+    store: UsersTable
+    state_table: StateTable
     cipher: ItemCipher
     handler: UserEventHandler
     index: IndexKeys
@@ -56,6 +69,30 @@ class Components:
     controls: ControlRecords
     follower: Follower
     payload_opener: LazyOpener
+
+    @property
+    def streams_client(self) -> Any:
+        return self.clients.streams
+
+    @property
+    def dynamodb_client(self) -> Any:
+        return self.clients.dynamodb
+
+    async def queued_messages(self) -> int:
+        """Messages in the queue and its dead-letter queue, approximately."""
+        total = 0
+        names = ("ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible")
+        for queue in (self.settings.queue, self.settings.dlq):
+            url = await queue_url(self.clients.sqs, queue, self.settings)
+            response = await call(
+                "GetQueueAttributes",
+                self.clients.sqs.get_queue_attributes,
+                max_attempts=self.settings.aws_max_attempts,
+                QueueUrl=url,
+                AttributeNames=[*names, "ApproximateNumberOfMessagesDelayed"],
+            )
+            total += sum(int(v) for v in response.get("Attributes", {}).values())
+        return total
 
 
 @asynccontextmanager
@@ -119,9 +156,7 @@ async def components(
             active = await loop.run_in_executor(executor, source.active_ref)
         cipher = ItemCipher(source, settings.table, executor, active)
         cipher.learn([active_kms])  # the alias's key: the authority vouches for it
-        store = RecordStore(
-            clients.dynamodb, settings.table, max_attempts=settings.aws_max_attempts
-        )
+        store = UsersTable(clients.dynamodb, settings.table, max_attempts=settings.aws_max_attempts)
         limits = HandlerLimits(
             tombstone_ttl=timedelta(seconds=settings.tombstone_ttl_s),
             max_clock_skew=timedelta(seconds=settings.max_clock_skew_s),
@@ -133,6 +168,9 @@ async def components(
             settings,
             clients,
             store,
+            StateTable(
+                clients.dynamodb, settings.state_table, max_attempts=settings.aws_max_attempts
+            ),
             cipher,
             UserEventHandler(store, cipher, index, limits),
             index,
@@ -170,18 +208,6 @@ async def queue_url(sqs: Any, name_or_url: str, settings: Settings) -> str:
         QueueName=name_or_url,
     )
     return str(response["QueueUrl"])
-
-
-async def table_stream_arn(parts: Components) -> str | None:
-    """The users table's stream, if it has one."""
-    described = await call(
-        "DescribeTable",
-        parts.clients.dynamodb.describe_table,
-        max_attempts=parts.settings.aws_max_attempts,
-        TableName=parts.settings.table,
-    )
-    arn = described["Table"].get("LatestStreamArn")
-    return str(arn) if arn else None
 
 
 async def consumer_for(parts: Components, metrics: Metrics) -> SqsConsumer:

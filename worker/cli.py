@@ -302,9 +302,7 @@ def sweep(
 
     async def go() -> bool:
         async with components(settings) as parts:
-            total = (await parts.clients.dynamodb.describe_table(TableName=settings.table))[
-                "Table"
-            ].get("ItemCount")
+            total = await parts.store.approximate_count()
             with tqdm(total=total, unit="record", file=sys.stderr, disable=None) as bar:
                 report = await run_sweep(
                     parts,

@@ -7,7 +7,7 @@ changes flow through the table's stream to every replica.
 A table writer *can* put back an older, validly signed revision (a replay). So a process never
 goes back: it remembers the newest revision of each control record it has verified, and refuses
 an older one (ControlRolledBack, a security event); a replica that notices restores the newer
-body it remembers (see worker.rotation.follow_control).
+body it remembers (see worker.follow.follow_control).
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ from typing import Any
 from .crypto import ItemCipher
 from .errors import ControlRolledBack, RecordTampered, UserstoreError, WriteConflict
 from .keyref import InvalidKeyRef, KeyRef
+from .ports import UsersTable
 from .record import KEY_REF, PARTITION_KEY, Item
-from .store import RecordStore
 
 CONTROL_PREFIX = "userstore control/"
 ACTIVE_KEY = CONTROL_PREFIX + "active-key"
@@ -54,7 +54,7 @@ def _position(control: Control) -> tuple[int, int]:
 class ControlRecords:
     """Reads (verified, never going back) and writes the control records."""
 
-    def __init__(self, store: RecordStore, cipher: ItemCipher) -> None:
+    def __init__(self, store: UsersTable, cipher: ItemCipher) -> None:
         self._store = store
         self._cipher = cipher
         self._newest: dict[str, Control] = {}

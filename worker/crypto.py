@@ -37,6 +37,7 @@ from dynamodb_encryption_sdk.material_providers.most_recent import CachingMostRe
 from dynamodb_encryption_sdk.material_providers.store.meta import MetaStore
 from dynamodb_encryption_sdk.structures import AttributeActions, EncryptionContext
 
+from .aws import error_code
 from .errors import KeyUnavailable, RecordTampered
 from .keyref import InvalidKeyRef, KeyKind, KeyRef
 from .record import KEY_REF, PARTITION_KEY, SIGN_ONLY, Item
@@ -371,7 +372,7 @@ class ItemCipher:
             raise
         except Exception as exc:
             aws = _aws_cause(exc)
-            if aws is not None and _error_code(aws) not in _TAMPER_CODES:
+            if aws is not None and error_code(aws) not in _TAMPER_CODES:
                 raise _key_unavailable(aws, "opening") from exc
             raise RecordTampered(
                 "stored record failed signature verification or decryption"
@@ -390,12 +391,6 @@ def _aws_cause(exc: BaseException) -> BaseException | None:
     return None
 
 
-def _error_code(exc: BaseException) -> str:
-    if isinstance(exc, ClientError):
-        return str(exc.response.get("Error", {}).get("Code", ""))
-    return type(exc).__name__
-
-
 def _key_unavailable(exc: BaseException, doing: str) -> KeyUnavailable:
-    code = _error_code(_aws_cause(exc) or exc)
+    code = error_code(_aws_cause(exc) or exc)
     return KeyUnavailable(f"key service unavailable while {doing} a record ({code})")

@@ -28,9 +28,9 @@ from . import profile
 from .blind_index import IndexKeys
 from .crypto import ItemCipher
 from .errors import EventIdReused, InvalidResult, WriteConflict
+from .ports import StoredRecord, UsersTable
 from .profile import Event, Presence, Seen, UserState
 from .record import check_stamps, from_item, read_head, to_item
-from .store import RecordStore, StoredRecord
 
 Hints = dict[str, StoredRecord | None]
 
@@ -56,7 +56,7 @@ def utcnow() -> datetime:
 class UserEventHandler:
     def __init__(
         self,
-        store: RecordStore,
+        store: UsersTable,
         cipher: ItemCipher,
         index: IndexKeys,
         limits: HandlerLimits,

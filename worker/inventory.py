@@ -17,14 +17,16 @@ import asyncio
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import Protocol
 
-from .app import Components, queue_url, table_stream_arn
-from .aws import call
-from .control import ACTIVE_KEY, is_control
+from .authority import AuthorityContext, current_target
+from .control import ACTIVE_KEY, ControlRecords, is_control
 from .errors import KeyNotFound
+from .follow import payload_history
+from .index_keys import IndexVersion
 from .keyref import KeyKind, KeyRef, parse_or_none
-from .rotation import IndexVersion, current_target, payload_history
-from .streams import ShardProgress, read_progress
+from .ports import ShardProgressReader, UsersTable
+from .streams import ShardProgress
 
 
 @dataclass(frozen=True)
@@ -135,9 +137,26 @@ class Inventory:
         ]
 
 
-async def inventory(parts: Components, segments: int = 4) -> Inventory:
+class InventoryContext(AuthorityContext, Protocol):
+    """What counting needs: the tables, the control records, the keys, the queues' depth."""
+
+    @property
+    def store(self) -> UsersTable: ...
+
+    @property
+    def state_table(self) -> ShardProgressReader: ...
+
+    @property
+    def controls(self) -> ControlRecords: ...
+
+    async def queued_messages(self) -> int:
+        """Messages in the queue and its dead-letter queue, approximately."""
+        ...
+
+
+async def inventory(ctx: InventoryContext, segments: int = 4) -> Inventory:
     """Count every record, control record and wrapped key per key (a scan of bookkeeping)."""
-    target = await current_target(parts)
+    target = await current_target(ctx)
     by_key: Counter[str] = Counter()
     controls: Counter[str] = Counter()
     by_index: Counter[int] = Counter()
@@ -145,14 +164,8 @@ async def inventory(parts: Components, segments: int = 4) -> Inventory:
 
     async def scan(segment: int) -> None:
         nonlocal tombstones
-        paginator = parts.clients.dynamodb.get_paginator("scan")
-        async for page in paginator.paginate(
-            TableName=parts.settings.table,
-            Segment=segment,
-            TotalSegments=segments,
-            ProjectionExpression="user_id, key_ref, email_idx, presence",
-        ):
-            for item in page.get("Items", []):
+        async for page in ctx.store.scan_bookkeeping(segment, segments):
+            for item in page:
                 key_ref = item.get("key_ref", {}).get("S", "")
                 if is_control(item["user_id"]["S"]):
                     controls[key_ref] += 1
@@ -164,7 +177,7 @@ async def inventory(parts: Components, segments: int = 4) -> Inventory:
                     tombstones += 1
 
     await asyncio.gather(*(scan(s) for s in range(segments)))
-    active_body = await parts.controls.read(ACTIVE_KEY)
+    active_body = await ctx.controls.read(ACTIVE_KEY)
     body = active_body.body if active_body is not None else {}
     history = tuple(r for r in map(parse_or_none, body.get("history", [])) if r is not None)
     material_keys: dict[int, KeyRef | None] = {}
@@ -173,13 +186,13 @@ async def inventory(parts: Components, segments: int = 4) -> Inventory:
         for version in range(target.key_ref.version + 1):
             material_keys[version] = parse_or_none(str(recorded.get(str(version), "")))
     payload = PayloadKeys(
-        active=await _payload_key(parts),
+        active=await _payload_key(ctx),
         previous=tuple(payload_history(body)),
-        queued=await _queued(parts),
+        queued=await ctx.queued_messages(),  # any may be sealed
         now=datetime.now(UTC),
-        publisher_cache_s=parts.settings.payload_key_cache_s,
+        publisher_cache_s=ctx.settings.payload_key_cache_s,
     )
-    versions = parts.index.versions
+    versions = ctx.index.versions
     wrapped_under = {
         v: info.under for v, info in versions.items() if isinstance(info, IndexVersion)
     }
@@ -192,53 +205,30 @@ async def inventory(parts: Components, segments: int = 4) -> Inventory:
         tombstones=tombstones,
         index_wrapped_under=wrapped_under,
         material_keys=material_keys,
-        active_kms_key=await parts.keys.active_kms_key(),
+        active_kms_key=await ctx.keys.active_kms_key(),
         history=history,
         payload=payload,
-        storage_key=await _optional_key(parts, parts.settings.storage_kms_key),
+        storage_key=await _optional_key(ctx, ctx.settings.storage_kms_key),
     )
 
 
-async def _payload_key(parts: Components) -> KeyRef | None:
-    return await _optional_key(parts, parts.settings.payload_kms_key)
+async def _payload_key(ctx: InventoryContext) -> KeyRef | None:
+    return await _optional_key(ctx, ctx.settings.payload_kms_key)
 
 
-async def _optional_key(parts: Components, key_id: str) -> KeyRef | None:
+async def _optional_key(ctx: InventoryContext, key_id: str) -> KeyRef | None:
     try:
-        return await parts.keys.resolve(key_id)
+        return await ctx.keys.resolve(key_id)
     except KeyNotFound:  # not provisioned (a deployment without sealed payloads, say)
         return None
 
 
-async def _queued(parts: Components) -> int:
-    """Messages in the queue and its dead-letter queue, approximately (any may be sealed)."""
-    total = 0
-    names = ("ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible")
-    for queue in (parts.settings.queue, parts.settings.dlq):
-        url = await queue_url(parts.clients.sqs, queue, parts.settings)
-        response = await call(
-            "GetQueueAttributes",
-            parts.clients.sqs.get_queue_attributes,
-            max_attempts=parts.settings.aws_max_attempts,
-            QueueUrl=url,
-            AttributeNames=[*names, "ApproximateNumberOfMessagesDelayed"],
-        )
-        attributes = response.get("Attributes", {})
-        total += sum(int(v) for v in attributes.values())
-    return total
-
-
-async def stream_progress(parts: Components) -> list[ShardProgress]:
+async def stream_progress(ctx: InventoryContext) -> list[ShardProgress]:
     """Per shard of the table's stream: who reads it and how far behind it is."""
-    arn = await table_stream_arn(parts)
+    arn = await ctx.store.stream_arn()
     if not arn:
         return []
-    return await read_progress(
-        parts.clients.dynamodb,
-        parts.settings.state_table,
-        arn,
-        max_attempts=parts.settings.aws_max_attempts,
-    )
+    return await ctx.state_table.shard_progress(arn)
 
 
 def describe(inv: Inventory) -> list[str]:

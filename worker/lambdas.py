@@ -43,7 +43,7 @@ import time
 from collections.abc import Mapping, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import structlog
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -51,13 +51,15 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from userstore.events import Event, InvalidEvent
 
 from .app import Components, components, queue_url
-from .background import SetAside, record_user_id, reencrypt_if_stale
 from .control import is_control
 from .errors import DeadLetter, RecordTampered, RetryLater, UserstoreError
+from .follow import FollowContext, follow_authority
 from .intake import DeadLetterQueue, PayloadKeyUnavailable
 from .logs import configure, frames, get_logger
 from .metrics import Metrics
-from .rotation import Resealer, follow_authority
+from .ports import UsersTable
+from .reseal import Resealer
+from .rotation_duties import SetAside, record_user_id, reencrypt_if_stale
 from .scheduled import run_scheduled_sweep
 from .settings import Settings
 from .streams import EventName, StreamRecord
@@ -275,8 +277,15 @@ def stream_record_from_lambda(raw: Mapping[str, Any]) -> StreamRecord:
     return StreamRecord.from_raw(converted, shard_id="lambda")
 
 
+class StreamBatchContext(FollowContext, Protocol):
+    """A stream batch follows the control records and re-encrypts through the users table."""
+
+    @property
+    def store(self) -> UsersTable: ...
+
+
 async def handle_stream_batch(
-    parts: Components,
+    parts: StreamBatchContext,
     metrics: Metrics,
     raw_records: Sequence[Mapping[str, Any]],
     time_budget_s: float | None = None,

@@ -6,3 +6,136 @@ emulator. A port speaks the domain's language (records, messages, leases), never
 """
 
 from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from .keyref import KeyRef
+from .keyservice import WrappedKey
+from .record import Item, RecordHead
+from .streams.leases import ShardProgress
+
+# --- tables and keys ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StoredRecord:
+    """A sealed item as read from the users table, with its bookkeeping (not yet verified)."""
+
+    item: Item
+    head: RecordHead
+
+
+@dataclass(frozen=True)
+class PutResult:
+    """`written`, or lost the race: then `current` is what the winner left (None: no item)."""
+
+    written: bool
+    current: StoredRecord | None = None
+
+
+@dataclass(frozen=True)
+class ScanPage:
+    """One page of a segment of a table scan; `last_key` None: the segment is done."""
+
+    items: list[Item]
+    last_key: dict[str, Any] | None
+
+
+class UsersTable(Protocol):
+    """The users table: sealed records (and the control records) by user id."""
+
+    @property
+    def table(self) -> str: ...
+
+    async def get(self, user_id: str) -> StoredRecord | None: ...
+
+    async def get_many(self, user_ids: Iterable[str]) -> dict[str, StoredRecord | None]: ...
+
+    async def put(self, item: Item, *, expected_rev: int | None) -> PutResult:
+        """Write `item` if the stored revision is still `expected_rev` (None: no item yet)."""
+        ...
+
+    async def scan_page(
+        self, segment: int, segments: int, *, limit: int, start: dict[str, Any] | None
+    ) -> ScanPage:
+        """Whole items, consistently read (what the sweep re-encrypts)."""
+        ...
+
+    def scan_bookkeeping(self, segment: int, segments: int) -> AsyncIterator[list[Item]]:
+        """Every item of a segment, page by page, with only its signed bookkeeping."""
+        ...
+
+    async def users_with_email_token(self, token: str) -> set[str]:
+        """User ids the blind index lists under `token` (eventually consistent)."""
+        ...
+
+    async def approximate_count(self) -> int | None: ...
+
+    async def stream_arn(self) -> str | None: ...
+
+
+@dataclass
+class SweepCounts:
+    scanned: int = 0
+    resealed: int = 0
+    current: int = 0
+    skipped: int = 0
+    failed: int = 0
+
+    def add(self, other: SweepCounts) -> None:
+        for name in vars(self):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+
+
+@dataclass
+class Checkpoint:
+    """Where one segment of a sweep stands: saved after each page, with the page's counts."""
+
+    last_key: dict[str, Any] | None = None
+    done: bool = False
+    counts: SweepCounts = field(default_factory=SweepCounts)
+    failed_ids: list[str] = field(default_factory=list)
+
+
+class SweepState(Protocol):
+    """The sweep's bookkeeping in the state table: a lease per job, a checkpoint per segment."""
+
+    async def take_lease(self, job: str, owner: str, *, now_s: float, lease_s: float) -> bool:
+        """True if `owner` holds the job's lease until `now_s + lease_s` (taken or renewed)."""
+        ...
+
+    async def release_lease(self, job: str) -> None: ...
+
+    async def load(self, job: str, segment: int) -> Checkpoint: ...
+
+    async def save(self, job: str, segment: int, checkpoint: Checkpoint) -> None: ...
+
+    async def forget(self, job: str, segments: int) -> None: ...
+
+
+class ShardProgressReader(Protocol):
+    """Per shard of a stream: who reads it and how far (the stream leases, for reports)."""
+
+    async def shard_progress(self, stream_arn: str) -> list[ShardProgress]: ...
+
+
+class KeyService(Protocol):
+    """The key service (KMS) as the domain uses it: the authority, aliases, the index keys."""
+
+    async def resolve(self, key_id: str) -> KeyRef: ...
+
+    async def active_kms_key(self) -> KeyRef: ...
+
+    async def payload_key(self) -> KeyRef: ...
+
+    async def point_alias(self, alias: str, to: KeyRef) -> None: ...
+
+    async def new_index_key(self, under: KeyRef, version: int) -> WrappedKey: ...
+
+    async def unwrap_index_key(self, wrapped: WrappedKey, version: int) -> tuple[bytes, KeyRef]: ...
+
+    async def rewrap_index_key(
+        self, wrapped: WrappedKey, version: int, to: KeyRef
+    ) -> WrappedKey: ...

@@ -9,11 +9,11 @@ import signal
 from contextlib import AsyncExitStack
 
 from . import metrics as metrics_module
-from .app import components, consumer_for, table_stream_arn
-from .background import RotationDuties
+from .app import components, consumer_for
 from .logs import get_logger
 from .metrics import Metrics
 from .probes import Readiness, serve
+from .rotation_duties import RotationDuties
 from .settings import Settings
 
 log = get_logger("userstore.runner")
@@ -55,7 +55,7 @@ async def run_worker(
                 table=settings.table,
                 queue=settings.queue,
             )
-            stream_arn = await table_stream_arn(parts) if settings.stream_enabled else None
+            stream_arn = await parts.store.stream_arn() if settings.stream_enabled else None
             duties = RotationDuties(parts, metrics, stream_arn)
             async with asyncio.TaskGroup() as tasks:
                 tasks.create_task(consumer.run(stop), name="sqs-consumer")

@@ -22,18 +22,24 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import Any, Protocol
 
-from .app import Components
-from .control import ACTIVE_KEY
+from .authority import current_target
+from .control import ACTIVE_KEY, ControlRecords
 from .errors import UserstoreError
+from .follow import FollowContext, follow_authority
 from .keyref import KeyRef
 from .logs import get_logger
 from .metrics import Metrics
-from .rotation import current_target, follow_authority, job_done, move_controls
-from .sweep import SweepBusy, SweepCounts, run_sweep
+from .ports import SweepCounts
+from .rotation import job_done, move_controls
+from .sweep import SweepBusy, SweepContext, run_sweep
 
 log = get_logger("userstore.sweep")
+
+
+class ScheduledContext(FollowContext, SweepContext, Protocol):
+    """A scheduled slice follows the control records, sweeps, and moves the control records."""
 
 
 class SweepStatus(StrEnum):
@@ -75,20 +81,20 @@ class ScheduledReport:
         return flat
 
 
-async def job_pending(parts: Components, key_ref: KeyRef) -> bool:
+async def job_pending(controls: ControlRecords, key_ref: KeyRef) -> bool:
     """Whether the active-key control record asks for a re-encryption job towards `key_ref`.
 
     No control record, or one naming another key (a rotation under way), counts as pending:
     only a record that confirms the key and says the job is done lets a run skip the scan.
     """
-    control = await parts.controls.read(ACTIVE_KEY)
+    control = await controls.read(ACTIVE_KEY)
     if control is None or control.body.get("active_key_ref") != str(key_ref):
         return True
     return bool(control.body.get("reencrypt_pending"))
 
 
 async def run_scheduled_sweep(
-    parts: Components,
+    ctx: ScheduledContext,
     *,
     max_duration_s: float | None,
     segments: int = 4,
@@ -102,18 +108,18 @@ async def run_scheduled_sweep(
     """One scheduled slice of the re-encryption job; see the module docstring."""
     started = clock()
     # Fresh keys first: a warm Lambda container may hold an index key version since replaced.
-    target = await follow_authority(parts)
+    target = await follow_authority(ctx)
     report = ScheduledReport(
         SweepStatus.DONE, str(target.key_ref), target.index_version, pending=True, duration_s=0.0
     )
-    if not (force or verify) and not await job_pending(parts, target.key_ref):
+    if not (force or verify) and not await job_pending(ctx.controls, target.key_ref):
         report.pending = False
         report.duration_s = clock() - started
         return _logged(report)
     remaining = None if max_duration_s is None else max(0.0, max_duration_s - (clock() - started))
     try:
         swept = await run_sweep(
-            parts,
+            ctx,
             segments=segments,
             rate_per_s=rate_per_s,
             on_scanned=on_scanned,
@@ -130,21 +136,21 @@ async def run_scheduled_sweep(
     report.run, report.job = swept.this_run, swept.counts
     report.failed_user_ids = swept.failed_user_ids
     if swept.done and swept.ok:
-        await finish_job(parts, swept.target.key_ref, swept.target.index_version)
+        await finish_job(ctx, swept.target.key_ref, swept.target.index_version)
     report.duration_s = clock() - started
     return _logged(report)
 
 
-async def finish_job(parts: Components, key_ref: KeyRef, index_version: int) -> None:
+async def finish_job(ctx: ScheduledContext, key_ref: KeyRef, index_version: int) -> None:
     """After a complete sweep with no failures: move the control records and index keys to the
     active key and mark the re-encryption job done (unless another rotation came meanwhile)."""
     try:
         # An index-key rotation during the sweep keeps the key: don't clear its job.
-        now = await current_target(parts)
+        now = await current_target(ctx)
         if (now.key_ref, now.index_version) == (key_ref, index_version):
             # The control records and index keys move too, or the old key could not retire.
-            await move_controls(parts)
-            await job_done(parts, key_ref)
+            await move_controls(ctx)
+            await job_done(ctx, key_ref)
     except UserstoreError as exc:
         # The sweep itself is done; the next run finds the job pending and sweeps again.
         log.warning("sweep.mark_done_failed", error=type(exc).__name__, reason=exc.reason)

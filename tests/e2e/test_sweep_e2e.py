@@ -25,7 +25,8 @@ from tests.integration.test_lambdas import settings_env
 from userstore.worker import lambdas
 from userstore.worker.app import components
 from userstore.worker.keyref import KeyRef
-from userstore.worker.rotation import Target, rotate_key
+from userstore.worker.reseal import Target
+from userstore.worker.rotation import rotate_key
 from userstore.worker.scheduled import ScheduledReport, SweepStatus, run_scheduled_sweep
 from userstore.worker.settings import Settings
 from userstore.worker.sweep import job_id

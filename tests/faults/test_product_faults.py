@@ -26,12 +26,12 @@ from tests.faults.proxy import (
 from tests.integration.helpers import event
 from userstore.worker import profile
 from userstore.worker.app import components
-from userstore.worker.background import RotationDuties
+from userstore.worker.authority import current_target
 from userstore.worker.errors import RetryLater
 from userstore.worker.handlers import Outcome
 from userstore.worker.metrics import Metrics
 from userstore.worker.record import from_item
-from userstore.worker.rotation import current_target
+from userstore.worker.rotation_duties import RotationDuties
 from userstore.worker.settings import KeyMode
 
 pytestmark = pytest.mark.integration

@@ -16,10 +16,11 @@ from userstore.worker.app import Components, components
 from userstore.worker.control import INDEX_KEYS
 from userstore.worker.crypto import ItemCipher, KmsKeys
 from userstore.worker.errors import ControlRolledBack, RecordTampered
+from userstore.worker.follow import follow_authority, follow_control
 from userstore.worker.inventory import inventory
 from userstore.worker.keyref import KeyRef
 from userstore.worker.record import from_item
-from userstore.worker.rotation import follow_authority, follow_control, rotate_index_key, rotate_key
+from userstore.worker.rotation import rotate_index_key, rotate_key
 from userstore.worker.search import find_by_email
 from userstore.worker.settings import KeyMode, Settings
 from userstore.worker.sweep import run_sweep

@@ -11,9 +11,10 @@ import pytest
 from tests.integration.helpers import event
 from userstore.worker import profile
 from userstore.worker.app import Components, components
+from userstore.worker.follow import follow_control
 from userstore.worker.inventory import inventory as key_usage
 from userstore.worker.record import from_item
-from userstore.worker.rotation import follow_control, rotate_index_key, rotate_key
+from userstore.worker.rotation import rotate_index_key, rotate_key
 from userstore.worker.search import EmailMatches, find_by_email, match_email
 from userstore.worker.settings import KeyMode, Settings
 from userstore.worker.sweep import run_sweep

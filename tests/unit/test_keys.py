@@ -12,12 +12,12 @@ import pytest
 from botocore.awsrequest import AWSResponse
 from dynamodb_encryption_sdk.structures import EncryptionContext
 
-from userstore.worker.background import SetAside
 from userstore.worker.crypto import KmsKeys
 from userstore.worker.errors import KeyUnavailable
 from userstore.worker.inventory import Inventory, describe
 from userstore.worker.keyref import InvalidKeyRef, KeyKind, KeyRef
 from userstore.worker.metrics import Metrics
+from userstore.worker.rotation_duties import SetAside
 from userstore.worker.streams import StreamRecord
 
 A = "arn:aws:kms:eu-west-2:123456789012:key/11111111-1111-1111-1111-111111111111"

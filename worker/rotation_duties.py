@@ -17,18 +17,31 @@ import os
 import socket
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, Protocol
 
-from .app import Components
 from .control import ACTIVE_KEY, is_control
 from .errors import RecordTampered, RetryLater, UserstoreError
+from .follow import FollowContext, follow_authority
 from .logs import frames, get_logger
 from .metrics import Metrics
 from .record import read_head
-from .rotation import Resealed, Resealer, Target, follow_authority, job_done, move_controls
+from .reseal import Resealed, Resealer, Target
+from .rotation import job_done, move_controls
 from .streams import StreamConfig, StreamConsumer, StreamRecord
-from .sweep import SweepBusy, run_sweep
+from .sweep import SweepBusy, SweepContext, run_sweep
 
-log = get_logger("userstore.background")
+log = get_logger("userstore.background")  # the name logs and dashboards know
+
+
+class DutiesContext(FollowContext, SweepContext, Protocol):
+    """What the duties need: following and sweeping, and the clients the stream reader reads
+    with (until the stream reader takes ports of its own)."""
+
+    @property
+    def streams_client(self) -> Any: ...
+
+    @property
+    def dynamodb_client(self) -> Any: ...
 
 
 def worker_id() -> str:
@@ -36,20 +49,17 @@ def worker_id() -> str:
 
 
 class RotationDuties:
-    def __init__(self, parts: Components, metrics: Metrics, stream_arn: str | None) -> None:
-        self._parts = parts
+    def __init__(self, ctx: DutiesContext, metrics: Metrics, stream_arn: str | None) -> None:
+        self._ctx = ctx
         self._metrics = metrics
         self._stream_arn = stream_arn
         self._wake = asyncio.Event()
         self._target: Target | None = None
         self._resealer = Resealer(
-            parts.store,
-            parts.cipher,
-            parts.index,
-            max_conflicts=parts.settings.max_conflict_retries,
+            ctx.store, ctx.cipher, ctx.index, max_conflicts=ctx.settings.max_conflict_retries
         )
         self.stream: StreamConsumer | None = None
-        self._set_aside = SetAside(parts.settings.stream_max_record_tries, metrics)
+        self._set_aside = SetAside(ctx.settings.stream_max_record_tries, metrics)
         self._lag_logged_at = float("-inf")
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -58,11 +68,11 @@ class RotationDuties:
         await self._follow_guarded()
         async with asyncio.TaskGroup() as tg:
             tg.create_task(self._follow(stop, tg), name="control-follower")
-            if self._stream_arn and self._parts.clients.streams is not None:
-                settings = self._parts.settings
+            if self._stream_arn and self._ctx.streams_client is not None:
+                settings = self._ctx.settings
                 self.stream = StreamConsumer(
-                    self._parts.clients.streams,
-                    self._parts.clients.dynamodb,
+                    self._ctx.streams_client,
+                    self._ctx.dynamodb_client,
                     stream_arn=self._stream_arn,
                     lease_table=settings.state_table,
                     worker_id=worker_id(),
@@ -87,7 +97,7 @@ class RotationDuties:
                 job = tg.create_task(self._run_pending_job(stop), name="reencryption-job")
             self._log_lag()
             self._wake.clear()
-            await _sleep_until(self._parts.settings.control_poll_s, stop, self._wake)
+            await _sleep_until(self._ctx.settings.control_poll_s, stop, self._wake)
 
     def _log_lag(self) -> None:
         """Stream lag in the logs, once a minute at most."""
@@ -107,19 +117,19 @@ class RotationDuties:
         return True
 
     async def _follow_once(self) -> None:
-        self._target = await follow_authority(self._parts)
+        self._target = await follow_authority(self._ctx)
 
     async def _run_pending_job(self, stop: asyncio.Event) -> None:
         """The re-encryption job a rotation asked for, if no other replica holds it."""
         try:
-            control = await self._parts.controls.read(ACTIVE_KEY)
+            control = await self._ctx.controls.read(ACTIVE_KEY)
             pending = control is not None and bool(control.body.get("reencrypt_pending"))
             self._metrics.reencryption_pending.set(1 if pending else 0)
             if not pending:
                 return
             report = await run_sweep(
-                self._parts,
-                rate_per_s=self._parts.settings.reencrypt_rate_per_s,
+                self._ctx,
+                rate_per_s=self._ctx.settings.reencrypt_rate_per_s,
                 stop=stop,
                 metrics=self._metrics,
             )
@@ -134,8 +144,8 @@ class RotationDuties:
                 failed=c.failed,
             )
             # The control records and index keys move too, or the old key could not be retired.
-            await move_controls(self._parts)
-            await job_done(self._parts, report.target.key_ref)
+            await move_controls(self._ctx)
+            await job_done(self._ctx, report.target.key_ref)
             self._metrics.reencryption_pending.set(0)
         except SweepBusy:
             return  # another replica runs it; we take over if its lease lapses
