@@ -18,15 +18,15 @@ from pydantic import ValidationError
 
 from userstore.events import Event, InvalidEvent, Publisher, PublishError, parse_event
 
-from . import profile
 from .app import aws_clients, components, payload_sealer, queue_url
+from .cli_output import dead_letter_line, scheduled_sweep_lines, shard_lines, sweep_lines
 from .embedded import embedded_moto
 from .errors import RecordTampered, UserNotFound, UserstoreError
 from .logs import configure
 from .metrics import Metrics
 from .provision import provision as provision_all
-from .record import from_item
 from .runner import run_worker
+from .search import verified_profile
 from .settings import Settings
 from .transport import InsecureEndpoint, check_endpoints
 
@@ -142,14 +142,7 @@ def publish(file: TextIO, seal: bool) -> None:
 async def read_profile(settings: Settings, user_id: str) -> dict[str, Any]:
     """The decrypted, verified profile; UserNotFound or RecordTampered otherwise."""
     async with components(settings) as parts:
-        record = await parts.store.get(user_id)
-        if record is None:
-            raise UserNotFound("no such user")
-        state = from_item(await parts.cipher.open(record.item))
-        current = profile.view(state)
-        if current is None:
-            raise UserNotFound("no such user (deleted)")
-        return current
+        return await verified_profile(parts, user_id)
 
 
 @main.command()
@@ -233,19 +226,7 @@ def rotation_status() -> None:
         async with components(settings) as parts:
             inv = await inventory(parts)
             shards = await stream_progress(parts)
-        lines = describe(inv)
-        lines.append("stream shards:" if shards else "stream: no replica has read it yet")
-        now = datetime.now(UTC)
-        for shard in shards:
-            age = (
-                "no record yet"
-                if shard.last_record_at is None
-                else f"last record handled {(now - shard.last_record_at).total_seconds():.0f} s ago"
-            )
-            owner = shard.owner or "(no owner)"
-            state = "lease expired" if shard.expired else "leased"
-            lines.append(f"  {shard.shard_id}: {owner}, {state}, {age}")
-        return "\n".join(lines)
+        return "\n".join(describe(inv) + shard_lines(shards, datetime.now(UTC)))
 
     click.echo(_run_or_exit(go()))
 
@@ -314,15 +295,8 @@ def sweep(
                 )
             if report.ok:
                 await finish_job(parts, report.target.key_ref, report.target.index_version)
-        c = report.counts
-        click.echo(
-            f"{'resumed sweep' if report.resumed else 'sweep'} to {report.target.key_ref} "
-            f"(index key v{report.target.index_version}): scanned {c.scanned}, "
-            f"re-encrypted {c.resealed}, already current {c.current}, "
-            f"skipped (changed meanwhile) {c.skipped}, failed {c.failed}"
-        )
-        for user_id in report.failed_user_ids:
-            click.echo(f"failed verification or re-encryption: {user_id}")
+        for line in sweep_lines(report):
+            click.echo(line)
         return report.ok
 
     if not _run_or_exit(go()):
@@ -357,16 +331,9 @@ def _scheduled_sweep(
     if not report.pending:
         click.echo(f"no re-encryption job pending: records are under {report.key_ref}")
         return
-    r, j = report.run, report.job
-    click.echo(
-        f"sweep {report.status} to {report.key_ref} (index key v{report.index_version}) in "
-        f"{report.duration_s:.1f} s: this run scanned {r.scanned}, re-encrypted {r.resealed}; "
-        f"job so far scanned {j.scanned}, re-encrypted {j.resealed}, already current "
-        f"{j.current}, skipped (changed meanwhile) {j.skipped}, failed {j.failed}"
-    )
-    for user_id in report.failed_user_ids:
-        click.echo(f"failed verification or re-encryption: {user_id}")
-    if j.failed:
+    for line in scheduled_sweep_lines(report):
+        click.echo(line)
+    if report.job.failed:
         sys.exit(1)
     if report.status is SweepStatus.UNFINISHED:
         click.echo("userstore: stopped at --max-duration; run again to resume", err=True)
@@ -415,13 +382,6 @@ async def _dead_letter_queue(settings: Settings, clients: Any) -> Any:
     )
 
 
-def _age(seconds: float) -> str:
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= size:
-            return f"{seconds / size:.1f}{unit}"
-    return f"{seconds:.0f}s"
-
-
 @dlq.command("list")
 @click.option(
     "--max", "max_messages", default=100, show_default=True, help="List at most this many."
@@ -450,10 +410,7 @@ def dlq_list(max_messages: int, as_json: bool) -> None:
         f"{len(listing.dead_letters)} listed, about {listing.approximate_total} in the queue"
     )
     for d in listing.dead_letters:
-        click.echo(
-            f"{d.event_id or '-'}  {d.event_type or '-'}  {d.error or '-'}  age {_age(d.age_s)}  "
-            f"receives {d.receive_count if d.receive_count is not None else '-'}  {d.reason}"
-        )
+        click.echo(dead_letter_line(d))
 
 
 @dlq.command("redrive")

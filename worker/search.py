@@ -1,13 +1,14 @@
-"""Find users by email through the blind index, then confirm each candidate by decrypting it."""
+"""Looking users up: one by id (verified, decrypted), or by email through the blind index
+(each candidate confirmed by decrypting it)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from .blind_index import IndexKeys, normalize_email
 from .crypto import ItemCipher
-from .errors import RecordTampered
+from .errors import RecordTampered, UserNotFound
 from .logs import get_logger
 from .ports import UsersTable
 from .profile import view
@@ -27,6 +28,17 @@ class SearchContext(Protocol):
 
     @property
     def index(self) -> IndexKeys: ...
+
+
+async def verified_profile(ctx: SearchContext, user_id: str) -> dict[str, Any]:
+    """The decrypted, verified profile; UserNotFound or RecordTampered otherwise."""
+    record = await ctx.store.get(user_id)
+    if record is None:
+        raise UserNotFound("no such user")
+    current = view(from_item(await ctx.cipher.open(record.item)))
+    if current is None:
+        raise UserNotFound("no such user (deleted)")
+    return current
 
 
 @dataclass(frozen=True)
