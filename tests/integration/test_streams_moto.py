@@ -19,16 +19,21 @@ from aiobotocore.session import get_session
 from botocore.exceptions import ClientError
 
 from tests.fakes.streams import MemoryLeases
-from userstore.worker.aws import call, client_config
+from userstore.worker.adapters.streams import DynamoStreams
+from userstore.worker.aws import client_config
 from userstore.worker.errors import AwsUnavailable
 from userstore.worker.streams import (
     LEASE_TABLE_SPEC,
+    EventName,
     LeaseLost,
     LeaseStore,
     LeaseTable,
+    ShardIterator,
     StreamConfig,
     StreamConsumer,
+    StreamNotFound,
     StreamRecord,
+    Unreadable,
     read_progress,
 )
 
@@ -109,7 +114,7 @@ def consumer(
 ) -> StreamConsumer:
     ddb, streams = clients
     return StreamConsumer(
-        streams,
+        DynamoStreams(streams, arn, max_attempts=CONFIG.max_attempts),
         ddb,
         stream_arn=arn,
         lease_table=leases,
@@ -204,11 +209,42 @@ async def test_two_replicas_share_the_single_shard_then_one_takes_over(
         assert all(p.owner is None for p in await read_progress(ddb, leases, arn))
 
 
+async def test_the_adapter_reads_pages_of_records_and_resumes_after_a_sequence_number(
+    moto_endpoint: str,
+) -> None:
+    async with aws(moto_endpoint) as (ddb, streams):
+        users, arn, _ = await create_tables(ddb)
+        keys = await put_users(ddb, users, "u", 5)
+        adapter = DynamoStreams(streams, arn, max_attempts=3)
+        [shard] = await adapter.shards()
+        start = await adapter.iterator(shard.shard_id, None)
+        assert isinstance(start, ShardIterator)
+        first = await adapter.read(start, 3)
+        assert not isinstance(first, Unreadable)
+        assert [str(r.keys["user_id"]["S"]) for r in first.records] == keys[:3]
+        assert {(r.event_name, r.shard_id) for r in first.records} == {
+            (EventName.INSERT, shard.shard_id)
+        }
+        assert first.next_iterator is not None  # moto's only shard never closes
+
+        after = await adapter.iterator(shard.shard_id, first.records[-1].sequence_number)
+        assert isinstance(after, ShardIterator)
+        rest = await adapter.read(after, 100)
+        assert not isinstance(rest, Unreadable)
+        assert [str(r.keys["user_id"]["S"]) for r in rest.records] == keys[3:]
+
+        with pytest.raises(StreamNotFound):
+            await DynamoStreams(streams, arn.replace(users, "nope"), max_attempts=3).shards()
+
+
 async def test_moto_answers_an_unknown_iterator_with_http_500(moto_endpoint: str) -> None:
     """Why the consumer treats GetRecords failing after retries like an expired iterator."""
-    async with aws(moto_endpoint) as (_, streams):
+    async with aws(moto_endpoint) as (ddb, streams):
+        _, arn, _ = await create_tables(ddb)
+        adapter = DynamoStreams(streams, arn, max_attempts=2)
+        [shard] = await adapter.shards()
         with pytest.raises(AwsUnavailable) as raised:
-            await call("GetRecords", streams.get_records, max_attempts=2, ShardIterator="x" * 40)
+            await adapter.read(ShardIterator(shard.shard_id, "x" * 40), 10)
         cause = raised.value.__cause__
         assert isinstance(cause, ClientError)
         assert cause.response["ResponseMetadata"]["HTTPStatusCode"] == 500
