@@ -585,6 +585,82 @@ async def test_an_unknown_stream_ends_run(leases: MemoryLeases) -> None:
     assert raised.group_contains(StreamNotFound)
 
 
+async def test_a_shard_that_splits_while_read_is_finished_before_its_children(
+    stream: FakeStream, leases: MemoryLeases
+) -> None:
+    stream.add_shard("S")
+    before = fill(stream, "S", 4)
+    handler = Recorder()
+    async with running(make(stream, leases, handler)):
+        await eventually(lambda: len(handler.sequences) == 4)
+        last = fill(stream, "S", 2, prefix="last")
+        stream.split("S", "L", "R")
+        left, right = fill(stream, "L", 3), fill(stream, "R", 2)
+        await eventually(lambda: len(handler.sequences) == 11)
+        await eventually(lambda: leases.items["S"].checkpoint == SHARD_END)
+    assert handler.by_shard() == {"S": before + last, "L": left, "R": right}
+    order = handler.sequences
+    assert max(order.index(s) for s in last) < min(order.index(s) for s in left + right)
+
+
+async def test_a_shard_gone_while_read_ends_its_reader_and_its_child_goes_on(
+    stream: FakeStream, leases: MemoryLeases, logs: list[MutableMapping[str, Any]]
+) -> None:
+    stream.add_shard("P")
+    parent = fill(stream, "P", 5)  # pages of 3: the second page is never read
+    handler = Recorder(hang_at=1)
+    async with running(make(stream, leases, handler)):
+        await eventually(lambda: len(handler.batches) == 1)
+        stream.split("P", "C")
+        child = fill(stream, "C", 2)
+        stream.remove("P")  # past retention before its reader came back
+        handler.resume.set()
+        await eventually(lambda: len(handler.sequences) == 5)
+    assert handler.by_shard() == {"P": parent[:3], "C": child}
+    assert stream.raised[Unreadable.GONE] == 1
+    gone = [entry for entry in logs if entry["event"] == "stream.shard_gone"]
+    assert gone == [{"event": "stream.shard_gone", "shard_id": "P", "log_level": "warning"}]
+    stopped = [entry for entry in logs if entry["event"] == "stream.shard_stopped"]
+    assert {"shard_id": "P", "outcome": "gone"} in [
+        {key: entry[key] for key in ("shard_id", "outcome")} for entry in stopped
+    ]
+    assert leases.items["P"].owner is None  # released
+    assert leases.items["P"].checkpoint == parent[2]
+
+
+async def test_a_late_replica_asks_for_its_share_and_gets_it_at_a_batch_boundary(
+    stream: FakeStream, leases: MemoryLeases, logs: list[MutableMapping[str, Any]]
+) -> None:
+    shards = ["s1", "s2", "s3", "s4"]
+    for shard_id in shards:
+        stream.add_shard(shard_id)
+        fill(stream, shard_id, 2)
+    a, b = Recorder(), Recorder()
+    replica_a, replica_b = make(stream, leases, a, "a"), make(stream, leases, b, "b")
+    async with running(replica_a):
+        await eventually(lambda: len(a.sequences) == 8)
+        assert len(replica_a.owned_shards) == 4
+        async with running(replica_b):
+            # No clock change: no lease expires; b asks, a hands over one shard at a time.
+            await eventually(
+                lambda: len(replica_a.owned_shards) == 2 and len(replica_b.owned_shards) == 2
+            )
+            written = {shard_id: fill(stream, shard_id, 2, prefix="v") for shard_id in shards}
+            await eventually(lambda: len(a.sequences) + len(b.sequences) == 16)
+            await asyncio.sleep(0.05)
+    handled = a.sequences + b.sequences
+    assert len(handled) == len(set(handled)) == 16  # nothing handed over was read twice
+    assert set(b.by_shard()) == {s for s in shards if b.by_shard().get(s) == written[s]}
+    assert len(b.by_shard()) == 2
+    events = Counter(entry["event"] for entry in logs)
+    assert events["stream.handoff_requested"] >= 2
+    assert events["stream.handoff"] >= 2
+    handed = [
+        e for e in logs if e["event"] == "stream.shard_stopped" and e["outcome"] == "handed_off"
+    ]
+    assert {entry["shard_id"] for entry in handed} == set(b.by_shard())
+
+
 @pytest.mark.parametrize(
     "bad",
     [

@@ -58,7 +58,7 @@ class ShardIterator:
     """A position in one shard, good for one read; it expires after about 15 minutes."""
 
     shard_id: str
-    token: str = field(repr=False)
+    token: str = field(repr=False)  # long and opaque: left out of logs
 
 
 @dataclass(frozen=True)
