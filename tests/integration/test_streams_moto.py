@@ -2,14 +2,15 @@
 
 moto has exactly one shard per stream, never split or closed (lineage is covered by the unit
 tests with a fake stream). The lease contract runs against both LeaseTable on moto and the
-in-memory MemoryLeases the unit tests use, so the fake can't drift from the real conditions.
+in-memory MemoryLeases the unit tests use, and the streams port contract against both
+DynamoStreams on moto and the in-memory FakeStream, so the fakes can't drift from the real thing.
 """
 
 from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any
@@ -18,16 +19,18 @@ import pytest
 from aiobotocore.session import get_session
 from botocore.exceptions import ClientError
 
-from tests.fakes.streams import MemoryLeases
+from tests.fakes.streams import FakeStream, MemoryLeases
 from userstore.worker.adapters.streams import DynamoStreams
 from userstore.worker.aws import client_config
 from userstore.worker.errors import AwsUnavailable
+from userstore.worker.ports import StreamShards
 from userstore.worker.streams import (
     LEASE_TABLE_SPEC,
     EventName,
     LeaseLost,
     LeaseStore,
     LeaseTable,
+    Page,
     ShardIterator,
     StreamConfig,
     StreamConsumer,
@@ -209,32 +212,71 @@ async def test_two_replicas_share_the_single_shard_then_one_takes_over(
         assert all(p.owner is None for p in await read_progress(ddb, leases, arn))
 
 
-async def test_the_adapter_reads_pages_of_records_and_resumes_after_a_sequence_number(
-    moto_endpoint: str,
-) -> None:
+# -- the streams port contract: DynamoStreams on moto and the in-memory FakeStream ------------
+
+Put = Callable[[list[str]], Awaitable[None]]
+
+
+@pytest.fixture(params=["moto", "memory"])
+async def port(
+    request: pytest.FixtureRequest, moto_endpoint: str
+) -> AsyncIterator[tuple[StreamShards, Put]]:
+    """The port, and how to write items whose changes it then lists (one shard, as on moto)."""
+    if request.param == "memory":
+        fake = FakeStream()
+        fake.add_shard("shard-1")
+
+        async def put_fake(keys: list[str]) -> None:
+            for key in keys:
+                fake.put("shard-1", key)
+
+        yield fake, put_fake
+        return
     async with aws(moto_endpoint) as (ddb, streams):
         users, arn, _ = await create_tables(ddb)
-        keys = await put_users(ddb, users, "u", 5)
-        adapter = DynamoStreams(streams, arn, max_attempts=3)
-        [shard] = await adapter.shards()
-        start = await adapter.iterator(shard.shard_id, None)
-        assert isinstance(start, ShardIterator)
-        first = await adapter.read(start, 3)
-        assert not isinstance(first, Unreadable)
-        assert [str(r.keys["user_id"]["S"]) for r in first.records] == keys[:3]
-        assert {(r.event_name, r.shard_id) for r in first.records} == {
-            (EventName.INSERT, shard.shard_id)
-        }
-        assert first.next_iterator is not None  # moto's only shard never closes
 
-        after = await adapter.iterator(shard.shard_id, first.records[-1].sequence_number)
-        assert isinstance(after, ShardIterator)
-        rest = await adapter.read(after, 100)
-        assert not isinstance(rest, Unreadable)
-        assert [str(r.keys["user_id"]["S"]) for r in rest.records] == keys[3:]
+        async def put_moto(keys: list[str]) -> None:
+            for key in keys:
+                await ddb.put_item(TableName=users, Item={"user_id": {"S": key}})
 
+        yield DynamoStreams(streams, arn, max_attempts=2), put_moto
+
+
+def user_ids(page: Page | Unreadable) -> list[str]:
+    assert isinstance(page, Page)
+    return [str(record.keys["user_id"]["S"]) for record in page.records]
+
+
+async def test_pages_of_records_from_the_trim_horizon_then_after_a_sequence_number(
+    port: tuple[StreamShards, Put],
+) -> None:
+    streams, put = port
+    keys = [f"u{index}" for index in range(5)]
+    await put(keys)
+    [shard] = await streams.shards()
+    assert shard.parent_id is None
+    start = await streams.iterator(shard.shard_id, None)
+    assert isinstance(start, ShardIterator)
+    first = await streams.read(start, 3)
+    assert user_ids(first) == keys[:3]
+    assert isinstance(first, Page)
+    assert {(r.event_name, r.shard_id) for r in first.records} == {
+        (EventName.INSERT, shard.shard_id)
+    }
+    assert first.next_iterator is not None  # the shard is open
+
+    after = await streams.iterator(shard.shard_id, first.records[-1].sequence_number)
+    assert isinstance(after, ShardIterator)
+    assert user_ids(await streams.read(after, 100)) == keys[3:]
+    with pytest.raises(AwsUnavailable):  # moto: HTTP 500 for an iterator it doesn't know
+        await streams.read(ShardIterator(shard.shard_id, "x" * 40), 10)
+
+
+async def test_an_unknown_stream_is_stream_not_found(moto_endpoint: str) -> None:
+    async with aws(moto_endpoint) as (ddb, streams):
+        users, arn, _ = await create_tables(ddb)
         with pytest.raises(StreamNotFound):
-            await DynamoStreams(streams, arn.replace(users, "nope"), max_attempts=3).shards()
+            await DynamoStreams(streams, arn.replace(users, "nope"), max_attempts=2).shards()
 
 
 async def test_moto_answers_an_unknown_iterator_with_http_500(moto_endpoint: str) -> None:
