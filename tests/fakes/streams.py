@@ -62,7 +62,6 @@ class FakeClock:
 class FakeShard:
     shard_id: str
     parent_id: str | None
-    first_sequence: int
     records: list[dict[str, Any]] = field(default_factory=list)
     closed: bool = False
     trimmed: int = 0  # records at the head that retention has removed
@@ -94,7 +93,7 @@ class FakeStream:
     # -- test controls ------------------------------------------------------------------------
 
     def add_shard(self, shard_id: str, parent: str | None = None) -> None:
-        self.by_id[shard_id] = FakeShard(shard_id, parent, next(self._sequence))
+        self.by_id[shard_id] = FakeShard(shard_id, parent)
 
     def put(self, shard_id: str, key: str, event: str = "INSERT") -> str:
         """Append a record about item `key`; returns its sequence number."""
