@@ -9,12 +9,36 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-from .keyref import KeyRef
-from .keyservice import WrappedKey
-from .record import Item, RecordHead
-from .streams.leases import ShardProgress
+# Annotations only: the streams package and the key service import this module.
+if TYPE_CHECKING:
+    from .keyref import KeyRef
+    from .keyservice import WrappedKey
+    from .record import Item, RecordHead
+    from .streams.leases import ShardProgress
+    from .streams.lineage import Shard
+    from .streams.records import Page, ShardIterator, Unreadable
+
+# --- streams ---
+
+
+class StreamShards(Protocol):
+    """One DynamoDB stream, read shard by shard (adapters.streams.DynamoStreams; a fake in
+    tests). AwsUnavailable when the service keeps failing; no other failure escapes."""
+
+    async def shards(self) -> list[Shard]:
+        """Every shard the stream lists now, parents named; StreamNotFound if there is none."""
+        ...
+
+    async def iterator(self, shard_id: str, after: str | None) -> ShardIterator | Unreadable:
+        """An iterator just past sequence number `after`, or at the trim horizon for None."""
+        ...
+
+    async def read(self, iterator: ShardIterator, limit: int) -> Page | Unreadable:
+        """Up to `limit` records from `iterator`, and where to go on."""
+        ...
+
 
 # --- tables and keys ---------------------------------------------------------------------------
 

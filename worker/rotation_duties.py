@@ -19,6 +19,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol
 
+from .adapters.streams import DynamoStreams
 from .control import ACTIVE_KEY, is_control
 from .errors import RecordTampered, RetryLater, UserstoreError
 from .follow import FollowContext, follow_authority
@@ -71,7 +72,11 @@ class RotationDuties:
             if self._stream_arn and self._ctx.streams_client is not None:
                 settings = self._ctx.settings
                 self.stream = StreamConsumer(
-                    self._ctx.streams_client,
+                    DynamoStreams(
+                        self._ctx.streams_client,
+                        self._stream_arn,
+                        max_attempts=settings.aws_max_attempts,
+                    ),
                     self._ctx.dynamodb_client,
                     stream_arn=self._stream_arn,
                     lease_table=settings.state_table,
