@@ -22,6 +22,7 @@ from aiobotocore.session import get_session
 
 from userstore.events.sealing import PayloadSealer
 
+from .adapters.kms import KeyService, sdk_config
 from .adapters.state_table import StateTable
 from .adapters.users_table import UsersTable
 from .authority import authority_ref
@@ -33,7 +34,6 @@ from .errors import UserstoreError
 from .follow import Follower, follow_control
 from .handlers import HandlerLimits, UserEventHandler
 from .intake import LazyOpener, MessageReader
-from .keyservice import KeyService, sdk_config
 from .logs import get_logger
 from .metrics import Metrics
 from .rotation import ensure_controls

@@ -6,6 +6,7 @@ itself (`rewrapped_index`), so the plaintext key never travels.
 
 from __future__ import annotations
 
+import base64
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,8 +15,25 @@ from .control import Body
 from .crypto import ItemCipher
 from .errors import RecordTampered
 from .keyref import KeyRef
-from .keyservice import WrappedKey
 from .ports import KeyService
+
+
+@dataclass(frozen=True)
+class WrappedKey:
+    """A key encrypted by KMS under `key` (stored base64 in a control record)."""
+
+    blob: bytes
+    key: KeyRef | None  # None: written by userstore 0.4, which did not record it
+
+    def to_json(self) -> dict[str, str] | str:
+        encoded = base64.b64encode(self.blob).decode()
+        return encoded if self.key is None else {"wrapped": encoded, "key": str(self.key)}
+
+    @classmethod
+    def from_json(cls, value: Any) -> WrappedKey:
+        if isinstance(value, str):
+            return cls(base64.b64decode(value), None)
+        return cls(base64.b64decode(value["wrapped"]), KeyRef.parse(value["key"]))
 
 
 @dataclass(frozen=True)

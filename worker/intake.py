@@ -127,7 +127,7 @@ class LazyOpener:
 
 
 class PayloadKeys(Protocol):
-    """What LazyOpener needs of the key service (worker.keyservice.KeyService)."""
+    """What LazyOpener needs of the key service (worker.adapters.kms.KeyService)."""
 
     def resolve_payload_key(self) -> str: ...
 

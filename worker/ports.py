@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 # Annotations only: the streams package and the key service import this module.
 if TYPE_CHECKING:
+    from .index_keys import WrappedKey
     from .keyref import KeyRef
-    from .keyservice import WrappedKey
     from .record import Item, RecordHead
     from .streams.leases import ShardProgress
     from .streams.lineage import Shard

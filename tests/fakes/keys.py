@@ -23,8 +23,8 @@ from dynamodb_encryption_sdk.structures import EncryptionContext
 
 from userstore.worker.crypto import ItemCipher
 from userstore.worker.errors import KeyUnavailable, RecordTampered
+from userstore.worker.index_keys import WrappedKey
 from userstore.worker.keyref import KeyRef
-from userstore.worker.keyservice import WrappedKey
 
 ACCOUNT = "arn:aws:kms:eu-west-2:111122223333:key/"
 

@@ -1,4 +1,5 @@
-"""The key service: the one adapter through which userstore calls KMS and the meta store.
+"""The key service: the one adapter through which userstore calls KMS and the meta store
+(implements ports.KeyService for the domain; builds the encryption SDKs' key sources).
 
 - KMS on the event loop (aiobotocore): key and alias resolution, the blind-index keys (generate,
   unwrap under the key that wrapped them, re-wrap with ReEncrypt so the plaintext never enters the
@@ -14,8 +15,6 @@ ciphertext that is not under the key it claims is RecordTampered.
 
 from __future__ import annotations
 
-import base64
-from dataclasses import dataclass
 from typing import Any
 
 import boto3
@@ -28,14 +27,15 @@ from dynamodb_encryption_sdk.material_providers.store.meta import MetaStore
 
 from userstore.events.sealing import SealingUnavailable
 
-from .aws import Refused, call, error_code
-from .blind_index import kms_context
-from .crypto import CachedKeys, KeySource, KmsKeys
-from .errors import KeyNotFound, KeyUnavailable, RecordTampered
-from .keyref import KeyRef
-from .logs import get_logger
-from .metrics import SDK_CALLER, Metrics
-from .settings import KeyMode, Settings
+from ..aws import Refused, call, error_code
+from ..blind_index import kms_context
+from ..crypto import CachedKeys, KeySource, KmsKeys
+from ..errors import KeyNotFound, KeyUnavailable, RecordTampered
+from ..index_keys import WrappedKey
+from ..keyref import KeyRef
+from ..logs import get_logger
+from ..metrics import SDK_CALLER, Metrics
+from ..settings import KeyMode, Settings
 
 log = get_logger("userstore.keys")
 
@@ -45,24 +45,6 @@ _NO_SUCH_OPERATION = frozenset({"InvalidAction", "UnknownOperationException"})
 _UNUSABLE = frozenset(
     {"DisabledException", "KMSInvalidStateException", "AccessDeniedException", "NotFoundException"}
 )
-
-
-@dataclass(frozen=True)
-class WrappedKey:
-    """A key encrypted by KMS under `key` (stored base64 in a control record)."""
-
-    blob: bytes
-    key: KeyRef | None  # None: written by userstore 0.4, which did not record it
-
-    def to_json(self) -> dict[str, str] | str:
-        encoded = base64.b64encode(self.blob).decode()
-        return encoded if self.key is None else {"wrapped": encoded, "key": str(self.key)}
-
-    @classmethod
-    def from_json(cls, value: Any) -> WrappedKey:
-        if isinstance(value, str):
-            return cls(base64.b64decode(value), None)
-        return cls(base64.b64decode(value["wrapped"]), KeyRef.parse(value["key"]))
 
 
 def sdk_config(settings: Settings) -> Config:
