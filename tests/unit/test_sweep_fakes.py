@@ -18,7 +18,7 @@ from userstore.worker.blind_index import EmailIndex, IndexKeys
 from userstore.worker.crypto import ItemCipher
 from userstore.worker.handlers import HandlerLimits, Outcome, UserEventHandler
 from userstore.worker.record import KEY_REF
-from userstore.worker.reseal import Target
+from userstore.worker.reseal import Resealed, Resealer, Target
 from userstore.worker.settings import Settings
 from userstore.worker.sweep import SweepBusy, job_id, run_sweep
 
@@ -134,3 +134,23 @@ async def test_verify_opens_current_records_too(parts: Parts) -> None:
     parts.local_keys.unavailable.add(NEW)  # opening anything now fails: KMS is down
     report = await run_sweep(parts, segments=1, verify=True)
     assert report.counts.failed == len(USERS)
+
+
+async def test_a_concurrent_update_wins_and_the_reseal_decides_again(parts: Parts) -> None:
+    """The update, sealed under the new key already, brought the record up to date: skipped."""
+    await parts.cipher.activate(NEW)
+    resealer = Resealer(parts.store, parts.cipher, parts.index, max_conflicts=3)
+    stale = await parts.store.get("u-01")
+    assert stale is not None and key_of(parts, "u-01") == str(OLD)
+
+    async def an_update_lands_first(_: object) -> None:
+        limits = HandlerLimits(timedelta(days=30), timedelta(minutes=5), 3)
+        handler = UserEventHandler(parts.store, parts.cipher, parts.index, limits, lambda: NOW)
+        body = {"event_id": "e-up", "type": "user.updated", "user_id": "u-01"}
+        update = {**body, "occurred_at": NOW.isoformat(), "data": {"given_name": "Ann"}}
+        assert await handler.handle(parse_event(json.dumps(update))) is Outcome.APPLIED
+
+    parts.store.before_put = an_update_lands_first
+    assert await resealer.reseal("u-01", Target(NEW, 1), stale) is Resealed.SKIPPED
+    assert key_of(parts, "u-01") == str(NEW) and parts.store.rev("u-01") == 2
+    assert await resealer.reseal("u-none", Target(NEW, 1)) is Resealed.MISSING
