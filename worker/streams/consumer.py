@@ -46,7 +46,8 @@ from typing import Any, ClassVar
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from ..aws import Refused, call
-from ..errors import AwsUnavailable, UserstoreError
+from ..errors import AwsUnavailable
+from ..errors import StreamNotFound as StreamNotFound
 from ..logs import get_logger
 from ..metrics import Metrics
 from .balance import Lease, plan
@@ -59,10 +60,6 @@ _READ_ERRORS = frozenset(
     {"ExpiredIteratorException", "TrimmedDataAccessException", "ResourceNotFoundException"}
 )
 _ITERATOR_ERRORS = frozenset({"TrimmedDataAccessException", "ResourceNotFoundException"})
-
-
-class StreamNotFound(UserstoreError):
-    """The stream ARN names no stream (a configuration error: retrying can't help)."""
 
 
 class EventName(StrEnum):
