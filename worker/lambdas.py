@@ -64,7 +64,7 @@ from .ports import QueueMessage
 from .rotation import Resealer, follow_authority
 from .scheduled import run_scheduled_sweep
 from .settings import Settings
-from .settlement import Action, Decision, Limits, settle, unsent
+from .settlement import Action, Decision, Group, Limits, settle, unsent
 from .streams import EventName, StreamRecord
 from .tracing import TRACE_ATTRIBUTE, message_context
 
@@ -149,30 +149,34 @@ class SqsBatch:
         return [record.id for record in records if record.id not in done]
 
     async def _run_sequence(self, sequence: list[QueueMessage], done: set[str]) -> None:
-        failed = False  # the rest of a FIFO group waits behind a failure, reported failed
+        # The rest of a FIFO group waits behind a failure: held, reported failed untouched.
+        state = Group.NONE if sequence[0].group is None else Group.CLEAR
         for record in sequence:
-            if failed:
-                decision = settle(None, record.receive_count, self._limits, group_failed=True)
+            if state is Group.FAILED:
+                decision = settle(None, record.receive_count, self._limits, state)
             else:
                 async with self._capacity:
-                    decision = await self._settle(record)
+                    decision = await self._settle(record, state)
             if decision.action in (Action.ACKNOWLEDGE, Action.DEAD_LETTER):
                 done.add(record.id)
-            failed = decision.holds_group
+            if decision.holds_group:
+                state = Group.FAILED
 
-    async def _settle(self, record: QueueMessage) -> Decision:
+    async def _settle(self, record: QueueMessage, group: Group) -> Decision:
         with message_context(record.id, None, record.trace_id(None)):
             read = await handling.read(self._reader, record.body)
             if isinstance(read, Exception):
-                return await self._carry_out(record, None, read)
+                return await self._carry_out(
+                    record, None, settle(read, record.receive_count, self._limits, group)
+                )
         with message_context(record.id, read.event_id, record.trace_id(read)):
             failure = await handling.handle(self._handler, read, None, self._metrics, record.id)
-            return await self._carry_out(record, read, failure)
+            decision = settle(failure, record.receive_count, self._limits, group)
+            return await self._carry_out(record, read, decision)
 
     async def _carry_out(
-        self, record: QueueMessage, event: Event | None, failure: Exception | None
+        self, record: QueueMessage, event: Event | None, decision: Decision
     ) -> Decision:
-        decision = settle(failure, record.receive_count, self._limits)
         event_id = event.event_id if event is not None else decision.event_id
         if decision.action is Action.RETRY:
             handling.report_retry(decision, record.id, event_id, self._metrics, with_delay=False)

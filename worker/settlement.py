@@ -33,6 +33,14 @@ class Action(StrEnum):
     LEAVE = "leave"
 
 
+class Group(StrEnum):
+    """Where the message stands in its FIFO group, within the batch being settled."""
+
+    NONE = "none"  # a standard queue: every message stands alone
+    CLEAR = "clear"  # FIFO: no earlier message of its group failed
+    FAILED = "failed"  # FIFO: an earlier message of its group failed; this one was not handled
+
+
 @dataclass(frozen=True)
 class Limits:
     max_receive_count: int  # the queue's redrive maxReceiveCount
@@ -49,35 +57,40 @@ class Decision:
     # Known from the error when the message did not parse (the dead letter still says which).
     event_id: str | None = None
     event_type: str | None = None
+    in_fifo_group: bool = False
 
     @property
     def holds_group(self) -> bool:
         """Whether the rest of the message's FIFO group must wait behind it."""
-        return self.action in (Action.RETRY, Action.HOLD, Action.LEAVE)
-
-
-ACKNOWLEDGE = Decision(Action.ACKNOWLEDGE)
-HOLD = Decision(Action.HOLD)
+        held = self.action in (Action.RETRY, Action.HOLD, Action.LEAVE)
+        return held and self.in_fifo_group
 
 
 def settle(
     failure: BaseException | None,
     receive_count: int,
     limits: Limits,
+    group: Group = Group.NONE,
     *,
-    group_failed: bool = False,
     jitter: float = 1.0,
 ) -> Decision:
     """Decide for one message.
 
-    `failure`: None when reading and handling it succeeded, else what was raised.
-    `group_failed`: FIFO, an earlier message of its group failed in this batch (then this one
-    was not handled). `jitter` in [0, 1] picks the retry delay in [backoff / 2, backoff].
+    `failure`: None when reading and handling it succeeded, else what was raised (ignored when
+    `group` is FAILED: the message was held, not handled). `jitter` in [0, 1] picks the retry
+    delay in [backoff / 2, backoff], the backoff doubling with each receive.
     """
-    if group_failed:
-        return HOLD
+    decision = _decide(failure, receive_count, limits, group, jitter)
+    return replace(decision, in_fifo_group=group is not Group.NONE)
+
+
+def _decide(
+    failure: BaseException | None, receive_count: int, limits: Limits, group: Group, jitter: float
+) -> Decision:
+    if group is Group.FAILED:
+        return Decision(Action.HOLD)
     if failure is None:
-        return ACKNOWLEDGE
+        return Decision(Action.ACKNOWLEDGE)
     error = type(failure).__name__
     event_id = event_type = None
     if isinstance(failure, InvalidMessage | PayloadKeyUnavailable):

@@ -34,7 +34,7 @@ from .message_reader import MessageReader
 from .metrics import Metrics
 from .ports import MAX_BATCH, Queue, QueueMessage
 from .profile import Event
-from .settlement import Action, Decision, Limits, settle, unsent
+from .settlement import Action, Decision, Group, Limits, settle, unsent
 from .tracing import message_context
 
 log = get_logger("userstore.sqs")
@@ -327,8 +327,9 @@ class SqsConsumer:
         held: list[_Message] = []
         failed_groups: set[str | None] = set()  # FIFO groups with a message coming back first
         for message in messages:
-            if self._config.fifo and message.group in failed_groups:
-                decision = self._decide(message, None, group_failed=True)
+            group = self._group(failed=message.group in failed_groups)
+            if group is Group.FAILED:
+                decision = self._decide(message, None, group)
             else:
                 with message_context(message.id, None, message.trace_id):
                     read = await handling.read(self._reader, message.received.body)
@@ -336,7 +337,7 @@ class SqsConsumer:
                     message.event = read
                     valid.append(message)
                     continue
-                decision = await self._carry_out(message, self._decide(message, read))
+                decision = await self._carry_out(message, self._decide(message, read, group))
             if decision.action is Action.HOLD:
                 held.append(message)
             if decision.holds_group:
@@ -357,34 +358,38 @@ class SqsConsumer:
     async def _process_group(self, key: str, group: list[_Message], hints: Hints) -> None:
         try:
             held: list[_Message] = []  # behind a failure of their FIFO group: released together
-            failed = False
+            state = self._group(failed=False)
             for message in group:
-                if failed:
-                    decision = self._decide(message, None, group_failed=True)
+                if state is Group.FAILED:
+                    decision = self._decide(message, None, state)
                 else:
-                    decision = await self._process_one(message, hints)
+                    decision = await self._process_one(message, hints, state)
                 if decision.action is Action.HOLD:
                     held.append(message)
-                failed = self._config.fifo and decision.holds_group
+                if decision.holds_group:
+                    state = Group.FAILED
             await self._release_untouched(held)
         finally:
             self._active_groups.discard(key)
 
-    async def _process_one(self, message: _Message, hints: Hints) -> Decision:
+    async def _process_one(self, message: _Message, hints: Hints, group: Group) -> Decision:
         event = message.event
         assert event is not None
         with message_context(message.id, event.event_id, message.trace_id):
             failure = await handling.handle(self._handler, event, hints, self._metrics, message.id)
-            return await self._carry_out(message, self._decide(message, failure))
+            return await self._carry_out(message, self._decide(message, failure, group))
 
-    def _decide(
-        self, message: _Message, failure: BaseException | None, *, group_failed: bool = False
-    ) -> Decision:
+    def _group(self, *, failed: bool) -> Group:
+        if not self._config.fifo:
+            return Group.NONE
+        return Group.FAILED if failed else Group.CLEAR
+
+    def _decide(self, message: _Message, failure: BaseException | None, group: Group) -> Decision:
         return settle(
             failure,
             message.received.receive_count,
             self._config.limits,
-            group_failed=group_failed,
+            group,
             jitter=random.random(),  # noqa: S311 - jitter, not crypto
         )
 
