@@ -15,7 +15,7 @@ from .metrics import Metrics
 from .ports import OutgoingMessage, Queue, QueueMessage
 from .tracing import TRACE_ATTRIBUTE
 
-log = get_logger("userstore.intake")
+log = get_logger("userstore.dead_letters")
 
 REASON_ATTRIBUTE = "userstore.reason"
 ERROR_ATTRIBUTE = "userstore.error"

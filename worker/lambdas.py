@@ -11,9 +11,9 @@
   function's timeout, and the next invocation resumes from the checkpoints; an overlapping
   invocation answers ``busy`` at once. Its report is the answer and one ``sweep.report`` line.
 
-How each SQS record is settled (the long-running worker's rules, in Lambda's terms):
+How each SQS record is settled (the worker's policy, worker.settlement, in Lambda's terms):
 - applied, a no-op, or a duplicate -> success (the event source mapping deletes it);
-- invalid (InvalidEvent) or DeadLetter -> the handler sends the body untouched to the
+- DeadLetter (InvalidMessage included) -> the handler sends the body untouched to the
   dead-letter queue with the worker's reason attributes, then reports success. The queue's own
   redrive would move it only after maxReceiveCount failed receives, and without a reason;
 - RetryLater or an unexpected error -> reported in ``batchItemFailures``: SQS hands it out again

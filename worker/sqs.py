@@ -337,7 +337,9 @@ class SqsConsumer:
                     message.event = read
                     valid.append(message)
                     continue
-                decision = await self._carry_out(message, self._decide(message, read, group))
+                decision = self._decide(message, read, group)
+                with message_context(message.id, decision.event_id, message.trace_id):
+                    decision = await self._carry_out(message, decision)
             if decision.action is Action.HOLD:
                 held.append(message)
             if decision.holds_group:
