@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import json
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
+from tests.fakes.handler import ScriptedHandler, event_body
 from tests.fakes.queue import FakeQueue
 from userstore.worker.dead_letters import DeadLetterSender
-from userstore.worker.errors import AwsUnavailable, InvalidMessage, InvalidResult
+from userstore.worker.errors import InvalidMessage
 from userstore.worker.handlers import Outcome
 from userstore.worker.lambdas import (
     InvalidSweepInput,
@@ -32,37 +32,7 @@ from userstore.worker.streams import EventName
 from userstore.worker.sweep import page_limit
 
 
-def event_body(event_id: str, user: str = "u") -> str:
-    return json.dumps(
-        {
-            "type": "user.created",
-            "event_id": event_id,
-            "user_id": user,
-            "occurred_at": "2026-11-28T10:00:00Z",
-            "data": {},
-        }
-    )
-
-
-class Handler:
-    """Fails chosen events (retryable or dead-letter); records the order it saw events in."""
-
-    def __init__(
-        self, retry: frozenset[str] = frozenset(), dead: frozenset[str] = frozenset()
-    ) -> None:
-        self.retry, self.dead = retry, dead
-        self.seen: list[str] = []
-
-    async def handle(self, event: Event, hints: Any = None) -> Outcome:
-        self.seen.append(event.event_id)
-        if event.event_id in self.retry:
-            raise AwsUnavailable("injected")
-        if event.event_id in self.dead:
-            raise InvalidResult("injected")
-        return Outcome.APPLIED
-
-
-def batch(handler: Handler, sqs: FakeQueue | None = None) -> SqsBatch:
+def batch(handler: ScriptedHandler, sqs: FakeQueue | None = None) -> SqsBatch:
     dead_letters = DeadLetterSender(FakeQueue(fifo=True) if sqs is None else sqs, Metrics())
     reader = MessageReader(opener=None, executor=None)
     return SqsBatch(reader, handler, dead_letters, Limits(5), Metrics(), max_in_flight=4)
@@ -85,7 +55,7 @@ async def test_fifo_failure_fails_the_rest_of_its_group_only() -> None:
         record("m4", event_body("b2"), "B"),
         record("m5", event_body("a3"), "A"),
     ]
-    handler = Handler(retry=frozenset({"a2"}))
+    handler = ScriptedHandler(retry=frozenset({"a2"}))
     failed = await batch(handler).run(records)
     assert failed == ["m3", "m5"]
     assert "a3" not in handler.seen  # never handled out of order
@@ -99,7 +69,7 @@ async def test_invalid_and_dead_letter_go_to_the_dlq_and_count_as_done() -> None
         record("m2", event_body("x1"), "A"),
         record("m3", event_body("x2"), "A"),
     ]
-    failed = await batch(Handler(dead=frozenset({"x1"})), sqs).run(records)
+    failed = await batch(ScriptedHandler(dead=frozenset({"x1"})), sqs).run(records)
     assert failed == []
     assert [m.body for m in sqs.sent] == ["not json", event_body("x1")]
     reasons = [m.attributes["userstore.reason"]["StringValue"] for m in sqs.sent]
@@ -110,14 +80,14 @@ async def test_invalid_and_dead_letter_go_to_the_dlq_and_count_as_done() -> None
 
 async def test_last_receive_dead_letters_and_failed_dlq_send_reports_failure() -> None:
     sqs = FakeQueue(fifo=True)
-    done = await batch(Handler(retry=frozenset({"r1"})), sqs).run(
+    done = await batch(ScriptedHandler(retry=frozenset({"r1"})), sqs).run(
         [record("m1", event_body("r1"), None, 5)]
     )
     assert done == []
     assert sqs.sent[0].attributes["userstore.reason"]["StringValue"] == (
         "gave up after 5 attempts: injected"
     )
-    broken = await batch(Handler(), FakeQueue(fifo=True, fail_sends=True)).run(
+    broken = await batch(ScriptedHandler(), FakeQueue(fifo=True, fail_sends=True)).run(
         [record("m2", "{}", "G")]
     )
     assert broken == ["m2"]  # not lost: SQS hands it out again
@@ -126,14 +96,14 @@ async def test_last_receive_dead_letters_and_failed_dlq_send_reports_failure() -
 async def test_standard_queue_records_are_independent() -> None:
     records = [record(f"m{n}", event_body(f"e{n}", user=f"u{n % 2}"), None) for n in range(6)]
     sqs = FakeQueue()  # a standard dead-letter queue
-    handler = Handler(retry=frozenset({"e0", "e3"}), dead=frozenset({"e5"}))
+    handler = ScriptedHandler(retry=frozenset({"e0", "e3"}), dead=frozenset({"e5"}))
     assert await batch(handler, sqs).run(records) == ["m0", "m3"]
     assert [m.body for m in sqs.sent] == [event_body("e5", user="u1")]
     assert sqs.sent[0].group is None
     assert sorted(handler.seen) == [f"e{n}" for n in range(6)]
 
 
-class Slow(Handler):
+class Slow(ScriptedHandler):
     async def handle(self, event: Event, hints: Any = None) -> Outcome:
         if event.event_id == "slow":
             await asyncio.sleep(30)
@@ -196,7 +166,7 @@ def test_stream_record_from_lambda_decodes_binary_values() -> None:
 @pytest.mark.parametrize("body", ["", "[]"])
 async def test_empty_or_non_object_bodies_are_dead_lettered(body: str) -> None:
     sqs = FakeQueue(fifo=True)
-    assert await batch(Handler(), sqs).run([record("m1", body, "G")]) == []
+    assert await batch(ScriptedHandler(), sqs).run([record("m1", body, "G")]) == []
     assert len(sqs.sent) == 1
     with pytest.raises(InvalidMessage):
         await MessageReader(opener=None, executor=None).read(body)

@@ -5,61 +5,20 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Any
 
+from tests.fakes.handler import ScriptedHandler, event_body
 from tests.fakes.queue import FakeQueue
 from userstore.worker.dead_letters import DeadLetterSender
-from userstore.worker.errors import AwsUnavailable, InvalidResult
-from userstore.worker.handlers import Hints, Outcome
 from userstore.worker.metrics import Metrics
-from userstore.worker.profile import Event
 from userstore.worker.sqs import ConsumerConfig, SqsConsumer
 
 MAX_RECEIVES = 5
 
 
-def event_body(event_id: str, user: str = "u", kind: str = "user.created") -> str:
-    return json.dumps(
-        {
-            "type": kind,
-            "event_id": event_id,
-            "user_id": user,
-            "occurred_at": "2026-11-28T10:00:00Z",
-            "data": {},
-        }
-    )
-
-
-class Handler:
-    """Fails chosen events (retryable: once each, or always; or dead-letter); records order."""
-
-    def __init__(
-        self,
-        once: Iterable[str] = (),
-        always: Iterable[str] = (),
-        dead: Iterable[str] = (),
-    ) -> None:
-        self.once, self.always, self.dead = set(once), set(always), set(dead)
-        self.seen: list[str] = []
-
-    async def prefetch(self, user_ids: Iterable[str]) -> Hints:
-        return {}
-
-    async def handle(self, event: Event, hints: Hints | None = None) -> Outcome:
-        self.seen.append(event.event_id)
-        if event.event_id in self.always:
-            raise AwsUnavailable("injected")
-        if event.event_id in self.once:
-            self.once.discard(event.event_id)
-            raise AwsUnavailable("injected")
-        if event.event_id in self.dead:
-            raise InvalidResult("injected")
-        return Outcome.APPLIED
-
-
 async def consume(
-    queue: FakeQueue, dlq: FakeQueue, handler: Handler, until: Callable[[], bool]
+    queue: FakeQueue, dlq: FakeQueue, handler: ScriptedHandler, until: Callable[[], bool]
 ) -> Metrics:
     config = ConsumerConfig(
         queue_url="https://sqs.invalid/q" + (".fifo" if queue.fifo else ""),
@@ -91,7 +50,7 @@ async def test_a_failing_message_is_dead_lettered_on_its_last_receive_with_why()
     queue, dlq = FakeQueue(), FakeQueue()
     last = queue.put(event_body("e-1"), received=MAX_RECEIVES - 1)
     queue.put(event_body("e-2", user="v"))
-    handler = Handler(always={"e-1"})
+    handler = ScriptedHandler(retry={"e-1"})
     metrics = await consume(queue, dlq, handler, until=lambda: not queue.stored)
     assert sorted(queue.deleted) == sorted([last, "m-1"])
     [dead] = dlq.sent
@@ -106,7 +65,7 @@ async def test_a_failing_message_is_dead_lettered_on_its_last_receive_with_why()
 async def test_a_fifo_group_is_held_behind_a_failure_and_handled_in_order() -> None:
     queue, dlq = FakeQueue(fifo=True), FakeQueue(fifo=True)
     ids = {e: queue.put(event_body(e, user=e[0]), group=e[0]) for e in ("a1", "a2", "a3", "b1")}
-    handler = Handler(once={"a2"})
+    handler = ScriptedHandler(retry_once={"a2"})
     metrics = await consume(queue, dlq, handler, until=lambda: not queue.stored)
     assert [e for e in handler.seen if e.startswith("a")] == ["a1", "a2", "a2", "a3"]
     assert "b1" in handler.seen
@@ -121,7 +80,7 @@ async def test_an_invalid_body_is_dead_lettered_as_invalid_message_and_its_group
     bad = json.dumps({"type": "user.created", "event_id": "bad-1", "user_id": "a"})
     queue.put(bad, group="a")
     queue.put(event_body("a2", user="a"), group="a")
-    handler = Handler()
+    handler = ScriptedHandler()
     await consume(queue, dlq, handler, until=lambda: not queue.stored)
     assert handler.seen == ["a2"]
     [dead] = dlq.sent
@@ -135,7 +94,7 @@ async def test_a_dead_letter_that_cannot_be_sent_stays_on_the_queue_and_holds_it
     queue, dlq = FakeQueue(fifo=True), FakeQueue(fifo=True, fail_sends=True)
     first = queue.put(event_body("a1", user="a"), group="a")
     queue.put(event_body("a2", user="a"), group="a")
-    handler = Handler(dead={"a1"})
+    handler = ScriptedHandler(dead={"a1"})
     changed = lambda: bool(queue.visibility_changes)  # noqa: E731 - the held a2 was released
     await consume(queue, dlq, handler, until=changed)
     assert handler.seen == ["a1"]
