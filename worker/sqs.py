@@ -39,7 +39,6 @@ from .tracing import message_context
 
 log = get_logger("userstore.sqs")
 
-_MAX_BATCH = MAX_BATCH
 # How long a partial batch may wait to fill: receipts to delete (ten per DeleteMessageBatch), and
 # permits to receive with (ten per ReceiveMessage). Waiting this little costs no throughput and
 # saves most of the small calls when handling, not SQS, is the bottleneck (docs/performance.md).
@@ -118,7 +117,7 @@ class _Deleter:
         """Wait, briefly, until a full batch is pending (or we are stopping)."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + _DELETE_FILL_S
-        while len(self.pending) < _MAX_BATCH and not stop.is_set():
+        while len(self.pending) < MAX_BATCH and not stop.is_set():
             self._wakeup.clear()
             remaining = deadline - loop.time()
             if remaining <= 0:
@@ -128,7 +127,7 @@ class _Deleter:
                     await self._wakeup.wait()
 
     async def flush_once(self) -> None:
-        batch, self.pending = self.pending[:_MAX_BATCH], self.pending[_MAX_BATCH:]
+        batch, self.pending = self.pending[:MAX_BATCH], self.pending[MAX_BATCH:]
         if not batch:
             return
         try:
@@ -174,7 +173,7 @@ class SqsConsumer:
         # to ten messages and handling overlaps the next receive) and on emulators whose group
         # lock is not atomic (moto) they can hand two receivers the same group at once.
         pollers = (
-            1 if self._config.fifo else max(1, min(8, -(-self._config.max_in_flight // _MAX_BATCH)))
+            1 if self._config.fifo else max(1, min(8, -(-self._config.max_in_flight // MAX_BATCH)))
         )
         deleter_stop = asyncio.Event()
         async with asyncio.TaskGroup() as tg:
@@ -231,7 +230,7 @@ class SqsConsumer:
         """
         await self._capacity.acquire()
         permits = 1
-        target = min(_MAX_BATCH, self._config.max_in_flight)
+        target = min(MAX_BATCH, self._config.max_in_flight)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + _RECEIVE_FILL_S
         while permits < target:
@@ -439,8 +438,8 @@ class SqsConsumer:
             self._metrics.in_flight.set(len(self._in_flight))
 
     async def _change_visibility(self, messages: list[_Message], timeout_s: int) -> None:
-        for start in range(0, len(messages), _MAX_BATCH):
-            chunk = messages[start : start + _MAX_BATCH]
+        for start in range(0, len(messages), MAX_BATCH):
+            chunk = messages[start : start + MAX_BATCH]
             try:
                 failures = await self._queue.change_visibility(
                     [m.receipt for m in chunk], timeout_s
