@@ -10,7 +10,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # the reports' own modules pull in the AWS stack; printing needs none of it
-    from .dlq import DeadLetter
+    from .dlq import ListedDeadLetter
     from .scheduled import ScheduledReport
     from .streams import ShardProgress
     from .sweep import SweepReport
@@ -64,7 +64,7 @@ def age(seconds: float) -> str:
     return f"{seconds:.0f}s"
 
 
-def dead_letter_line(d: DeadLetter) -> str:
+def dead_letter_line(d: ListedDeadLetter) -> str:
     receives = d.receive_count if d.receive_count is not None else "-"
     return (
         f"{d.event_id or '-'}  {d.event_type or '-'}  {d.error or '-'}  age {age(d.age_s)}  "

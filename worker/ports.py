@@ -7,9 +7,12 @@ emulator. A port speaks the domain's language (records, messages, leases), never
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
+
+from .profile import Event
+from .tracing import trace_id
 
 # Annotations only: the streams package and the key service import this module.
 if TYPE_CHECKING:
@@ -163,3 +166,83 @@ class KeyService(Protocol):
     async def rewrap_index_key(
         self, wrapped: WrappedKey, version: int, to: KeyRef
     ) -> WrappedKey: ...
+
+
+# --- queue ---------------------------------------------------------------------------------
+
+MAX_BATCH = 10  # SQS's limit on the entries of one batch call
+
+
+@dataclass(frozen=True)
+class QueueMessage:
+    """One received message, in the worker's terms (SQS's shape is read once, in the adapter).
+
+    `attributes` are the message attributes as SQS carries them ({"DataType", "StringValue" or
+    "BinaryValue"}): the trace id and the dead-letter annotation travel in them.
+    """
+
+    id: str
+    body: str
+    receipt: str = ""  # empty in a Lambda batch: the event source mapping deletes
+    receive_count: int = 1
+    group: str | None = None
+    attributes: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    trace_header: str | None = None  # X-Ray's AWSTraceHeader system attribute
+    sent_at_ms: int | None = None
+
+    def text(self, name: str) -> str | None:
+        value = self.attributes.get(name, {}).get("StringValue")
+        return None if value is None else str(value)
+
+    def trace_id(self, event: Event | None) -> str:
+        sources = {
+            "MessageId": self.id,
+            "Attributes": {"AWSTraceHeader": self.trace_header},
+            "MessageAttributes": self.attributes,
+        }
+        return trace_id(sources, event)
+
+
+@dataclass(frozen=True)
+class OutgoingMessage:
+    body: str
+    attributes: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    group: str | None = None  # FIFO queues only
+    deduplication_id: str | None = None  # FIFO queues only
+
+
+@dataclass(frozen=True)
+class EntryFailed:
+    """One entry of a batch call that SQS refused (the others went through)."""
+
+    index: int
+    code: str
+
+
+class Queue(Protocol):
+    """One SQS queue: the worker's only way to it (adapters.queue.SqsQueue; a fake in tests).
+
+    Batch calls take at most MAX_BATCH entries and answer the entries refused; a call that fails
+    as a whole raises an error of the tree (AwsUnavailable), never botocore's.
+    """
+
+    @property
+    def fifo(self) -> bool: ...
+
+    async def receive(
+        self, max_messages: int, *, wait_s: int, visibility_timeout_s: int
+    ) -> list[QueueMessage]: ...
+
+    async def delete(self, receipts: Sequence[str]) -> list[EntryFailed]: ...
+
+    async def change_visibility(
+        self, receipts: Sequence[str], timeout_s: int
+    ) -> list[EntryFailed]: ...
+
+    async def send(self, message: OutgoingMessage) -> None: ...
+
+    async def send_batch(self, messages: Sequence[OutgoingMessage]) -> list[EntryFailed]: ...
+
+    async def depth(self) -> int:
+        """Messages in the queue, visible or in flight (approximate)."""
+        ...

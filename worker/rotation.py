@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 
 from .authority import cached_keys
 from .control import ACTIVE_KEY, INDEX_KEYS, Body
-from .errors import UserstoreError
+from .errors import OperationRefused
 from .follow import FollowContext, accept_payload_keys
 from .index_keys import adopt_index, adopt_rewrapped, rewrapped_index
 from .keyref import KeyRef
@@ -97,7 +97,7 @@ async def rotate_key(ctx: RotationContext, to: str) -> KeyRef:
 
 async def _point_alias(ctx: RotationContext, to: str) -> KeyRef:
     if not ctx.settings.kms_key.startswith("alias/"):
-        raise UserstoreError("rotation needs USERSTORE_KMS_KEY to be an alias")
+        raise OperationRefused("rotation needs USERSTORE_KMS_KEY to be an alias")
     new_kms = await ctx.keys.resolve(to)
     await ctx.keys.point_alias(ctx.settings.kms_key, new_kms)
     ctx.cipher.learn([new_kms])  # the alias's key now: the authority vouches for it
@@ -109,7 +109,7 @@ async def _new_material_version(ctx: RotationContext, version: int | None) -> Ke
     newest = await ctx.cipher.run(keys.max_version)
     version = newest + 1 if version is None else version
     if version <= newest:
-        raise UserstoreError(f"material version {version} is not newer than {newest}")
+        raise OperationRefused(f"material version {version} is not newer than {newest}")
     return await ctx.cipher.run(lambda: keys.create_version(version))
 
 
@@ -118,11 +118,13 @@ async def rotate_payload_key(ctx: RotationContext, to: str) -> KeyRef:
     under it may still sit in the queues) until `rotation status` says it can be retired."""
     alias = ctx.settings.payload_kms_key
     if not alias.startswith("alias/"):
-        raise UserstoreError("payload key rotation needs USERSTORE_PAYLOAD_KMS_KEY to be an alias")
+        raise OperationRefused(
+            "payload key rotation needs USERSTORE_PAYLOAD_KMS_KEY to be an alias"
+        )
     old = await ctx.keys.payload_key()
     new = await ctx.keys.resolve(to)
     if new == old:
-        raise UserstoreError(f"{new} is already the payload key")
+        raise OperationRefused(f"{new} is already the payload key")
     await ctx.keys.point_alias(alias, new)
     now = datetime.now(UTC).isoformat()
 
@@ -161,15 +163,15 @@ async def rotate_index_key(ctx: RotationContext) -> int:
 async def retire_index_version(ctx: RotationContext, version: int, in_use: int) -> None:
     """Drop an index key version no record uses any more (`in_use`: records counted under it)."""
     if in_use:
-        raise UserstoreError(
+        raise OperationRefused(
             f"{in_use} records still use index key version {version}: run `userstore sweep`"
         )
 
     async def change(body: Body) -> Body:
         if int(body["active"]) == version:
-            raise UserstoreError(f"index key version {version} is the active one")
+            raise OperationRefused(f"index key version {version} is the active one")
         if str(version) not in body["versions"]:
-            raise UserstoreError(f"there is no index key version {version}")
+            raise OperationRefused(f"there is no index key version {version}")
         versions = {k: v for k, v in body["versions"].items() if k != str(version)}
         return {**body, "versions": versions}
 

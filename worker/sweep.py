@@ -23,6 +23,7 @@ from aiolimiter import AsyncLimiter
 from .authority import AuthorityContext, current_target
 from .control import is_control
 from .errors import RecordTampered, UserstoreError
+from .errors import SweepBusy as SweepBusy
 from .logs import get_logger
 from .metrics import Metrics
 from .ports import Checkpoint, StoredRecord, SweepCounts, SweepState, UsersTable
@@ -59,10 +60,6 @@ class SweepReport:
     @property
     def ok(self) -> bool:
         return self.counts.failed == 0
-
-
-class SweepBusy(UserstoreError):
-    """Another sweep for the same target holds the lease."""
 
 
 def page_limit(remaining_s: float | None, rate_per_s: float, segments: int) -> int:

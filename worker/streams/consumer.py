@@ -18,7 +18,8 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from ..errors import AwsUnavailable, UserstoreError
+from ..errors import AwsUnavailable
+from ..errors import StreamNotFound as StreamNotFound
 from ..logs import get_logger
 from ..metrics import Metrics
 from .balance import Lease, plan
@@ -34,10 +35,6 @@ if TYPE_CHECKING:  # ports imports the streams package's types
     from ..ports import StreamShards
 
 log = get_logger("userstore.streams")
-
-
-class StreamNotFound(UserstoreError):
-    """The stream ARN names no stream (a configuration error: retrying can't help)."""
 
 
 class StreamConsumer:
