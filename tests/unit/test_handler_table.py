@@ -26,7 +26,6 @@ from userstore.worker.errors import (
 )
 from userstore.worker.handlers import HandlerLimits, Outcome, UserEventHandler
 from userstore.worker.record import from_item
-from userstore.worker.settings import Settings
 
 NOW = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
 USER = "u-1"
@@ -228,8 +227,3 @@ async def test_conflict_every_time_gives_up(world: World) -> None:
     with pytest.raises(WriteConflict):
         await world.handler.handle(RENAMED)
     assert bump == LIMITS.max_conflict_retries
-
-
-def test_limits_match_the_settings_defaults() -> None:
-    """The cases above use the worker's own clock-skew window."""
-    assert Settings().max_clock_skew_s == LIMITS.max_clock_skew.total_seconds()
