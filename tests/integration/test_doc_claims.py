@@ -129,8 +129,9 @@ def test_the_declared_attribute_actions_encrypt_the_clock() -> None:
 
 
 def reading_cost(settings: Settings) -> dict[str, int]:
-    """What verifying and decrypting one record read by GetItem costs (docs/keys.md, "stale
-    event ... 1 Decrypt" in `kms` mode, 0 in `cached` mode once its material version is held)."""
+    """What reading one record costs: the GetItem, and opening it (docs/keys.md, the `unchanged`
+    row: 1 Decrypt in `kms` mode, no KMS call in `cached` mode once its material version is
+    held). Anything more (a PutItem, a GenerateDataKey) is a write the docs say is not made."""
     if settings.key_mode is KeyMode.KMS:
         return {"dynamodb.GetItem": 1, "kms.Decrypt": 1}
     return {"dynamodb.GetItem": 1}
