@@ -9,17 +9,20 @@ must carry exactly those names.
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import fields
 from pathlib import Path
+from typing import Any
 
 import pytest
 from prometheus_client.metrics import MetricWrapperBase
 
-from userstore.worker import errors
+from userstore.events import parse_event
+from userstore.worker import errors, handling
 from userstore.worker.handlers import Outcome
 from userstore.worker.metrics import SDK_CALLER, WORKER_CALLER, Metrics
-from userstore.worker.streams.consumer import _StreamMetrics
+from userstore.worker.streams.metrics import StreamMetrics
 from userstore.worker.sweep import SweepCounts
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "operations.md"
@@ -41,7 +44,7 @@ def documented() -> dict[str, tuple[str, set[str], set[str]]]:
 
 def registered() -> tuple[Metrics, dict[str, MetricWrapperBase]]:
     metrics = Metrics()
-    stream = _StreamMetrics.of(metrics)
+    stream = StreamMetrics.of(metrics)
     found: dict[str, MetricWrapperBase] = {}
     for holder in (metrics, stream):
         for value in vars(holder).values():
@@ -92,8 +95,49 @@ def values_documented(metric: str) -> set[str]:
     return documented()[metric][2]
 
 
-def test_every_event_outcome_is_documented() -> None:
-    emitted = {str(o) for o in Outcome} | {"dead_lettered", "failed"}  # worker/sqs.py, lambdas.py
+class Scripted:
+    """A handler that answers each event with the outcome or error it is given."""
+
+    def __init__(self, answer: Outcome | Exception) -> None:
+        self.answer = answer
+
+    async def handle(self, event: Any, hints: Any = None) -> Outcome:
+        if isinstance(self.answer, Exception):
+            raise self.answer
+        return self.answer
+
+
+async def test_every_event_outcome_the_handling_step_emits_is_documented() -> None:
+    """Drive the step both loops share (worker.handling) through every outcome and every kind
+    of failure, and read the outcome labels it emitted."""
+    metrics = Metrics()
+    event = parse_event(
+        json.dumps(
+            {
+                "event_id": "e1",
+                "type": "user.updated",
+                "user_id": "urn:fdc:gov.uk:2022:metrics-labels",
+                "occurred_at": "2026-01-01T00:00:00+00:00",
+                "data": {"given_name": "A"},
+            }
+        )
+    )
+    answers: list[Outcome | Exception] = [
+        *Outcome,
+        errors.InvalidResult("refused for good"),
+        errors.AwsUnavailable("transient"),
+        RuntimeError("a bug"),
+    ]
+    for answer in answers:
+        await handling.handle(Scripted(answer), event, None, metrics, "m1")
+    emitted = {
+        sample.labels["outcome"]
+        for family in metrics.registry.collect()
+        if family.name == "userstore_events"
+        for sample in family.samples
+        if sample.name.endswith("_total")
+    }
+    assert len(emitted) == len(Outcome) + 2  # each outcome, dead-lettered, failed
     assert emitted <= values_documented("userstore_events_total")
 
 
