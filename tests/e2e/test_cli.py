@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import ipaddress
 import json
 import os
 import random
 import signal
+import socket
 import subprocess
 import time
 import uuid
@@ -496,7 +498,8 @@ def test_sigterm_under_load_drains_and_a_second_worker_finishes_the_queue(
         "Graceful shutdown under load",
         load="300 events for 60 users, FIFO",
         faults=f"SIGTERM mid-load (drain bound {drain_s} s); a second worker finishes",
-        checked="exit 0 within the drain bound; every event handled once across both workers;"
+        checked="in-flight work drained within the drain bound (`drain.done`, no `drain.timeout`),"
+        " then exit 0; every event handled once across both workers;"
         " DLQ empty; state = model; no personal value in logs or raw items",
     )
     settings, env = provisioned(
@@ -523,6 +526,7 @@ def test_sigterm_under_load_drains_and_a_second_worker_finishes_the_queue(
     handled_first = count_logged(first, "message.handled")
     logged = [r.get("event") for r in log_records(first)]
     assert "worker.stopping" in logged and "drain.done" in logged, logged
+    assert "drain.timeout" not in logged, "the drain did not finish within its bound"
     assert logged[-1] == "worker.stopped", logged
     # Stopped under load: work was left for the second worker.
     assert handled_first < len(events), "the queue drained before SIGTERM: nothing was tested"
@@ -650,12 +654,36 @@ def test_a_plain_http_endpoint_off_loopback_is_refused(scenario: ScenarioRecorde
     scenario.describe(
         "Transport: plain HTTP off loopback",
         load="one command",
-        faults="AWS_ENDPOINT_URL=http://<private address>",
-        checked="refused at start (exit 2) unless USERSTORE_ALLOW_INSECURE_ENDPOINT; nothing sent",
+        faults="AWS_ENDPOINT_URL=http://<this machine's non-loopback address>",
+        checked="refused at start (exit 2, the error names plain HTTP); nothing sent (a listener at"
+        " the endpoint, on this machine, is never connected to)",
     )
     # Refused before any client exists: nothing is sent anywhere. (That an explicit allowance
-    # lets it through is a unit test: this machine must not send traffic off loopback.)
-    env = env_without_endpoint() | {"AWS_ENDPOINT_URL": "http://10.20.30.40:4566"}
-    refused = run_cli(env, "get", "urn:fdc:gov.uk:2022:x")
-    assert refused.returncode == 2
-    assert "plain HTTP" in refused.stderr
+    # lets it through is a unit test: this machine must not send traffic off loopback.) The
+    # endpoint is this machine's own non-loopback address, where the test listens: the packets
+    # never leave the machine, and a connection would show as one to accept.
+    with socket.socket() as listener:
+        listener.bind((own_address(), 0))
+        listener.listen()
+        listener.setblocking(False)
+        host, port = listener.getsockname()[:2]
+        env = env_without_endpoint() | {"AWS_ENDPOINT_URL": f"http://{host}:{port}"}
+        refused = run_cli(env, "get", "urn:fdc:gov.uk:2022:x")
+        assert refused.returncode == 2
+        assert "plain HTTP" in refused.stderr
+        with pytest.raises(BlockingIOError):
+            listener.accept()  # nothing connected: nothing was sent
+
+
+def own_address() -> str:
+    """This machine's address on its default route, not loopback (a UDP connect sends nothing)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.connect(("10.255.255.255", 1))
+            address = str(probe.getsockname()[0])
+        except OSError:
+            address = "127.0.0.1"  # no route: refused below
+    parsed = ipaddress.ip_address(address)
+    if parsed.is_unspecified or parsed.is_loopback:
+        pytest.skip("no non-loopback address on this machine to listen on")
+    return address

@@ -1,7 +1,11 @@
-"""Crash: SIGKILL the worker at random moments while events flow, restart it, several times.
+"""Crash: SIGKILL the worker mid-batch while events flow, restart it, several times.
 
-At the end the stored state equals the reference model: no event lost, none applied twice with a
-different effect, nothing dead-lettered.
+Each kill is aimed: the worker serves /metrics, and it is killed once it has handled a random
+number of messages (so it is past start-up and working) and at the same scrape reports messages
+received and not yet settled (`userstore_in_flight`). The test asserts every kill was sent
+straight after such a scrape, so each one landed on work in flight, not on an idle or starting
+worker. At the end the stored state equals the reference model: no event lost, none applied
+twice with a different effect, nothing dead-lettered.
 """
 
 from __future__ import annotations
@@ -10,10 +14,12 @@ import functools
 import json
 import os
 import random
+import re
 import signal
 import subprocess
 import threading
 import time
+import urllib.request
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
@@ -31,6 +37,7 @@ from tests.e2e.test_worker_process import (
     userstore,
     wait_drained,
 )
+from tests.emulator import free_port
 from tests.factories import event_dict
 from tests.model import expected_profiles
 from tests.reliability.scenario import ScenarioRecorder
@@ -42,6 +49,8 @@ NOW = datetime.now(UTC).replace(microsecond=0)
 SCALE = float(os.environ.get("RELIABILITY_SCALE", "1"))
 USERS = int(60 * SCALE)
 KILLS = max(4, int(4 * SCALE))
+# A worker is killed after handling between 1 and this many messages (drawn per kill).
+MAX_HANDLED_BEFORE_KILL = 10
 
 
 def traffic(rng: random.Random) -> tuple[list[dict[str, Any]], list[str]]:
@@ -64,8 +73,36 @@ def traffic(rng: random.Random) -> tuple[list[dict[str, Any]], list[str]]:
 _event = functools.partial(event_dict, base=NOW)
 
 
+def scrape(port: int) -> tuple[float, float] | None:
+    """(messages handled, messages in flight) from the worker's /metrics; None if not up yet."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as response:
+            page = response.read().decode()
+    except OSError:
+        return None
+    handled = sum(
+        float(v) for v in re.findall(r"^userstore_events_total\{[^}]*\} (\S+)$", page, re.M)
+    )
+    in_flight = re.search(r"^userstore_in_flight (\S+)$", page, re.M)
+    return handled, float(in_flight.group(1)) if in_flight else 0.0
+
+
+def kill_mid_batch(worker: subprocess.Popen[bytes], port: int, handled_at_least: int) -> float:
+    """SIGKILL `worker` right after a scrape shows it has handled `handled_at_least` messages and
+    holds some in flight; returns how many it held. Fails if that moment does not come."""
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        assert worker.poll() is None, "the worker exited before it was killed"
+        seen = scrape(port)
+        if seen is not None and seen[0] >= handled_at_least and seen[1] >= 1:
+            worker.send_signal(signal.SIGKILL)
+            return seen[1]
+        time.sleep(0.01)
+    raise AssertionError("the worker never had messages in flight to be killed during")
+
+
 @pytest.mark.timeout(600)
-def test_sigkill_at_random_moments_loses_nothing(
+def test_sigkill_mid_batch_loses_nothing(
     moto_endpoint: str, tmp_path: Path, scenario: ScenarioRecorder
 ) -> None:
     rng = random.Random(2026)
@@ -86,11 +123,12 @@ def test_sigkill_at_random_moments_loses_nothing(
 
     events, personal = traffic(rng)
     scenario.describe(
-        "Crash: SIGKILL at random moments",
+        "Crash: SIGKILL mid-batch",
         load=f"{len(events)} events for {USERS} users, FIFO, trickled in",
-        faults=f"worker SIGKILLed {KILLS} times at random moments, restarted each time",
-        checked="decrypted state = model; nothing dead-lettered; no personal value in raw items"
-        " or logs",
+        faults=f"worker SIGKILLed {KILLS} times mid-batch (each straight after its /metrics showed"
+        " messages received and not settled, after 1 to 10 handled), restarted each time",
+        checked="every kill sent while the worker held messages in flight; decrypted state ="
+        " model; nothing dead-lettered; no personal value in raw items or logs",
     )
     messages = [(e["user_id"], uuid.uuid4().hex, json.dumps(e)) for e in events]
     # Trickle the events in while the worker is killed and restarted.
@@ -102,16 +140,22 @@ def test_sigkill_at_random_moments_loses_nothing(
     )
     sender.start()
     logs = tmp_path / "worker.log"
-    kills = 0
+    held_at_kill: list[float] = []
     with logs.open("w") as out:
-        while kills < KILLS:
+        while len(held_at_kill) < KILLS:
+            port = free_port()
             worker = subprocess.Popen(
-                userstore("run"), env=env, stdout=out, stderr=subprocess.STDOUT
+                userstore("run"),
+                env=env | {"USERSTORE_METRICS_PORT": str(port)},
+                stdout=out,
+                stderr=subprocess.STDOUT,
             )
-            time.sleep(rng.uniform(1.5, 4.0))
-            worker.send_signal(signal.SIGKILL)
-            worker.wait(timeout=10)
-            kills += 1
+            try:
+                target = rng.randint(1, MAX_HANDLED_BEFORE_KILL)
+                held_at_kill.append(kill_mid_batch(worker, port, target))
+            finally:
+                worker.kill()  # already dead unless the kill was never aimed
+                worker.wait(timeout=10)
         sender.join()
         worker = subprocess.Popen(userstore("run"), env=env, stdout=out, stderr=subprocess.STDOUT)
         try:
@@ -121,6 +165,8 @@ def test_sigkill_at_random_moments_loses_nothing(
             code = worker.wait(timeout=60)
     output = logs.read_text()
     assert code == 0, output[-2000:]
+    # Every kill landed while the worker held messages it had received and not settled.
+    assert len(held_at_kill) == KILLS and min(held_at_kill) >= 1, held_at_kill
     handled = output.count('"message.handled"')
     assert handled >= len(events)  # at least once; the kills make some twice
 
