@@ -116,7 +116,10 @@ class Bench:
 
         async def go() -> None:
             async with aws_clients(fresh) as clients:
-                await ensure_queues(clients.sqs, fresh, setting_values(fresh))
+                # The queues are encrypted under the storage key provision made.
+                storage = await clients.kms.describe_key(KeyId=fresh.storage_kms_key)
+                values = setting_values(fresh) | {"storage_key_arn": storage["KeyMetadata"]["Arn"]}
+                await ensure_queues(clients.sqs, fresh, values)
 
         asyncio.run(go())
         return fresh
