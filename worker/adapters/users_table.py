@@ -121,44 +121,44 @@ class UsersTable:
         return ScanPage(page.get("Items", []), page.get("LastEvaluatedKey"))
 
     async def scan_bookkeeping(self, segment: int, segments: int) -> AsyncIterator[list[Item]]:
+        pages = self._pages(
+            "Scan",
+            self._client.scan,
+            Segment=segment,
+            TotalSegments=segments,
+            ProjectionExpression="user_id, key_ref, email_idx, presence",
+        )
+        async for page in pages:
+            yield page.get("Items", [])
+
+    async def users_with_email_token(self, token: str) -> set[str]:
+        pages = self._pages(
+            "Query",
+            self._client.query,
+            IndexName=INDEX_NAME,
+            KeyConditionExpression="#idx = :token",
+            ExpressionAttributeNames={"#idx": EMAIL_INDEX},
+            ExpressionAttributeValues={":token": {"S": token}},
+        )
+        return {item[PARTITION_KEY]["S"] async for page in pages for item in page.get("Items", [])}
+
+    async def _pages(self, operation: str, fn: Any, **kwargs: Any) -> AsyncIterator[Any]:
+        """Every page of a Scan or Query, following LastEvaluatedKey."""
         start: dict[str, Any] | None = None
         while True:
-            kwargs: dict[str, Any] = {} if start is None else {"ExclusiveStartKey": start}
+            extra: dict[str, Any] = {} if start is None else {"ExclusiveStartKey": start}
             page = await call(
-                "Scan",
-                self._client.scan,
+                operation,
+                fn,
                 max_attempts=self._max_attempts,
                 TableName=self._table,
-                Segment=segment,
-                TotalSegments=segments,
-                ProjectionExpression="user_id, key_ref, email_idx, presence",
                 **kwargs,
+                **extra,
             )
-            yield page.get("Items", [])
+            yield page
             start = page.get("LastEvaluatedKey")
             if not start:
                 return
-
-    async def users_with_email_token(self, token: str) -> set[str]:
-        found: set[str] = set()
-        start: dict[str, Any] | None = None
-        while True:
-            kwargs: dict[str, Any] = {} if start is None else {"ExclusiveStartKey": start}
-            page = await call(
-                "Query",
-                self._client.query,
-                max_attempts=self._max_attempts,
-                TableName=self._table,
-                IndexName=INDEX_NAME,
-                KeyConditionExpression="#idx = :token",
-                ExpressionAttributeNames={"#idx": EMAIL_INDEX},
-                ExpressionAttributeValues={":token": {"S": token}},
-                **kwargs,
-            )
-            found.update(item[PARTITION_KEY]["S"] for item in page.get("Items", []))
-            start = page.get("LastEvaluatedKey")
-            if not start:
-                return found
 
     async def _describe(self) -> dict[str, Any]:
         described = await call(
