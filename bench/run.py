@@ -356,7 +356,7 @@ def main(argv: list[str] | None = None) -> int:
         results.finished = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
         results.load = os.getloadavg()[0]
         if args.profile:
-            from bench.profile import profile_worker
+            from bench.cpu_profile import profile_worker
 
             print("profile:", file=sys.stderr)
             results.profile = profile_worker(bench, args.profile)

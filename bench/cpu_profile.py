@@ -1,4 +1,4 @@
-"""Where the worker's CPU goes: `python -m bench.profile [EVENTS]` (needs py-spy and ptrace).
+"""Where the worker's CPU goes: `python -m bench.cpu_profile [EVENTS]` (needs py-spy and ptrace).
 
 Runs one cached-mode create leg as the benchmark does (moto behind the counting proxy, the worker
 as its own process, in flight 64), samples the worker with `py-spy record --threads`, and prints
