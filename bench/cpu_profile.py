@@ -20,8 +20,8 @@ from bench.report import Results
 from bench.run import MODULES, USERSTORE, Bench
 from bench.subjects import Subject, Window, clean_environ
 from bench.traffic import CREATE, Traffic, send
-from tests.emulator import moto_server_process
 from tests.faults.proxy import fault_proxy_process
+from tests.harness.emulator import moto_server_process
 from userstore.worker.logs import configure
 from userstore.worker.settings import KeyMode
 

@@ -1,12 +1,11 @@
 from __future__ import annotations
 
 import os
-import uuid
 from collections.abc import Iterator
 
 import pytest
 
-from tests.emulator import (
+from tests.harness.emulator import (
     E2E_DIR,
     ministack_process,
     moto_bound_e2e,
@@ -14,6 +13,8 @@ from tests.emulator import (
     run_hooks,
     selected_emulator,
 )
+from tests.harness.settings import make_settings, provision_settings
+from tests.harness.tiers import tier_of
 from tests.reliability.scenario import scenario
 from userstore.worker.settings import KeyMode, Settings
 
@@ -60,9 +61,12 @@ def aws_endpoint(
         yield url
 
 
+@pytest.hookimpl(tryfirst=True)  # before `-m` deselects by marker
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Refuse e2e tests bound to moto; on ministack, run only the tests that use the emulator
-    (the others don't touch it)."""
+    """Mark each test with its folder's tier; refuse e2e tests bound to moto; on ministack, run
+    only the tests that use the emulator (the others don't touch it)."""
+    for item in items:
+        item.add_marker(tier_of(item.path))
     bound = moto_bound_e2e((i.nodeid, getattr(i, "fixturenames", ())) for i in items)
     if bound:
         # On either emulator, so a moto-only e2e test fails the run where it is written.
@@ -91,29 +95,6 @@ def pytest_report_collectionfinish(config: pytest.Config) -> list[str]:
     ]
 
 
-def make_settings(
-    endpoint: str, key_mode: KeyMode = KeyMode.KMS, *, fifo: bool = True, **extra: object
-) -> Settings:
-    """Settings with resource names of their own, so tests never share state."""
-    tag = uuid.uuid4().hex[:10]
-    suffix = ".fifo" if fifo else ""
-    return Settings(
-        aws_endpoint_url=endpoint,
-        aws_region="eu-west-2",
-        table=f"users-{tag}",
-        meta_table=f"materials-{tag}",
-        state_table=f"state-{tag}",
-        queue=f"events-{tag}{suffix}",
-        dlq=f"events-dlq-{tag}{suffix}",
-        kms_key=f"alias/userstore-{tag}",
-        key_mode=key_mode,
-        wait_time_s=1,
-        visibility_timeout_s=30,
-        aws_max_attempts=3,
-        **extra,  # type: ignore[arg-type]
-    )
-
-
 @pytest.fixture(params=[KeyMode.KMS, KeyMode.CACHED], ids=["kms", "cached"])
 def key_mode(request: pytest.FixtureRequest) -> KeyMode:
     return KeyMode(request.param)
@@ -124,13 +105,6 @@ async def provisioned_settings(moto_endpoint: str, key_mode: KeyMode) -> Setting
     return await provision_settings(make_settings(moto_endpoint, key_mode))
 
 
-async def provision_settings(settings: Settings) -> Settings:
-    from userstore.worker.app import aws_clients
-    from userstore.worker.provision import provision
-
-    async with aws_clients(settings) as clients:
-        await provision(settings, clients.kms, clients.dynamodb, clients.sqs)
-    return settings
-
-
-__all__ = ["scenario"]  # the reliability report's fixture, available to every test
+# the reliability report's fixture, available to every test; the settings helpers live in
+# tests/harness/settings.py (imported here for the fixtures)
+__all__ = ["make_settings", "provision_settings", "scenario"]

@@ -10,11 +10,9 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import make_settings, provision_settings
+from tests.harness.settings import make_settings, provision_settings
 from userstore.worker.app import aws_clients, queue_url
 from userstore.worker.dlq import DeadLetterQueue
-
-pytestmark = pytest.mark.integration
 
 
 class Interrupted(Exception):
