@@ -26,7 +26,7 @@ os.environ.update(
     AWS_REGION="eu-west-2",
 )
 for _name in list(os.environ):
-    # USERSTORE_TEST_* choose the harness's emulator (tests/emulator.py): not worker settings.
+    # USERSTORE_TEST_* choose the emulator (tests/harness/emulator.py): not worker settings.
     if _name.startswith(("USERSTORE_", "AWS_ENDPOINT_URL")) and not _name.startswith(
         "USERSTORE_TEST_"
     ):
@@ -73,7 +73,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         raise pytest.UsageError(
             "e2e tests must take `aws_endpoint` (moto or ministack), not `moto_endpoint`:\n  "
             + "\n  ".join(bound)
-            + "\n(a module that truly can't run on ministack goes in tests/emulator.py's"
+            + "\n(a module that truly can't run on ministack goes in tests/harness/emulator.py's"
             " MOTO_ONLY_E2E, with the reason)"
         )
     if selected_emulator() != "ministack":

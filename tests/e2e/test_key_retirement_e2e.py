@@ -1,6 +1,6 @@
 """End to end, the retirement procedure of docs/keys.md: rotate, let the re-encryption job run,
 see `rotation status` say the old key can be retired, disable it, restart, and every command
-still works. On an emulator that enforces key state (moto through tests/atomic_moto.py, and
+still works. On an emulator that enforces key state (moto through tests/harness/atomic_moto.py, and
 ministack): the test first proves the disabled key is refused.
 """
 

@@ -70,7 +70,7 @@ def moto_server_process() -> Iterator[str]:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     proc = subprocess.Popen(
-        # moto's server, with DynamoDB writes made atomic (see tests/atomic_moto.py).
+        # moto's server, with DynamoDB writes made atomic (see tests/harness/atomic_moto.py).
         [sys.executable, "-m", "tests.harness.atomic_moto", "-H", "127.0.0.1", "-p", str(port)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

@@ -1,5 +1,6 @@
-"""The key lifecycle against a moto server that enforces KMS key state (tests/atomic_moto.py):
-rotation moves every ciphertext, the old key really retires, and tampering is never an outage."""
+"""The key lifecycle against a moto server that enforces KMS key state
+(tests/harness/atomic_moto.py): rotation moves every ciphertext, the old key really retires, and
+tampering is never an outage."""
 
 from __future__ import annotations
 
