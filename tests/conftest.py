@@ -14,7 +14,6 @@ from tests.harness.emulator import (
     selected_emulator,
 )
 from tests.harness.settings import make_settings, provision_settings
-from tests.harness.tiers import tier_of
 from tests.reliability.scenario import scenario
 from userstore.worker.settings import KeyMode, Settings
 
@@ -32,6 +31,9 @@ for _name in list(os.environ):
     ):
         del os.environ[_name]
 
+
+# Folders are tiers: tests/harness/tiers.py marks every test with its first folder under tests/.
+pytest_plugins = ["tests.harness.tiers"]
 
 _DESELECTED_E2E = pytest.StashKey[list[str]]()
 
@@ -61,12 +63,9 @@ def aws_endpoint(
         yield url
 
 
-@pytest.hookimpl(tryfirst=True)  # before `-m` deselects by marker
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Mark each test with its folder's tier; refuse e2e tests bound to moto; on ministack, run
-    only the tests that use the emulator (the others don't touch it)."""
-    for item in items:
-        item.add_marker(tier_of(item.path))
+    """Refuse e2e tests bound to moto; on ministack, run only the tests that use the emulator
+    (the others don't touch it)."""
     bound = moto_bound_e2e((i.nodeid, getattr(i, "fixturenames", ())) for i in items)
     if bound:
         # On either emulator, so a moto-only e2e test fails the run where it is written.

@@ -1,8 +1,8 @@
 """Folders are tiers: a test's first folder under tests/ is its tier and its marker.
 
-tests/conftest.py marks every test with `tier_of` its file (so `pytest -m integration` selects
-exactly tests/integration); pyproject.toml registers the markers; tests/unit/test_layout.py
-fails if a file's folder and marker disagree.
+A pytest plugin (tests/conftest.py loads it): it marks every test with `tier_of` its file, so
+`pytest -m integration` selects exactly tests/integration. pyproject.toml registers the markers;
+tests/unit/test_layout.py fails if a file's folder and marker disagree.
 """
 
 from __future__ import annotations
@@ -27,3 +27,9 @@ def tier_of(path: Path) -> str:
     if len(parts) < 2 or parts[0] not in TIERS:
         raise pytest.UsageError(f"{path}: a test file lives in a tier folder: {', '.join(TIERS)}")
     return parts[0]
+
+
+@pytest.hookimpl(tryfirst=True)  # before `-m` deselects by marker
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        item.add_marker(tier_of(item.path))
