@@ -11,17 +11,10 @@ from botocore.exceptions import ClientError
 from userstore.events import Profile, Publisher, UserCreated
 
 FIFO = "https://sqs.us-east-1.amazonaws.com/123456789012/events.fifo"
-
-
 STANDARD = "https://sqs.us-east-1.amazonaws.com/123456789012/events"
-
-
 WHEN = datetime(2026, 11, 28, 10, tzinfo=UTC)
 
-
 Entries = list[dict[str, str]]
-
-
 Action = Callable[[Entries], dict[str, Any]] | Exception
 
 

@@ -6,10 +6,10 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
-NOW = datetime.now(UTC).replace(microsecond=0)
+from tests.harness.traffic import NOW
 
 
 def body(event_id: str, kind: str, user: str, seconds: int, data: Any = None) -> str:

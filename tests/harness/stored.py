@@ -17,7 +17,7 @@ def scan_all(ddb: Any, table: str) -> list[dict[str, Any]]:
 
 
 def read_profiles(settings: Settings, users: list[str]) -> dict[str, Any]:
-
+    """Each user's decrypted profile (None when absent), read through the worker's own code."""
     from userstore.worker import profile
     from userstore.worker.app import components
     from userstore.worker.record import from_item

@@ -14,6 +14,8 @@ from typing import Any
 from tests.harness.factories import event_dict
 
 NOW = datetime.now(UTC).replace(microsecond=0)
+# event_dict(user, type, seconds after NOW, data)
+timed_event = functools.partial(event_dict, base=NOW)
 
 
 def make_traffic(seed: int, users: int) -> tuple[list[dict[str, Any]], list[str], list[str]]:
@@ -91,9 +93,6 @@ def make_traffic(seed: int, users: int) -> tuple[list[dict[str, Any]], list[str]
         ),
     ]
     return events + duplicates, malformed, personal
-
-
-timed_event = functools.partial(event_dict, base=NOW)
 
 
 def publish_with_boto3(sqs: Any, url: str, messages: list[tuple[str, str, str]]) -> None:
