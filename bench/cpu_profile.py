@@ -29,7 +29,7 @@ from userstore.worker.settings import KeyMode
 PARTS = (
     ("AWS calls (aiobotocore: serialise, sign, send, parse)", "AioBaseClient._make_api_call"),
     ("  of which DynamoDB PutItem of the record", "RecordStore.put"),
-    ("  of which the stream reader's GetRecords and checkpoints", "StreamConsumer"),
+    ("  of which the stream reader's GetRecords and checkpoints", "worker/streams/"),
     ("encryption and signing (crypto threads)", "ItemCipher._seal"),
     ("opening records (crypto threads)", "ItemCipher._open"),
     ("event parsing and validation", "parse_event"),

@@ -1,7 +1,9 @@
 """Exceptions of the event contract.
 
 Messages never carry input values: they may end up in logs, metrics labels or
-dead-letter annotations, and event bodies hold personal data.
+dead-letter annotations, and event bodies hold personal data. The worker never lets these
+reach its queue loops: its message reader turns InvalidEvent into the worker's InvalidMessage
+(same reason, event id and type), so one error tree decides how a message is settled.
 """
 
 

@@ -15,15 +15,18 @@ from aiobotocore.session import get_session
 
 from userstore.events.sealing import PayloadSealer
 
+from .adapters.queue import open_queue
+from .adapters.queue import queue_url as adapter_queue_url
 from .aws import call, client_config
 from .blind_index import EmailIndex, IndexKeys
 from .control import ControlRecords
 from .crypto import ItemCipher
+from .dead_letters import DeadLetterSender
 from .errors import UserstoreError
 from .handlers import HandlerLimits, UserEventHandler
-from .intake import LazyOpener, MessageReader
 from .keyservice import KeyService, sdk_config
 from .logs import get_logger
+from .message_reader import LazyOpener, MessageReader
 from .metrics import Metrics
 from .rotation import Follower, authority_ref, ensure_controls, follow_control
 from .settings import KeyMode, Settings
@@ -161,15 +164,7 @@ async def components(
 
 
 async def queue_url(sqs: Any, name_or_url: str, settings: Settings) -> str:
-    if name_or_url.startswith(("http://", "https://")):
-        return name_or_url
-    response = await call(
-        "GetQueueUrl",
-        sqs.get_queue_url,
-        max_attempts=settings.aws_max_attempts,
-        QueueName=name_or_url,
-    )
-    return str(response["QueueUrl"])
+    return await adapter_queue_url(sqs, name_or_url, settings.aws_max_attempts)
 
 
 async def table_stream_arn(parts: Components) -> str | None:
@@ -186,14 +181,17 @@ async def table_stream_arn(parts: Components) -> str | None:
 
 async def consumer_for(parts: Components, metrics: Metrics) -> SqsConsumer:
     settings = parts.settings
+    attempts = settings.aws_max_attempts
+    queue = await open_queue(parts.clients.sqs, settings.queue, attempts)
+    dead_letters = await open_queue(parts.clients.sqs, settings.dlq, attempts)
     config = ConsumerConfig(
-        queue_url=await queue_url(parts.clients.sqs, settings.queue, settings),
-        dlq_url=await queue_url(parts.clients.sqs, settings.dlq, settings),
+        queue_url=queue.url,
+        dlq_url=dead_letters.url,
         max_in_flight=settings.max_in_flight,
         wait_time_s=settings.wait_time_s,
         visibility_timeout_s=settings.visibility_timeout_s,
         max_receive_count=settings.max_receive_count,
         drain_timeout_s=settings.drain_timeout_s,
-        max_attempts=settings.aws_max_attempts,
     )
-    return SqsConsumer(parts.clients.sqs, config, parts.handler, metrics, parts.reader)
+    sender = DeadLetterSender(dead_letters, metrics)
+    return SqsConsumer(queue, sender, config, parts.handler, metrics, parts.reader)

@@ -18,6 +18,7 @@ import socket
 import time
 from collections.abc import Awaitable, Callable, Sequence
 
+from .adapters.streams import DynamoStreams
 from .app import Components
 from .control import ACTIVE_KEY, is_control
 from .errors import RecordTampered, RetryLater, UserstoreError
@@ -61,7 +62,11 @@ class RotationDuties:
             if self._stream_arn and self._parts.clients.streams is not None:
                 settings = self._parts.settings
                 self.stream = StreamConsumer(
-                    self._parts.clients.streams,
+                    DynamoStreams(
+                        self._parts.clients.streams,
+                        self._stream_arn,
+                        max_attempts=settings.aws_max_attempts,
+                    ),
                     self._parts.clients.dynamodb,
                     stream_arn=self._stream_arn,
                     lease_table=settings.state_table,

@@ -21,6 +21,7 @@ from userstore.events import Event, InvalidEvent, Publisher, PublishError, parse
 from . import profile
 from .app import aws_clients, components, payload_sealer, queue_url
 from .embedded import embedded_moto
+from .endpoints import InsecureEndpoint, check_endpoints
 from .errors import RecordTampered, UserNotFound, UserstoreError
 from .logs import configure
 from .metrics import Metrics
@@ -28,7 +29,6 @@ from .provision import provision as provision_all
 from .record import from_item
 from .runner import run_worker
 from .settings import Settings
-from .transport import InsecureEndpoint, check_endpoints
 
 T = TypeVar("T")
 
@@ -407,13 +407,13 @@ def dlq() -> None:
 
 
 async def _dead_letter_queue(settings: Settings, clients: Any) -> Any:
-    from .dlq import DeadLetterQueue
+    from .adapters.queue import open_queue
+    from .dlq import DeadLetterAdmin
 
-    return DeadLetterQueue(
-        clients.sqs,
-        await queue_url(clients.sqs, settings.dlq, settings),
-        await queue_url(clients.sqs, settings.queue, settings),
-        max_attempts=settings.aws_max_attempts,
+    attempts = settings.aws_max_attempts
+    return DeadLetterAdmin(
+        await open_queue(clients.sqs, settings.dlq, attempts),
+        await open_queue(clients.sqs, settings.queue, attempts),
     )
 
 

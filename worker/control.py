@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .crypto import ItemCipher
-from .errors import ControlRolledBack, RecordTampered, UserstoreError, WriteConflict
+from .errors import ControlRolledBack, NotProvisioned, RecordTampered, WriteConflict
 from .keyref import InvalidKeyRef, KeyRef
 from .record import KEY_REF, PARTITION_KEY, Item
 from .store import RecordStore
@@ -116,7 +116,7 @@ class ControlRecords:
         for _ in range(_RETRIES):
             control = await self.read(control_id)
             if control is None:
-                raise UserstoreError("the table has no control records: run `userstore provision`")
+                raise NotProvisioned("the table has no control records: run `userstore provision`")
             body = await change(control.body)
             if body == control.body and control.key_ref == self._cipher.active:
                 return body, False

@@ -1,30 +1,40 @@
 """The exception tree, and what each error means for the message being handled.
 
     UserstoreError
-    ├── DeadLetter            the message can never succeed: dead-letter it now, with the reason
-    │   ├── InvalidMessage    the body is not a valid event (wraps events.InvalidEvent)
-    │   ├── EventOutOfRange   occurred_at is older than the tombstone horizon, or in the future
-    │   ├── InvalidResult     the merged profile would be invalid (e.g. too many attributes)
-    │   ├── EventIdReused     the event id was applied before with different content
-    │   └── RecordTampered    the stored record fails verification, or holds an impossible stamp
-    │       └── ControlRolledBack  an older control record was put back (replay)
-    ├── RetryLater            transient: leave the message to SQS (visibility timeout, then redrive)
-    │   ├── AwsUnavailable    throttling, 5xx, timeouts, dropped connections
-    │   ├── KeyUnavailable    KMS refused or could not be reached
-    │   └── WriteConflict     the conditional write lost too many races in a row
-    ├── KeyNotFound           a configured KMS key or alias does not exist (configuration)
-    ├── StreamNotFound        the stream ARN names no stream (worker.streams; configuration)
-    ├── LeaseLost             another replica owns a shard's lease now (worker.streams; internal)
-    └── UserNotFound          a read found no such user (operator commands)
+    ├── DeadLetter                can never succeed: dead-letter it now, with the reason
+    │   ├── InvalidMessage        the body is not a valid event (translates events.InvalidEvent)
+    │   ├── EventOutOfRange       occurred_at is older than the tombstone horizon, or in the future
+    │   ├── InvalidResult         the merged profile would be invalid (e.g. too many attributes)
+    │   ├── EventIdReused         the event id was applied before with different content
+    │   └── RecordTampered        the stored record fails verification or has an impossible stamp
+    │       └── ControlRolledBack an older control record was put back (replay)
+    ├── RetryLater                transient: leave it to SQS (visibility timeout, then redrive)
+    │   ├── AwsUnavailable        throttling, 5xx, timeouts, dropped connections
+    │   ├── KeyUnavailable        KMS refused or could not be reached
+    │   │   └── PayloadKeyUnavailable  a sealed event can't be opened yet
+    │   └── WriteConflict         the conditional write lost too many races in a row
+    ├── Misconfigured             fix the setting or provision: retrying can't help
+    │   ├── KeyNotFound           a configured KMS key or alias does not exist
+    │   ├── StreamNotFound        the stream ARN names no stream
+    │   ├── NotProvisioned        the table has no control records
+    │   ├── InsecureEndpoint      a plain-HTTP endpoint off loopback
+    │   └── InvalidSweepInput     the sweep schedule's Input is not a SweepInput
+    ├── OperationRefused          an operator command refused what it was asked; nothing changed
+    ├── SweepBusy                 another sweep for the same target holds the lease
+    ├── LeaseLost                 another replica owns a shard's lease now (internal)
+    └── UserNotFound              a read found no such user (operator commands)
 
-Every message string is safe to log: it names event ids, types and fields, never a value.
+The consumer and the Lambda batch only ever see this tree: the intake translates the event
+contract's `InvalidEvent` into `InvalidMessage`, and the adapters translate botocore's errors.
+Nothing raises the root itself. Every message string is safe to log: it names event ids, types
+and fields, never a value.
 """
 
 from __future__ import annotations
 
 
 class UserstoreError(Exception):
-    """Root of every error userstore raises on purpose."""
+    """Root of every error userstore raises on purpose (never raised itself)."""
 
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
@@ -36,7 +46,18 @@ class DeadLetter(UserstoreError):
 
 
 class InvalidMessage(DeadLetter):
-    """The message body is not a valid event."""
+    """The message body is not a valid event.
+
+    `event_id` and `event_type` are set only when the body carried them, valid: a dead letter
+    then still says which event it was.
+    """
+
+    def __init__(
+        self, reason: str, *, event_id: str | None = None, event_type: str | None = None
+    ) -> None:
+        super().__init__(reason)
+        self.event_id = event_id
+        self.event_type = event_type
 
 
 class EventOutOfRange(DeadLetter):
@@ -74,12 +95,53 @@ class KeyUnavailable(RetryLater):
     """KMS refused or could not be reached; records can't be sealed or opened for now."""
 
 
+class PayloadKeyUnavailable(KeyUnavailable):
+    """A sealed event that cannot be opened yet (KMS unreachable, throttling, key missing)."""
+
+    def __init__(self, reason: str, event_id: str, event_type: str | None = None) -> None:
+        super().__init__(reason)
+        self.event_id = event_id
+        self.event_type = event_type
+
+
 class WriteConflict(RetryLater):
     """Concurrent writers kept winning the conditional write."""
 
 
-class KeyNotFound(UserstoreError):
+class Misconfigured(UserstoreError):
+    """A setting or the provisioned resources are wrong: fix them, retrying can't help."""
+
+
+class KeyNotFound(Misconfigured):
     """A configured KMS key or alias does not exist: provision, or fix the setting."""
+
+
+class StreamNotFound(Misconfigured):
+    """The stream ARN names no stream (a configuration error: retrying can't help)."""
+
+
+class NotProvisioned(Misconfigured):
+    """The table has no control records: run `userstore provision`."""
+
+
+class InsecureEndpoint(Misconfigured):
+    """A configured endpoint would send requests in plaintext over a network."""
+
+
+class InvalidSweepInput(Misconfigured):
+    """The schedule's Input is not a SweepInput (a configuration error: fix the schedule)."""
+
+
+class OperationRefused(UserstoreError):
+    """An operator command can't do what it was asked (as configured): nothing was changed."""
+
+
+class SweepBusy(UserstoreError):
+    """Another sweep for the same target holds the lease."""
+
+
+class LeaseLost(UserstoreError):
+    """Another replica owns this shard's lease now: stop reading it, don't checkpoint."""
 
 
 class UserNotFound(UserstoreError):

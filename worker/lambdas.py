@@ -11,9 +11,9 @@
   function's timeout, and the next invocation resumes from the checkpoints; an overlapping
   invocation answers ``busy`` at once. Its report is the answer and one ``sweep.report`` line.
 
-How each SQS record is settled (the long-running worker's rules, in Lambda's terms):
+How each SQS record is settled (the worker's policy, worker.settlement, in Lambda's terms):
 - applied, a no-op, or a duplicate -> success (the event source mapping deletes it);
-- invalid (InvalidEvent) or DeadLetter -> the handler sends the body untouched to the
+- DeadLetter (InvalidMessage included) -> the handler sends the body untouched to the
   dead-letter queue with the worker's reason attributes, then reports success. The queue's own
   redrive would move it only after maxReceiveCount failed receives, and without a reason;
 - RetryLater or an unexpected error -> reported in ``batchItemFailures``: SQS hands it out again
@@ -45,24 +45,28 @@ from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from typing import Any
 
-import structlog
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from userstore.events import Event, InvalidEvent
+from userstore.events import Event
 
+from . import handling
+from .adapters.queue import SqsQueue
 from .app import Components, components, queue_url
 from .background import SetAside, record_user_id, reencrypt_if_stale
 from .control import is_control
-from .errors import DeadLetter, RecordTampered, RetryLater, UserstoreError
-from .intake import DeadLetterQueue, PayloadKeyUnavailable
+from .dead_letters import DeadLetterSender
+from .endpoints import check_endpoints
+from .errors import InvalidSweepInput, RetryLater, UserstoreError
+from .handling import Handler, Reader
 from .logs import configure, frames, get_logger
 from .metrics import Metrics
+from .ports import QueueMessage
 from .rotation import Resealer, follow_authority
 from .scheduled import run_scheduled_sweep
 from .settings import Settings
+from .settlement import Action, Decision, Group, Limits, settle, unsent
 from .streams import EventName, StreamRecord
-from .tracing import TRACE_ATTRIBUTE, message_context, trace_id
-from .transport import check_endpoints
+from .tracing import TRACE_ATTRIBUTE, message_context
 
 log = get_logger("userstore.lambda")
 
@@ -81,53 +85,48 @@ def _time_budget_s(context: Any) -> float | None:
 # --- SQS ----------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class SqsRecord:
+def message_from_lambda(raw: Mapping[str, Any]) -> QueueMessage:
     """One record of a Lambda SQS event (the event source mapping's shape, not the SQS API's)."""
-
-    message_id: str
-    body: str
-    receive_count: int
-    group: str | None
-    # What the trace id may come from when the event names none (see worker.tracing).
-    trace_sources: Mapping[str, Any]
-
-    @classmethod
-    def from_lambda(cls, raw: Mapping[str, Any]) -> SqsRecord:
-        attributes = raw.get("attributes", {})
-        group = attributes.get("MessageGroupId")
-        kept = raw.get("messageAttributes", {}).get(TRACE_ATTRIBUTE, {}).get("stringValue")
-        # The SQS API's shape, which worker.tracing reads.
-        trace_sources = {
-            "MessageId": str(raw["messageId"]),
-            "Attributes": {"AWSTraceHeader": attributes.get("AWSTraceHeader")},
-            "MessageAttributes": {TRACE_ATTRIBUTE: {"StringValue": kept}},
-        }
-        return cls(
-            message_id=str(raw["messageId"]),
-            body=str(raw.get("body", "")),
-            receive_count=int(attributes.get("ApproximateReceiveCount", "1")),
-            group=None if group is None else str(group),
-            trace_sources=trace_sources,
-        )
-
-    def trace_id(self, event: Event | None) -> str:
-        return trace_id(self.trace_sources, event)
+    attributes = raw.get("attributes", {})
+    group = attributes.get("MessageGroupId")
+    kept = raw.get("messageAttributes", {}).get(TRACE_ATTRIBUTE, {}).get("stringValue")
+    return QueueMessage(
+        id=str(raw["messageId"]),
+        body=str(raw.get("body", "")),
+        receive_count=int(attributes.get("ApproximateReceiveCount", "1")),
+        group=None if group is None else str(group),
+        # What the trace id may come from when the event names none (see worker.tracing).
+        attributes={TRACE_ATTRIBUTE: {"DataType": "String", "StringValue": kept}},
+        trace_header=attributes.get("AWSTraceHeader"),
+    )
 
 
 class SqsBatch:
-    """Settles one Lambda SQS batch; returns the records to report in batchItemFailures."""
+    """Settles one Lambda SQS batch; returns the records to report in batchItemFailures.
 
-    def __init__(self, parts: Components, dlq_url: str, metrics: Metrics) -> None:
-        self._parts = parts
-        self._dead_letters = DeadLetterQueue(
-            parts.clients.sqs, dlq_url, parts.settings.aws_max_attempts, metrics
-        )
+    The settlement policy (worker.settlement) decides; here a retry, a hold or a dead letter
+    that could not be sent is a failure to report, and SQS's visibility timeout is the delay.
+    """
+
+    def __init__(
+        self,
+        reader: Reader,
+        handler: Handler,
+        dead_letters: DeadLetterSender,
+        limits: Limits,
+        metrics: Metrics,
+        *,
+        max_in_flight: int,
+    ) -> None:
+        self._reader = reader
+        self._handler = handler
+        self._dead_letters = dead_letters
+        self._limits = limits
         self._metrics = metrics
-        self._capacity = asyncio.Semaphore(parts.settings.max_in_flight)
+        self._capacity = asyncio.Semaphore(max_in_flight)
 
     async def run(
-        self, records: Sequence[SqsRecord], time_budget_s: float | None = None
+        self, records: Sequence[QueueMessage], time_budget_s: float | None = None
     ) -> list[str]:
         """Message ids to report failed, in batch order.
 
@@ -136,9 +135,9 @@ class SqsBatch:
         """
         # FIFO: one sequence per message group, in batch order. Standard: each record alone
         # (the conditional write keeps concurrent events of one user consistent).
-        sequences: dict[str, list[SqsRecord]] = {}
+        sequences: dict[str, list[QueueMessage]] = {}
         for record in records:
-            key = f"group:{record.group}" if record.group is not None else record.message_id
+            key = f"group:{record.group}" if record.group is not None else record.id
             sequences.setdefault(key, []).append(record)
         done: set[str] = set()
         try:
@@ -147,90 +146,65 @@ class SqsBatch:
                     tg.create_task(self._run_sequence(sequence, done))
         except TimeoutError:
             log.warning("batch.out_of_time", unsettled=len(records) - len(done))
-        return [record.message_id for record in records if record.message_id not in done]
+        return [record.id for record in records if record.id not in done]
 
-    async def _run_sequence(self, sequence: list[SqsRecord], done: set[str]) -> None:
+    async def _run_sequence(self, sequence: list[QueueMessage], done: set[str]) -> None:
+        # The rest of a FIFO group waits behind a failure: held, reported failed untouched.
+        state = Group.NONE if sequence[0].group is None else Group.CLEAR
         for record in sequence:
-            async with self._capacity:
-                settled = await self._settle(record)
-            if not settled:
-                # The rest of a FIFO group waits for this one: they stay unsettled, reported
-                # failed untouched.
-                return
-            done.add(record.message_id)
+            if state is Group.FAILED:
+                decision = settle(None, record.receive_count, self._limits, state)
+            else:
+                async with self._capacity:
+                    decision = await self._settle(record, state)
+            if decision.action in (Action.ACKNOWLEDGE, Action.DEAD_LETTER):
+                done.add(record.id)
+            if decision.holds_group:
+                state = Group.FAILED
 
-    async def _settle(self, record: SqsRecord) -> bool:
-        """True when the record is done with (applied or dead-lettered)."""
-        parts = self._parts
-        with message_context(record.message_id, None, record.trace_id(None)):
-            try:
-                event = await parts.reader.read(record.body)
-            except InvalidEvent as exc:
-                return await self._dead_letter(record, exc.reason, "InvalidMessage", exc.event_id)
-            except RetryLater as exc:
-                event_id = exc.event_id if isinstance(exc, PayloadKeyUnavailable) else None
-                return await self._retry_later(record, exc.reason, type(exc).__name__, event_id)
-            except Exception as exc:  # a bug in intake: retry (bounded), never log its text
-                log.error("message.unexpected_error", error=type(exc).__name__, frames=frames(exc))
-                return await self._retry_later(record, "unexpected error", type(exc).__name__, None)
-        with message_context(record.message_id, event.event_id, record.trace_id(event)):
-            return await self._handle(record, event)
+    async def _settle(self, record: QueueMessage, group: Group) -> Decision:
+        with message_context(record.id, None, record.trace_id(None)):
+            read = await handling.read(self._reader, record.body)
+            if isinstance(read, Exception):
+                return await self._carry_out(
+                    record, None, settle(read, record.receive_count, self._limits, group)
+                )
+        with message_context(record.id, read.event_id, record.trace_id(read)):
+            failure = await handling.handle(self._handler, read, None, self._metrics, record.id)
+            decision = settle(failure, record.receive_count, self._limits, group)
+            return await self._carry_out(record, read, decision)
 
-    async def _handle(self, record: SqsRecord, event: Event) -> bool:
-        bound = log.bind(message_id=record.message_id, event_id=event.event_id, type=event.type)
-        started = time.perf_counter()
-        try:
-            outcome = await self._parts.handler.handle(event)
-        except DeadLetter as exc:
-            if isinstance(exc, RecordTampered):
-                self._metrics.verification_failures.inc()
-                bound.error("security.record_verification_failed", error=exc.reason)
-            return await self._dead_letter(record, exc.reason, type(exc).__name__, event.event_id)
-        except RetryLater as exc:
-            return await self._retry_later(record, exc.reason, type(exc).__name__, event.event_id)
-        except Exception as exc:  # a bug: report the record failed, never log its text
-            bound.error("message.unexpected_error", error=type(exc).__name__, frames=frames(exc))
-            return await self._retry_later(
-                record, "unexpected error", type(exc).__name__, event.event_id
+    async def _carry_out(
+        self, record: QueueMessage, event: Event | None, decision: Decision
+    ) -> Decision:
+        event_id = event.event_id if event is not None else decision.event_id
+        if decision.action is Action.RETRY:
+            handling.report_retry(decision, record.id, event_id, self._metrics, with_delay=False)
+        elif decision.action is Action.DEAD_LETTER:
+            sent = await self._dead_letters.send(
+                record,
+                decision.reason or "",
+                decision.error or "",
+                event_id,
+                trace_id=record.trace_id(event),
+                event_type=str(event.type) if event is not None else decision.event_type,
             )
-        finally:
-            self._metrics.handling_seconds.labels(str(event.type)).observe(
-                time.perf_counter() - started
-            )
-        self._metrics.events.labels(str(event.type), str(outcome)).inc()
-        bound.info("message.handled", outcome=str(outcome))
-        return True
+            if not sent:
+                decision = unsent(decision)  # reported failed: not lost
+        return decision
 
-    async def _retry_later(
-        self, record: SqsRecord, reason: str, error: str, event_id: str | None
-    ) -> bool:
-        if record.receive_count >= self._parts.settings.max_receive_count:
-            give_up = f"gave up after {record.receive_count} attempts: {reason}"
-            return await self._dead_letter(record, give_up, error, event_id)
-        self._metrics.retries.labels(error).inc()
-        log.warning(
-            "message.retry_later",
-            message_id=record.message_id,
-            event_id=event_id,
-            error=error,
-            reason=reason,
-        )
-        return False
 
-    async def _dead_letter(
-        self, record: SqsRecord, reason: str, error: str, event_id: str | None
-    ) -> bool:
-        return await self._dead_letters.send(
-            record.body,
-            record.message_id,
-            record.group,
-            reason,
-            error,
-            event_id,
-            # Bound by _settle for this record's task.
-            trace_id=structlog.contextvars.get_contextvars().get("trace_id"),
-            receive_count=record.receive_count,
-        )
+def sqs_batch(parts: Components, dlq_url: str, metrics: Metrics) -> SqsBatch:
+    settings = parts.settings
+    dead_letters = SqsQueue(parts.clients.sqs, dlq_url, settings.aws_max_attempts)
+    return SqsBatch(
+        parts.reader,
+        parts.handler,
+        DeadLetterSender(dead_letters, metrics),
+        Limits(settings.max_receive_count),
+        metrics,
+        max_in_flight=settings.max_in_flight,
+    )
 
 
 # --- DynamoDB Streams -----------------------------------------------------------
@@ -390,8 +364,8 @@ def close_runtime() -> None:
 def sqs_handler(event: Mapping[str, Any], context: Any) -> BatchResponse:
     """Handler ``userstore.worker.lambdas.sqs_handler`` for an SQS event source mapping."""
     runtime = _get_runtime()
-    records = [SqsRecord.from_lambda(raw) for raw in event.get("Records", [])]
-    batch = SqsBatch(runtime.parts, runtime.dlq_url, runtime.metrics)
+    records = [message_from_lambda(raw) for raw in event.get("Records", [])]
+    batch = sqs_batch(runtime.parts, runtime.dlq_url, runtime.metrics)
     runtime.loop.run_until_complete(runtime.follow_if_due())
     failed = runtime.loop.run_until_complete(batch.run(records, _time_budget_s(context)))
     return {"batchItemFailures": [{"itemIdentifier": message_id} for message_id in failed]}
@@ -423,10 +397,6 @@ class SweepInput(BaseModel):
     force: bool = False
 
 
-class InvalidSweepInput(UserstoreError):
-    """The schedule's Input is not a SweepInput (a configuration error: fix the schedule)."""
-
-
 def sweep_input(event: Any) -> SweepInput:
     try:
         return SweepInput.model_validate(event or {})
@@ -456,10 +426,10 @@ def sweep_handler(event: Any, context: Any) -> dict[str, Any]:
 __all__ = [
     "InvalidSweepInput",
     "SqsBatch",
-    "SqsRecord",
     "SweepInput",
     "close_runtime",
     "handle_stream_batch",
+    "message_from_lambda",
     "sqs_handler",
     "stream_record_from_lambda",
     "streams_handler",

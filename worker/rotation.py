@@ -24,7 +24,7 @@ from . import profile
 from .blind_index import EmailIndex
 from .control import ACTIVE_KEY, INDEX_KEYS, Body, Control
 from .crypto import CachedKeys, ItemCipher
-from .errors import ControlRolledBack, RecordTampered, UserstoreError, WriteConflict
+from .errors import ControlRolledBack, OperationRefused, RecordTampered, WriteConflict
 from .keyref import KeyKind, KeyRef
 from .keyservice import KeyService, WrappedKey
 from .logs import get_logger
@@ -242,7 +242,7 @@ async def rotate_key(parts: Components, to: str) -> KeyRef:
 async def _point_alias(parts: Components, to: str) -> KeyRef:
     settings = parts.settings
     if not settings.kms_key.startswith("alias/"):
-        raise UserstoreError("rotation needs USERSTORE_KMS_KEY to be an alias")
+        raise OperationRefused("rotation needs USERSTORE_KMS_KEY to be an alias")
     new_kms = await parts.keys.resolve(to)
     await parts.keys.point_alias(settings.kms_key, new_kms)
     parts.cipher.learn([new_kms])  # the alias's key now: the authority vouches for it
@@ -254,7 +254,7 @@ async def _new_material_version(parts: Components, version: int | None) -> KeyRe
     newest = await parts.cipher.run(keys.max_version)
     version = newest + 1 if version is None else version
     if version <= newest:
-        raise UserstoreError(f"material version {version} is not newer than {newest}")
+        raise OperationRefused(f"material version {version} is not newer than {newest}")
     return await parts.cipher.run(lambda: keys.create_version(version))
 
 
@@ -263,11 +263,13 @@ async def rotate_payload_key(parts: Components, to: str) -> KeyRef:
     under it may still sit in the queues) until `rotation status` says it can be retired."""
     alias = parts.settings.payload_kms_key
     if not alias.startswith("alias/"):
-        raise UserstoreError("payload key rotation needs USERSTORE_PAYLOAD_KMS_KEY to be an alias")
+        raise OperationRefused(
+            "payload key rotation needs USERSTORE_PAYLOAD_KMS_KEY to be an alias"
+        )
     old = await parts.keys.payload_key()
     new = await parts.keys.resolve(to)
     if new == old:
-        raise UserstoreError(f"{new} is already the payload key")
+        raise OperationRefused(f"{new} is already the payload key")
     await parts.keys.point_alias(alias, new)
     now = datetime.now(UTC).isoformat()
 
@@ -322,15 +324,15 @@ async def rotate_index_key(parts: Components) -> int:
 async def retire_index_version(parts: Components, version: int, in_use: int) -> None:
     """Drop an index key version no record uses any more (`in_use`: records counted under it)."""
     if in_use:
-        raise UserstoreError(
+        raise OperationRefused(
             f"{in_use} records still use index key version {version}: run `userstore sweep`"
         )
 
     async def change(body: Body) -> Body:
         if int(body["active"]) == version:
-            raise UserstoreError(f"index key version {version} is the active one")
+            raise OperationRefused(f"index key version {version} is the active one")
         if str(version) not in body["versions"]:
-            raise UserstoreError(f"there is no index key version {version}")
+            raise OperationRefused(f"there is no index key version {version}")
         versions = {k: v for k, v in body["versions"].items() if k != str(version)}
         return {**body, "versions": versions}
 

@@ -1,12 +1,9 @@
 """The SQS consumer: receive -> parse -> handle -> settle, with bounded concurrency.
 
-Every received message is settled exactly one way:
-- applied (or a no-op)        -> deleted, in batches of up to 10;
-- DeadLetter error             -> body sent untouched to the DLQ with the reason, then deleted;
-- RetryLater or unexpected     -> made visible again after a jittered backoff; on its last
-                                  allowed receive it is dead-lettered with the reason instead;
-- FIFO: after a failure, the rest of that group's batch -> released untouched (visibility 0), so
-  SQS hands the group back in order, failed message first.
+What becomes of each message is decided by the settlement policy (worker.settlement: deleted,
+retried after a jittered backoff, dead-lettered with the reason, or held behind a failure of
+its FIFO group); this module carries the decision out over the queue port (worker.ports.Queue):
+deletes in batches of up to ten, visibility changes, the dead-letter send.
 
 While a message is being worked on its visibility is extended. On stop, receiving stops, work in
 flight gets `drain_timeout_s` to finish, and pending deletes are flushed.
@@ -19,51 +16,34 @@ import contextlib
 import random
 import time
 from collections import defaultdict
-from collections.abc import Iterable
 from dataclasses import dataclass, field
-from enum import StrEnum
-from typing import Any, Protocol
 
-from userstore.events import InvalidEvent
-
-from .aws import call
-from .errors import DeadLetter, RecordTampered, RetryLater, UserstoreError
-from .handlers import Hints, Outcome
-from .intake import ERROR_ATTRIBUTE as ERROR_ATTRIBUTE
-from .intake import EVENT_ID_ATTRIBUTE as EVENT_ID_ATTRIBUTE
-from .intake import EVENT_TYPE_ATTRIBUTE as EVENT_TYPE_ATTRIBUTE
-from .intake import REASON_ATTRIBUTE as REASON_ATTRIBUTE
-from .intake import RECEIVE_COUNT_ATTRIBUTE as RECEIVE_COUNT_ATTRIBUTE
-from .intake import SOURCE_ID_ATTRIBUTE as SOURCE_ID_ATTRIBUTE
-from .intake import DeadLetterQueue, MessageReader, PayloadKeyUnavailable
+from . import handling
+from .dead_letters import ERROR_ATTRIBUTE as ERROR_ATTRIBUTE
+from .dead_letters import EVENT_ID_ATTRIBUTE as EVENT_ID_ATTRIBUTE
+from .dead_letters import EVENT_TYPE_ATTRIBUTE as EVENT_TYPE_ATTRIBUTE
+from .dead_letters import REASON_ATTRIBUTE as REASON_ATTRIBUTE
+from .dead_letters import RECEIVE_COUNT_ATTRIBUTE as RECEIVE_COUNT_ATTRIBUTE
+from .dead_letters import SOURCE_ID_ATTRIBUTE as SOURCE_ID_ATTRIBUTE
+from .dead_letters import DeadLetterSender
+from .errors import UserstoreError
+from .handlers import Hints
+from .handling import EventHandler, Reader
 from .logs import frames, get_logger
+from .message_reader import MessageReader
 from .metrics import Metrics
+from .ports import MAX_BATCH, Queue, QueueMessage
 from .profile import Event
-from .tracing import message_context, trace_id
+from .settlement import Action, Decision, Group, Limits, settle, unsent
+from .tracing import message_context
 
 log = get_logger("userstore.sqs")
 
-_MAX_BATCH = 10
 # How long a partial batch may wait to fill: receipts to delete (ten per DeleteMessageBatch), and
 # permits to receive with (ten per ReceiveMessage). Waiting this little costs no throughput and
 # saves most of the small calls when handling, not SQS, is the bottleneck (docs/performance.md).
 _DELETE_FILL_S = 0.1
 _RECEIVE_FILL_S = 0.05
-
-
-class Settled(StrEnum):
-    DELETED = "deleted"
-    DEAD_LETTERED = "dead_lettered"
-    RETRY = "retry"
-    RELEASED = "released"
-
-
-class EventHandler(Protocol):
-    """What the consumer needs of the domain (worker.handlers.UserEventHandler)."""
-
-    async def prefetch(self, user_ids: Iterable[str]) -> Hints: ...
-
-    async def handle(self, event: Event, hints: Hints | None = None) -> Outcome: ...
 
 
 @dataclass(frozen=True)
@@ -75,50 +55,44 @@ class ConsumerConfig:
     visibility_timeout_s: int
     max_receive_count: int
     drain_timeout_s: float
-    max_attempts: int
     retry_delay_max_s: int = 60
 
     @property
     def fifo(self) -> bool:
         return self.queue_url.endswith(".fifo")
 
+    @property
+    def limits(self) -> Limits:
+        return Limits(self.max_receive_count, self.retry_delay_max_s)
+
 
 @dataclass
 class _Message:
-    raw: dict[str, Any]
-    received_at: float
+    """A received message while this process works on it."""
+
+    received: QueueMessage
+    receipt: str  # the latest: a message received again gets a new one
     visible_until: float
     event: Event | None = None
 
     @property
     def id(self) -> str:
-        return str(self.raw["MessageId"])
-
-    @property
-    def receipt(self) -> str:
-        return str(self.raw["ReceiptHandle"])
+        return self.received.id
 
     @property
     def group(self) -> str | None:
-        group = self.raw.get("Attributes", {}).get("MessageGroupId")
-        return None if group is None else str(group)
-
-    @property
-    def receive_count(self) -> int:
-        return int(self.raw.get("Attributes", {}).get("ApproximateReceiveCount", "1"))
+        return self.received.group
 
     @property
     def trace_id(self) -> str:
-        return trace_id(self.raw, self.event)
+        return self.received.trace_id(self.event)
 
 
 @dataclass
 class _Deleter:
     """Collects receipt handles and deletes them ten at a time (or after a few milliseconds)."""
 
-    client: Any
-    queue_url: str
-    max_attempts: int
+    queue: Queue
     pending: list[tuple[str, str]] = field(default_factory=list)
     _wakeup: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -143,7 +117,7 @@ class _Deleter:
         """Wait, briefly, until a full batch is pending (or we are stopping)."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + _DELETE_FILL_S
-        while len(self.pending) < _MAX_BATCH and not stop.is_set():
+        while len(self.pending) < MAX_BATCH and not stop.is_set():
             self._wakeup.clear()
             remaining = deadline - loop.time()
             if remaining <= 0:
@@ -153,25 +127,17 @@ class _Deleter:
                     await self._wakeup.wait()
 
     async def flush_once(self) -> None:
-        batch, self.pending = self.pending[:_MAX_BATCH], self.pending[_MAX_BATCH:]
+        batch, self.pending = self.pending[:MAX_BATCH], self.pending[MAX_BATCH:]
         if not batch:
             return
-        entries = [{"Id": str(i), "ReceiptHandle": r} for i, (_, r) in enumerate(batch)]
         try:
-            response = await call(
-                "DeleteMessageBatch",
-                self.client.delete_message_batch,
-                max_attempts=self.max_attempts,
-                QueueUrl=self.queue_url,
-                Entries=entries,
-            )
+            failures = await self.queue.delete([receipt for _, receipt in batch])
         except UserstoreError as exc:
             # The messages come back after their visibility timeout; handling them is idempotent.
             log.warning("delete.failed", count=len(batch), error=exc.reason)
             return
-        for failure in response.get("Failed", []):
-            message_id = batch[int(failure["Id"])][0]
-            log.warning("delete.failed", message_id=message_id, code=failure.get("Code"))
+        for failure in failures:
+            log.warning("delete.failed", message_id=batch[failure.index][0], code=failure.code)
 
     async def drain(self) -> None:
         while self.pending:
@@ -181,21 +147,22 @@ class _Deleter:
 class SqsConsumer:
     def __init__(
         self,
-        client: Any,
+        queue: Queue,
+        dead_letters: DeadLetterSender,
         config: ConsumerConfig,
         handler: EventHandler,
         metrics: Metrics,
-        reader: MessageReader | None = None,
+        reader: Reader | None = None,
     ) -> None:
-        self._client = client
+        self._queue = queue
+        self._dead_letters = dead_letters
         self._reader = reader or MessageReader(opener=None, executor=None)
         self._config = config
         self._handler = handler
         self._metrics = metrics
-        self._dead_letters = DeadLetterQueue(client, config.dlq_url, config.max_attempts, metrics)
         self._capacity = asyncio.Semaphore(config.max_in_flight)
         self._in_flight: dict[str, _Message] = {}
-        self._deleter = _Deleter(client, config.queue_url, config.max_attempts)
+        self._deleter = _Deleter(queue)
         self._batches: set[asyncio.Task[None]] = set()
         self._active_groups: set[str] = set()
         self.receiving = False  # the last receive was answered (readiness)
@@ -206,7 +173,7 @@ class SqsConsumer:
         # to ten messages and handling overlaps the next receive) and on emulators whose group
         # lock is not atomic (moto) they can hand two receivers the same group at once.
         pollers = (
-            1 if self._config.fifo else max(1, min(8, -(-self._config.max_in_flight // _MAX_BATCH)))
+            1 if self._config.fifo else max(1, min(8, -(-self._config.max_in_flight // MAX_BATCH)))
         )
         deleter_stop = asyncio.Event()
         async with asyncio.TaskGroup() as tg:
@@ -263,7 +230,7 @@ class SqsConsumer:
         """
         await self._capacity.acquire()
         permits = 1
-        target = min(_MAX_BATCH, self._config.max_in_flight)
+        target = min(MAX_BATCH, self._config.max_in_flight)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + _RECEIVE_FILL_S
         while permits < target:
@@ -287,16 +254,8 @@ class SqsConsumer:
 
     async def _receive(self, max_messages: int, wait_s: int) -> list[_Message]:
         try:
-            response = await call(
-                "ReceiveMessage",
-                self._client.receive_message,
-                max_attempts=self._config.max_attempts,
-                QueueUrl=self._config.queue_url,
-                MaxNumberOfMessages=max_messages,
-                WaitTimeSeconds=wait_s,
-                VisibilityTimeout=self._config.visibility_timeout_s,
-                MessageSystemAttributeNames=["All"],
-                MessageAttributeNames=["All"],
+            received = await self._queue.receive(
+                max_messages, wait_s=wait_s, visibility_timeout_s=self._config.visibility_timeout_s
             )
         except UserstoreError as exc:
             self.receiving = False
@@ -307,17 +266,17 @@ class SqsConsumer:
         now = time.monotonic()
         visible_until = now + self._config.visibility_timeout_s
         fresh: list[_Message] = []
-        for raw in response.get("Messages", []):
-            message = _Message(raw, now, visible_until)
-            held = self._in_flight.get(message.id)
+        for one in received:
+            held = self._in_flight.get(one.id)
             if held is not None:
                 # Its visibility ran out while we still work on it and SQS handed it out again.
                 # Keep working on the copy we hold, but with the new receipt handle: the old one
                 # may no longer delete it. No new permit was used for it.
-                held.raw["ReceiptHandle"] = message.receipt
+                held.receipt = one.receipt
                 held.visible_until = visible_until
-                log.warning("message.received_again", message_id=message.id)
+                log.warning("message.received_again", message_id=one.id)
                 continue
+            message = _Message(one, one.receipt, visible_until)
             self._in_flight[message.id] = message
             fresh.append(message)
         self._metrics.in_flight.set(len(self._in_flight))
@@ -326,30 +285,7 @@ class SqsConsumer:
     async def _process_batch(self, messages: list[_Message]) -> None:
         mine: set[str] = set()
         try:
-            valid: list[_Message] = []
-            held: list[_Message] = []
-            stalled: set[str | None] = set()  # FIFO groups with a message coming back first
-            for message in messages:
-                if self._config.fifo and message.group in stalled:
-                    held.append(message)
-                    continue
-                try:
-                    message.event = await self._reader.read(message.raw.get("Body", ""))
-                except InvalidEvent as exc:
-                    settled = await self._dead_letter(
-                        message, exc.reason, "InvalidMessage", exc.event_id
-                    )
-                except RetryLater as exc:  # a sealed payload while KMS is unreachable
-                    event_id = exc.event_id if isinstance(exc, PayloadKeyUnavailable) else None
-                    settled = await self._retry_later(
-                        message, exc.reason, type(exc).__name__, event_id
-                    )
-                else:
-                    valid.append(message)
-                    continue
-                if settled is Settled.RETRY:
-                    stalled.add(message.group)
-            await self._release_untouched(held)
+            valid = await self._read_all(messages)
             if not valid:
                 return
             hints = await self._prefetch(valid)
@@ -384,6 +320,32 @@ class SqsConsumer:
                     self._capacity.release()
             self._metrics.in_flight.set(len(self._in_flight))
 
+    async def _read_all(self, messages: list[_Message]) -> list[_Message]:
+        """Parse each message; settle those that fail. The ones that parsed, in order."""
+        valid: list[_Message] = []
+        held: list[_Message] = []
+        failed_groups: set[str | None] = set()  # FIFO groups with a message coming back first
+        for message in messages:
+            group = self._group(failed=message.group in failed_groups)
+            if group is Group.FAILED:
+                decision = self._decide(message, None, group)
+            else:
+                with message_context(message.id, None, message.trace_id):
+                    read = await handling.read(self._reader, message.received.body)
+                if not isinstance(read, Exception):
+                    message.event = read
+                    valid.append(message)
+                    continue
+                decision = self._decide(message, read, group)
+                with message_context(message.id, decision.event_id, message.trace_id):
+                    decision = await self._carry_out(message, decision)
+            if decision.action is Action.HOLD:
+                held.append(message)
+            if decision.holds_group:
+                failed_groups.add(message.group)
+        await self._release_untouched(held)
+        return valid
+
     async def _prefetch(self, messages: list[_Message]) -> Hints:
         user_ids = [m.event.user_id for m in messages if m.event is not None]
         try:
@@ -396,77 +358,72 @@ class SqsConsumer:
 
     async def _process_group(self, key: str, group: list[_Message], hints: Hints) -> None:
         try:
-            for index, message in enumerate(group):
-                settled = await self._process_one(message, hints)
-                if settled is Settled.RETRY and self._config.fifo:
-                    await self._release_untouched(group[index + 1 :])
-                    return
+            held: list[_Message] = []  # behind a failure of their FIFO group: released together
+            state = self._group(failed=False)
+            for message in group:
+                if state is Group.FAILED:
+                    decision = self._decide(message, None, state)
+                else:
+                    decision = await self._process_one(message, hints, state)
+                if decision.action is Action.HOLD:
+                    held.append(message)
+                if decision.holds_group:
+                    state = Group.FAILED
+            await self._release_untouched(held)
         finally:
             self._active_groups.discard(key)
 
-    async def _process_one(self, message: _Message, hints: Hints) -> Settled:
-        assert message.event is not None
-        with message_context(message.id, message.event.event_id, message.trace_id):
-            return await self._handle_one(message, hints)
-
-    async def _handle_one(self, message: _Message, hints: Hints) -> Settled:
+    async def _process_one(self, message: _Message, hints: Hints, group: Group) -> Decision:
         event = message.event
         assert event is not None
-        started = time.perf_counter()
-        bound = log.bind(message_id=message.id, event_id=event.event_id, type=str(event.type))
-        try:
-            outcome = await self._handler.handle(event, hints)
-        except DeadLetter as exc:
-            self._metrics.events.labels(str(event.type), "dead_lettered").inc()
-            if isinstance(exc, RecordTampered):
-                self._metrics.verification_failures.inc()
-                bound.error("security.record_verification_failed", error=exc.reason)
-            return await self._dead_letter(message, exc.reason, type(exc).__name__, event.event_id)
-        except RetryLater as exc:
-            self._metrics.events.labels(str(event.type), "failed").inc()
-            return await self._retry_later(message, exc.reason, type(exc).__name__)
-        except Exception as exc:  # a bug: never let it kill the worker, never log its text
-            self._metrics.events.labels(str(event.type), "failed").inc()
-            bound.error("message.unexpected_error", error=type(exc).__name__, frames=frames(exc))
-            return await self._retry_later(message, "unexpected error", type(exc).__name__)
-        finally:
-            self._metrics.handling_seconds.labels(str(event.type)).observe(
-                time.perf_counter() - started
-            )
-        self._metrics.events.labels(str(event.type), str(outcome)).inc()
-        bound.info("message.handled", outcome=str(outcome))
-        self._settle(message)
-        return Settled.DELETED
+        with message_context(message.id, event.event_id, message.trace_id):
+            failure = await handling.handle(self._handler, event, hints, self._metrics, message.id)
+            return await self._carry_out(message, self._decide(message, failure, group))
 
-    def _settle(self, message: _Message) -> None:
-        self._deleter.add(message.id, message.receipt)
-        if self._in_flight.pop(message.id, None) is not None:
-            self._capacity.release()
-            self._metrics.in_flight.set(len(self._in_flight))
+    def _group(self, *, failed: bool) -> Group:
+        if not self._config.fifo:
+            return Group.NONE
+        return Group.FAILED if failed else Group.CLEAR
 
-    async def _retry_later(
-        self, message: _Message, reason: str, error: str, event_id: str | None = None
-    ) -> Settled:
-        event = message.event
-        event_id = event.event_id if event else event_id
-        if message.receive_count >= self._config.max_receive_count:
-            # Last allowed receive: dead-letter it ourselves, so the DLQ says why.
-            give_up = f"gave up after {message.receive_count} attempts: {reason}"
-            return await self._dead_letter(message, give_up, error, event_id)
-        delay = min(self._config.retry_delay_max_s, 2**message.receive_count)
-        delay = random.randint(delay // 2, delay)  # noqa: S311 - jitter, not crypto
-        self._metrics.retries.labels(error).inc()
-        log.warning(
-            "message.retry_later",
-            message_id=message.id,
-            event_id=event_id,
-            error=error,
-            reason=reason,
-            delay_s=delay,
+    def _decide(self, message: _Message, failure: BaseException | None, group: Group) -> Decision:
+        return settle(
+            failure,
+            message.received.receive_count,
+            self._config.limits,
+            group,
+            jitter=random.random(),  # noqa: S311 - jitter, not crypto
         )
-        await self._change_visibility([message], delay)
+
+    async def _carry_out(self, message: _Message, decision: Decision) -> Decision:
+        """Do what the policy decided (HOLD is carried out by the caller, for the whole group)."""
+        event = message.event
+        event_id = event.event_id if event is not None else decision.event_id
+        if decision.action is Action.ACKNOWLEDGE:
+            self._acknowledge(message)
+        elif decision.action is Action.RETRY:
+            handling.report_retry(decision, message.id, event_id, self._metrics, with_delay=True)
+            await self._change_visibility([message], decision.delay_s)
+            self._forget(message)
+        elif decision.action is Action.DEAD_LETTER:
+            sent = await self._dead_letters.send(
+                message.received,
+                decision.reason or "",
+                decision.error or "",
+                event_id,
+                trace_id=message.trace_id,
+                event_type=str(event.type) if event is not None else decision.event_type,
+            )
+            if sent:
+                self._acknowledge(message)
+            else:
+                decision = unsent(decision)
+        if decision.action is Action.LEAVE:
+            self._forget(message)
+        return decision
+
+    def _acknowledge(self, message: _Message) -> None:
+        self._deleter.add(message.id, message.receipt)
         self._forget(message)
-        return Settled.RETRY
 
     async def _release_untouched(self, messages: list[_Message], delay_s: int = 0) -> None:
         if messages:
@@ -475,56 +432,24 @@ class SqsConsumer:
                 self._forget(message)
             log.info("group.released", count=len(messages), message_id=messages[0].id)
 
-    async def _dead_letter(
-        self, message: _Message, reason: str, error: str, event_id: str | None
-    ) -> Settled:
-        with message_context(message.id, event_id, message.trace_id):
-            sent = await self._dead_letters.send(
-                message.raw.get("Body", ""),
-                message.id,
-                message.group,
-                reason,
-                error,
-                event_id,
-                trace_id=message.trace_id,
-                receive_count=message.receive_count,
-                event_type=str(message.event.type) if message.event is not None else None,
-            )
-        if not sent:
-            # Leave it on the queue: SQS redrive still moves it to the DLQ eventually.
-            self._forget(message)
-            return Settled.RETRY
-        self._settle(message)
-        return Settled.DEAD_LETTERED
-
     def _forget(self, message: _Message) -> None:
         if self._in_flight.pop(message.id, None) is not None:
             self._capacity.release()
             self._metrics.in_flight.set(len(self._in_flight))
 
     async def _change_visibility(self, messages: list[_Message], timeout_s: int) -> None:
-        for start in range(0, len(messages), _MAX_BATCH):
-            chunk = messages[start : start + _MAX_BATCH]
-            entries = [
-                {"Id": str(i), "ReceiptHandle": m.receipt, "VisibilityTimeout": timeout_s}
-                for i, m in enumerate(chunk)
-            ]
+        for start in range(0, len(messages), MAX_BATCH):
+            chunk = messages[start : start + MAX_BATCH]
             try:
-                response = await call(
-                    "ChangeMessageVisibilityBatch",
-                    self._client.change_message_visibility_batch,
-                    max_attempts=self._config.max_attempts,
-                    QueueUrl=self._config.queue_url,
-                    Entries=entries,
+                failures = await self._queue.change_visibility(
+                    [m.receipt for m in chunk], timeout_s
                 )
             except UserstoreError as exc:
                 log.warning("visibility.failed", count=len(chunk), error=exc.reason)
                 continue
-            for failure in response.get("Failed", []):
+            for failure in failures:
                 log.warning(
-                    "visibility.failed",
-                    message_id=chunk[int(failure["Id"])].id,
-                    code=failure.get("Code"),
+                    "visibility.failed", message_id=chunk[failure.index].id, code=failure.code
                 )
             if timeout_s > 0:
                 until = time.monotonic() + timeout_s
@@ -546,4 +471,4 @@ class SqsConsumer:
                 log.debug("visibility.extended", count=len(due))
 
 
-__all__ = ["ConsumerConfig", "EventHandler", "Settled", "SqsConsumer"]
+__all__ = ["ConsumerConfig", "EventHandler", "SqsConsumer"]

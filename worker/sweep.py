@@ -25,6 +25,7 @@ from .app import Components
 from .aws import Refused, call
 from .control import is_control
 from .errors import RecordTampered, UserstoreError
+from .errors import SweepBusy as SweepBusy
 from .logs import get_logger
 from .metrics import Metrics
 from .provision import STATE_KEY
@@ -81,10 +82,6 @@ class _Checkpoint:
     done: bool = False
     counts: SweepCounts = field(default_factory=SweepCounts)
     failed_ids: list[str] = field(default_factory=list)
-
-
-class SweepBusy(UserstoreError):
-    """Another sweep for the same target holds the lease."""
 
 
 def page_limit(remaining_s: float | None, rate_per_s: float, segments: int) -> int:

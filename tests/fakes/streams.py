@@ -1,11 +1,12 @@
 """An in-memory DynamoDB stream and lease store, for consumer tests without AWS.
 
-FakeStream implements the calls StreamConsumer makes of an aiobotocore `dynamodbstreams` client
-(describe_stream, get_shard_iterator, get_records: coroutines returning the same dict shapes,
-raising botocore ClientError with the same codes) and lets a test split and close shards, trim
-records, expire iterators and inject failures. MemoryLeases implements LeaseStore with the same
-conditions as worker.streams.leases.LeaseTable (tests/integration/test_streams_moto.py runs one
-contract against both).
+FakeStream implements the streams port (`userstore.worker.ports.StreamShards`: shards,
+iterator, read) over shards held in memory, with the answers DynamoStreams gives (Unreadable for
+an expired iterator, a trimmed position or a shard gone; AwsUnavailable for what AWS would keep
+failing), and lets a test split and close shards, trim records, expire iterators and inject
+failures. MemoryLeases implements LeaseStore with the same conditions as
+worker.streams.leases.LeaseTable (tests/integration/test_streams_moto.py runs one contract
+against both). `client_error` builds the botocore errors a stub client raises in adapter tests.
 """
 
 from __future__ import annotations
@@ -19,7 +20,17 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from userstore.worker.streams import Lease, LeaseLost
+from userstore.worker.errors import AwsUnavailable
+from userstore.worker.streams import (
+    Lease,
+    LeaseLost,
+    Page,
+    Shard,
+    ShardIterator,
+    StreamNotFound,
+    StreamRecord,
+    Unreadable,
+)
 
 STREAM_ARN = "arn:aws:dynamodb:eu-west-2:123456789012:table/users/stream/2026-01-01T00:00:00.000"
 
@@ -51,7 +62,6 @@ class FakeClock:
 class FakeShard:
     shard_id: str
     parent_id: str | None
-    first_sequence: int
     records: list[dict[str, Any]] = field(default_factory=list)
     closed: bool = False
     trimmed: int = 0  # records at the head that retention has removed
@@ -65,18 +75,15 @@ class _Iterator:
 
 
 class FakeStream:
-    """One stream's shards and records; also the streams client the consumer calls."""
+    """One stream's shards and records, read through the streams port."""
 
-    def __init__(
-        self, arn: str = STREAM_ARN, *, clock: FakeClock | None = None, page_size: int = 2
-    ) -> None:
-        self.arn = arn
+    def __init__(self, *, clock: FakeClock | None = None) -> None:
         self.clock = clock or FakeClock()
-        self.page_size = page_size  # DescribeStream page size, small to exercise pagination
-        self.shards: dict[str, FakeShard] = {}
+        self.exists = True  # False: the stream ARN names no stream
+        self.by_id: dict[str, FakeShard] = {}
         self.calls: Counter[str] = Counter()
-        self.raised: Counter[str] = Counter()
-        self.get_records_failures: list[BaseException] = []
+        self.raised: Counter[Unreadable] = Counter()
+        self.read_failures: list[BaseException] = []
         self.describe_failures: list[BaseException] = []
         self._sequence = itertools.count(100_000_000_000_000_000_000, 7)
         self._iterators: dict[str, _Iterator] = {}
@@ -86,11 +93,11 @@ class FakeStream:
     # -- test controls ------------------------------------------------------------------------
 
     def add_shard(self, shard_id: str, parent: str | None = None) -> None:
-        self.shards[shard_id] = FakeShard(shard_id, parent, next(self._sequence))
+        self.by_id[shard_id] = FakeShard(shard_id, parent)
 
     def put(self, shard_id: str, key: str, event: str = "INSERT") -> str:
         """Append a record about item `key`; returns its sequence number."""
-        shard = self.shards[shard_id]
+        shard = self.by_id[shard_id]
         assert not shard.closed, f"{shard_id} is closed"
         sequence = str(next(self._sequence))
         image = {"user_id": {"S": key}, "seq": {"N": sequence}}
@@ -116,7 +123,7 @@ class FakeStream:
         return sequence
 
     def close(self, shard_id: str) -> None:
-        self.shards[shard_id].closed = True
+        self.by_id[shard_id].closed = True
 
     def split(self, parent: str, *children: str) -> None:
         """Close `parent`; its records continue in `children` (one: a roll-over; two: a split)."""
@@ -126,108 +133,75 @@ class FakeStream:
 
     def trim(self, shard_id: str, count: int) -> None:
         """Retention removes the first `count` records of the shard."""
-        shard = self.shards[shard_id]
+        shard = self.by_id[shard_id]
         shard.trimmed = max(shard.trimmed, min(count, len(shard.records)))
 
     def remove(self, shard_id: str) -> None:
         """The whole shard is past retention: gone from the listing."""
-        del self.shards[shard_id]
+        del self.by_id[shard_id]
 
     def expire_iterators(self) -> None:
         self._generation += 1
 
-    # -- the client ---------------------------------------------------------------------------
+    # -- the port -----------------------------------------------------------------------------
 
-    async def describe_stream(
-        self, *, StreamArn: str, ExclusiveStartShardId: str | None = None, Limit: int = 100
-    ) -> dict[str, Any]:
-        self.calls["describe_stream"] += 1
+    async def shards(self) -> list[Shard]:
+        self.calls["shards"] += 1
         await asyncio.sleep(0)
         if self.describe_failures:
             raise self.describe_failures.pop(0)
-        if StreamArn != self.arn:
-            raise client_error("ResourceNotFoundException", "DescribeStream")
-        ids = list(self.shards)
-        start = ids.index(ExclusiveStartShardId) + 1 if ExclusiveStartShardId else 0
-        page = ids[start : start + min(Limit, self.page_size)]
-        description: dict[str, Any] = {
-            "StreamArn": self.arn,
-            "StreamStatus": "ENABLED",
-            "StreamViewType": "NEW_AND_OLD_IMAGES",
-            "Shards": [self._describe(self.shards[shard_id]) for shard_id in page],
-        }
-        if start + len(page) < len(ids):
-            description["LastEvaluatedShardId"] = page[-1]
-        return {"StreamDescription": description}
+        if not self.exists:
+            raise StreamNotFound("stream not found (ResourceNotFoundException)")
+        return [Shard(shard.shard_id, shard.parent_id) for shard in self.by_id.values()]
 
-    def _describe(self, shard: FakeShard) -> dict[str, Any]:
-        described: dict[str, Any] = {
-            "ShardId": shard.shard_id,
-            "SequenceNumberRange": {"StartingSequenceNumber": str(shard.first_sequence)},
-        }
-        if shard.parent_id is not None:
-            described["ParentShardId"] = shard.parent_id
-        if shard.closed:
-            last = shard.records[-1]["dynamodb"]["SequenceNumber"] if shard.records else "0"
-            described["SequenceNumberRange"]["EndingSequenceNumber"] = last
-        return described
-
-    async def get_shard_iterator(
-        self,
-        *,
-        StreamArn: str,
-        ShardId: str,
-        ShardIteratorType: str,
-        SequenceNumber: str | None = None,
-    ) -> dict[str, Any]:
-        self.calls["get_shard_iterator"] += 1
+    async def iterator(self, shard_id: str, after: str | None) -> ShardIterator | Unreadable:
+        self.calls["iterator"] += 1
         await asyncio.sleep(0)
-        shard = self.shards.get(ShardId)
-        if StreamArn != self.arn or shard is None:
-            raise client_error("ResourceNotFoundException", "GetShardIterator")
-        if ShardIteratorType == "TRIM_HORIZON":
+        shard = self.by_id.get(shard_id)
+        if shard is None:
+            return self._refuse(Unreadable.GONE)
+        if after is None:
             position = shard.trimmed
-        elif ShardIteratorType == "LATEST":
-            position = len(shard.records)
         else:
             sequences = [record["dynamodb"]["SequenceNumber"] for record in shard.records]
-            if SequenceNumber not in sequences:
-                raise client_error("ValidationException", "GetShardIterator")
-            position = sequences.index(SequenceNumber)
-            position += 1 if ShardIteratorType == "AFTER_SEQUENCE_NUMBER" else 0
+            if after not in sequences:  # AWS: ValidationException, not one the adapter expects
+                raise AwsUnavailable("GetShardIterator failed (ValidationException)")
+            position = sequences.index(after) + 1
             if position < shard.trimmed:
-                self.raised["TrimmedDataAccessException"] += 1
-                raise client_error("TrimmedDataAccessException", "GetShardIterator")
-        return {"ShardIterator": self._issue(ShardId, position)}
+                return self._refuse(Unreadable.TRIMMED)
+        return self._issue(shard_id, position)
 
-    def _issue(self, shard_id: str, position: int) -> str:
+    async def read(self, iterator: ShardIterator, limit: int) -> Page | Unreadable:
+        self.calls["read"] += 1
+        await asyncio.sleep(0)
+        if self.read_failures:
+            raise self.read_failures.pop(0)
+        issued = self._iterators.pop(iterator.token, None)
+        if issued is None:  # moto: HTTP 500, retried, then AwsUnavailable
+            raise AwsUnavailable("GetRecords failed (InternalFailure)")
+        if issued.generation < self._generation:
+            return self._refuse(Unreadable.EXPIRED)
+        shard = self.by_id.get(issued.shard_id)
+        if shard is None:
+            return self._refuse(Unreadable.GONE)
+        if issued.position < shard.trimmed:
+            return self._refuse(Unreadable.TRIMMED)
+        raw = shard.records[issued.position : issued.position + limit]
+        end = issued.position + len(raw)
+        following = None
+        if not (shard.closed and end >= len(shard.records)):
+            following = self._issue(shard.shard_id, end)
+        records = tuple(StreamRecord.from_raw(record, shard.shard_id) for record in raw)
+        return Page(records, following)
+
+    def _refuse(self, why: Unreadable) -> Unreadable:
+        self.raised[why] += 1
+        return why
+
+    def _issue(self, shard_id: str, position: int) -> ShardIterator:
         token = f"iterator-{next(self._tokens)}"
         self._iterators[token] = _Iterator(shard_id, position, self._generation)
-        return token
-
-    async def get_records(self, *, ShardIterator: str, Limit: int = 1000) -> dict[str, Any]:
-        self.calls["get_records"] += 1
-        await asyncio.sleep(0)
-        if self.get_records_failures:
-            raise self.get_records_failures.pop(0)
-        iterator = self._iterators.pop(ShardIterator, None)
-        if iterator is None:
-            raise client_error("ValidationException", "GetRecords")
-        if iterator.generation < self._generation:
-            self.raised["ExpiredIteratorException"] += 1
-            raise client_error("ExpiredIteratorException", "GetRecords")
-        shard = self.shards.get(iterator.shard_id)
-        if shard is None:
-            raise client_error("ResourceNotFoundException", "GetRecords")
-        if iterator.position < shard.trimmed:
-            self.raised["TrimmedDataAccessException"] += 1
-            raise client_error("TrimmedDataAccessException", "GetRecords")
-        records = shard.records[iterator.position : iterator.position + Limit]
-        end = iterator.position + len(records)
-        response: dict[str, Any] = {"Records": [dict(record) for record in records]}
-        if not (shard.closed and end >= len(shard.records)):
-            response["NextShardIterator"] = self._issue(shard.shard_id, end)
-        return response
+        return ShardIterator(shard_id, token)
 
 
 class MemoryLeases:

@@ -11,18 +11,20 @@ from typing import Any
 import pytest
 
 from tests.harness.settings import make_settings, provision_settings
+from userstore.worker.adapters.queue import SqsQueue
 from userstore.worker.app import aws_clients, queue_url
-from userstore.worker.dlq import DeadLetterQueue
+from userstore.worker.dlq import DeadLetterAdmin
+from userstore.worker.ports import QueueMessage
 
 
 class Interrupted(Exception):
     pass
 
 
-class CrashesBeforeDelete(DeadLetterQueue):
+class CrashesBeforeDelete(DeadLetterAdmin):
     """The process dies after the messages were sent and before they were deleted."""
 
-    async def _delete(self, messages: list[Any]) -> None:
+    async def _delete(self, messages: list[QueueMessage]) -> None:
         raise Interrupted
 
 
@@ -55,14 +57,15 @@ async def test_an_interrupted_redrive_is_finished_by_a_rerun_without_duplicates(
                 },
             )
 
-        crashing = CrashesBeforeDelete(sqs, dlq, main, max_attempts=3, move_visibility_s=1)
+        queues = SqsQueue(sqs, dlq, max_attempts=3), SqsQueue(sqs, main, max_attempts=3)
+        crashing = CrashesBeforeDelete(*queues, move_visibility_s=1)
         with pytest.raises(Interrupted):
             await crashing.redrive(10)
         assert await depth(sqs, main) == 3
         assert await depth(sqs, dlq) == 3  # hidden for move_visibility_s, not lost
 
         await asyncio.sleep(1.5)
-        report = await DeadLetterQueue(sqs, dlq, main, max_attempts=3).redrive(10)
+        report = await DeadLetterAdmin(*queues).redrive(10)
         assert len(report.moved) == 3 and report.failed == 0
         assert await depth(sqs, dlq) == 0
         assert await depth(sqs, main) == 3  # the second sends were deduplicated

@@ -2,14 +2,15 @@
 
 moto has exactly one shard per stream, never split or closed (lineage is covered by the unit
 tests with a fake stream). The lease contract runs against both LeaseTable on moto and the
-in-memory MemoryLeases the unit tests use, so the fake can't drift from the real conditions.
+in-memory MemoryLeases the unit tests use, and the streams port contract against both
+DynamoStreams on moto and the in-memory FakeStream, so the fakes can't drift from the real thing.
 """
 
 from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any
@@ -18,17 +19,24 @@ import pytest
 from aiobotocore.session import get_session
 from botocore.exceptions import ClientError
 
-from tests.fakes.streams import MemoryLeases
-from userstore.worker.aws import call, client_config
+from tests.fakes.streams import FakeStream, MemoryLeases
+from userstore.worker.adapters.streams import DynamoStreams
+from userstore.worker.aws import client_config
 from userstore.worker.errors import AwsUnavailable
+from userstore.worker.ports import StreamShards
 from userstore.worker.streams import (
     LEASE_TABLE_SPEC,
+    EventName,
     LeaseLost,
     LeaseStore,
     LeaseTable,
+    Page,
+    ShardIterator,
     StreamConfig,
     StreamConsumer,
+    StreamNotFound,
     StreamRecord,
+    Unreadable,
     read_progress,
 )
 
@@ -107,7 +115,7 @@ def consumer(
 ) -> StreamConsumer:
     ddb, streams = clients
     return StreamConsumer(
-        streams,
+        DynamoStreams(streams, arn, max_attempts=CONFIG.max_attempts),
         ddb,
         stream_arn=arn,
         lease_table=leases,
@@ -202,11 +210,81 @@ async def test_two_replicas_share_the_single_shard_then_one_takes_over(
         assert all(p.owner is None for p in await read_progress(ddb, leases, arn))
 
 
+# -- the streams port contract: DynamoStreams on moto and the in-memory FakeStream ------------
+
+Put = Callable[[list[str]], Awaitable[None]]
+
+
+@pytest.fixture(params=["moto", "memory"])
+async def port(
+    request: pytest.FixtureRequest, moto_endpoint: str
+) -> AsyncIterator[tuple[StreamShards, Put]]:
+    """The port, and how to write items whose changes it then lists (one shard, as on moto)."""
+    if request.param == "memory":
+        fake = FakeStream()
+        fake.add_shard("shard-1")
+
+        async def put_fake(keys: list[str]) -> None:
+            for key in keys:
+                fake.put("shard-1", key)
+
+        yield fake, put_fake
+        return
+    async with aws(moto_endpoint) as (ddb, streams):
+        users, arn, _ = await create_tables(ddb)
+
+        async def put_moto(keys: list[str]) -> None:
+            for key in keys:
+                await ddb.put_item(TableName=users, Item={"user_id": {"S": key}})
+
+        yield DynamoStreams(streams, arn, max_attempts=2), put_moto
+
+
+def user_ids(page: Page | Unreadable) -> list[str]:
+    assert isinstance(page, Page)
+    return [str(record.keys["user_id"]["S"]) for record in page.records]
+
+
+async def test_pages_of_records_from_the_trim_horizon_then_after_a_sequence_number(
+    port: tuple[StreamShards, Put],
+) -> None:
+    streams, put = port
+    keys = [f"u{index}" for index in range(5)]
+    await put(keys)
+    [shard] = await streams.shards()
+    assert shard.parent_id is None
+    start = await streams.iterator(shard.shard_id, None)
+    assert isinstance(start, ShardIterator)
+    first = await streams.read(start, 3)
+    assert user_ids(first) == keys[:3]
+    assert isinstance(first, Page)
+    assert {(r.event_name, r.shard_id) for r in first.records} == {
+        (EventName.INSERT, shard.shard_id)
+    }
+    assert first.next_iterator is not None  # the shard is open
+
+    after = await streams.iterator(shard.shard_id, first.records[-1].sequence_number)
+    assert isinstance(after, ShardIterator)
+    assert user_ids(await streams.read(after, 100)) == keys[3:]
+    with pytest.raises(AwsUnavailable):  # moto: HTTP 500 for an iterator it doesn't know
+        await streams.read(ShardIterator(shard.shard_id, "x" * 40), 10)
+
+
+async def test_an_unknown_stream_is_stream_not_found(moto_endpoint: str) -> None:
+    async with aws(moto_endpoint) as (ddb, streams):
+        users, arn, _ = await create_tables(ddb)
+        with pytest.raises(StreamNotFound):
+            await DynamoStreams(streams, arn.replace(users, "nope"), max_attempts=2).shards()
+
+
 async def test_moto_answers_an_unknown_iterator_with_http_500(moto_endpoint: str) -> None:
     """Why the consumer treats GetRecords failing after retries like an expired iterator."""
-    async with aws(moto_endpoint) as (_, streams):
+    async with aws(moto_endpoint) as (ddb, streams):
+        _, arn, _ = await create_tables(ddb)
+        adapter = DynamoStreams(streams, arn, max_attempts=2)
+        [shard] = await adapter.shards()
         with pytest.raises(AwsUnavailable) as raised:
-            await call("GetRecords", streams.get_records, max_attempts=2, ShardIterator="x" * 40)
+            await adapter.read(ShardIterator(shard.shard_id, "x" * 40), 10)
         cause = raised.value.__cause__
         assert isinstance(cause, ClientError)
         assert cause.response["ResponseMetadata"]["HTTPStatusCode"] == 500

@@ -4,94 +4,45 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import json
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
-from userstore.events import InvalidEvent, parse_event
-from userstore.worker.errors import AwsUnavailable, InvalidResult
+from tests.fakes.handler import ScriptedHandler, event_body
+from tests.fakes.queue import FakeQueue
+from userstore.worker.dead_letters import DeadLetterSender
+from userstore.worker.errors import InvalidMessage
 from userstore.worker.handlers import Outcome
 from userstore.worker.lambdas import (
     InvalidSweepInput,
     SqsBatch,
-    SqsRecord,
     SweepInput,
     _time_budget_s,
+    message_from_lambda,
     stream_record_from_lambda,
     sweep_input,
 )
+from userstore.worker.message_reader import MessageReader
 from userstore.worker.metrics import Metrics
+from userstore.worker.ports import QueueMessage
 from userstore.worker.profile import Event
+from userstore.worker.settlement import Limits
 from userstore.worker.streams import EventName
 from userstore.worker.sweep import page_limit
 
 
-def event_body(event_id: str, user: str = "u") -> str:
-    return json.dumps(
-        {
-            "type": "user.created",
-            "event_id": event_id,
-            "user_id": user,
-            "occurred_at": "2026-11-28T10:00:00Z",
-            "data": {},
-        }
-    )
+def batch(handler: ScriptedHandler, sqs: FakeQueue | None = None) -> SqsBatch:
+    dead_letters = DeadLetterSender(FakeQueue(fifo=True) if sqs is None else sqs, Metrics())
+    reader = MessageReader(opener=None, executor=None)
+    return SqsBatch(reader, handler, dead_letters, Limits(5), Metrics(), max_in_flight=4)
 
 
-class Reader:
-    async def read(self, body: str) -> Event:
-        return parse_event(body)
-
-
-class Handler:
-    """Fails chosen events (retryable or dead-letter); records the order it saw events in."""
-
-    def __init__(
-        self, retry: frozenset[str] = frozenset(), dead: frozenset[str] = frozenset()
-    ) -> None:
-        self.retry, self.dead = retry, dead
-        self.seen: list[str] = []
-
-    async def handle(self, event: Event, hints: Any = None) -> Outcome:
-        self.seen.append(event.event_id)
-        if event.event_id in self.retry:
-            raise AwsUnavailable("injected")
-        if event.event_id in self.dead:
-            raise InvalidResult("injected")
-        return Outcome.APPLIED
-
-
-class Sqs:
-    def __init__(self, fail: bool = False) -> None:
-        self.sent: list[dict[str, Any]] = []
-        self.fail = fail
-
-    async def send_message(self, **request: Any) -> dict[str, Any]:
-        if self.fail:
-            from botocore.exceptions import EndpointConnectionError
-
-            raise EndpointConnectionError(endpoint_url="http://127.0.0.1:1")
-        self.sent.append(request)
-        return {"MessageId": "dlq-1"}
-
-
-def batch(handler: Handler, sqs: Sqs, dlq: str = "https://q/dlq.fifo") -> SqsBatch:
-    parts = SimpleNamespace(
-        reader=Reader(),
-        handler=handler,
-        settings=SimpleNamespace(max_in_flight=4, max_receive_count=5, aws_max_attempts=1),
-        clients=SimpleNamespace(sqs=sqs),
-    )
-    return SqsBatch(parts, dlq, Metrics())  # type: ignore[arg-type]
-
-
-def record(message_id: str, body: str, group: str | None, receives: int = 1) -> SqsRecord:
+def record(message_id: str, body: str, group: str | None, receives: int = 1) -> QueueMessage:
     attributes = {"ApproximateReceiveCount": str(receives)}
     if group is not None:
         attributes["MessageGroupId"] = group
-    return SqsRecord.from_lambda(
+    return message_from_lambda(
         {"messageId": message_id, "body": body, "attributes": attributes, "eventSource": "aws:sqs"}
     )
 
@@ -104,53 +55,55 @@ async def test_fifo_failure_fails_the_rest_of_its_group_only() -> None:
         record("m4", event_body("b2"), "B"),
         record("m5", event_body("a3"), "A"),
     ]
-    handler = Handler(retry=frozenset({"a2"}))
-    failed = await batch(handler, Sqs()).run(records)
+    handler = ScriptedHandler(retry=frozenset({"a2"}))
+    failed = await batch(handler).run(records)
     assert failed == ["m3", "m5"]
     assert "a3" not in handler.seen  # never handled out of order
     assert [e for e in handler.seen if e.startswith("b")] == ["b1", "b2"]
 
 
 async def test_invalid_and_dead_letter_go_to_the_dlq_and_count_as_done() -> None:
-    sqs = Sqs()
+    sqs = FakeQueue(fifo=True)
     records = [
         record("m1", "not json", "A"),
         record("m2", event_body("x1"), "A"),
         record("m3", event_body("x2"), "A"),
     ]
-    failed = await batch(Handler(dead=frozenset({"x1"})), sqs).run(records)
+    failed = await batch(ScriptedHandler(dead=frozenset({"x1"})), sqs).run(records)
     assert failed == []
-    assert [m["MessageBody"] for m in sqs.sent] == ["not json", event_body("x1")]
-    reasons = [m["MessageAttributes"]["userstore.reason"]["StringValue"] for m in sqs.sent]
+    assert [m.body for m in sqs.sent] == ["not json", event_body("x1")]
+    reasons = [m.attributes["userstore.reason"]["StringValue"] for m in sqs.sent]
     assert reasons[0].startswith("body is not valid JSON")
-    assert sqs.sent[0]["MessageGroupId"] == "A"
-    assert sqs.sent[0]["MessageDeduplicationId"] == "m1"
+    assert sqs.sent[0].group == "A"
+    assert sqs.sent[0].deduplication_id == "m1"
 
 
 async def test_last_receive_dead_letters_and_failed_dlq_send_reports_failure() -> None:
-    sqs = Sqs()
-    done = await batch(Handler(retry=frozenset({"r1"})), sqs).run(
+    sqs = FakeQueue(fifo=True)
+    done = await batch(ScriptedHandler(retry=frozenset({"r1"})), sqs).run(
         [record("m1", event_body("r1"), None, 5)]
     )
     assert done == []
-    assert sqs.sent[0]["MessageAttributes"]["userstore.reason"]["StringValue"] == (
+    assert sqs.sent[0].attributes["userstore.reason"]["StringValue"] == (
         "gave up after 5 attempts: injected"
     )
-    broken = await batch(Handler(), Sqs(fail=True)).run([record("m2", "{}", "G")])
+    broken = await batch(ScriptedHandler(), FakeQueue(fifo=True, fail_sends=True)).run(
+        [record("m2", "{}", "G")]
+    )
     assert broken == ["m2"]  # not lost: SQS hands it out again
 
 
 async def test_standard_queue_records_are_independent() -> None:
     records = [record(f"m{n}", event_body(f"e{n}", user=f"u{n % 2}"), None) for n in range(6)]
-    sqs = Sqs()
-    handler = Handler(retry=frozenset({"e0", "e3"}), dead=frozenset({"e5"}))
-    assert await batch(handler, sqs, "https://q/dlq").run(records) == ["m0", "m3"]
-    assert [m["MessageBody"] for m in sqs.sent] == [event_body("e5", user="u1")]
-    assert "MessageGroupId" not in sqs.sent[0]  # a standard dead-letter queue
+    sqs = FakeQueue()  # a standard dead-letter queue
+    handler = ScriptedHandler(retry=frozenset({"e0", "e3"}), dead=frozenset({"e5"}))
+    assert await batch(handler, sqs).run(records) == ["m0", "m3"]
+    assert [m.body for m in sqs.sent] == [event_body("e5", user="u1")]
+    assert sqs.sent[0].group is None
     assert sorted(handler.seen) == [f"e{n}" for n in range(6)]
 
 
-class Slow(Handler):
+class Slow(ScriptedHandler):
     async def handle(self, event: Event, hints: Any = None) -> Outcome:
         if event.event_id == "slow":
             await asyncio.sleep(30)
@@ -165,7 +118,7 @@ async def test_out_of_time_reports_the_unfinished_records_failed() -> None:
         record("m4", event_body("a2"), "A"),
     ]
     handler = Slow()
-    assert await batch(handler, Sqs()).run(records, time_budget_s=0.5) == ["m2", "m3"]
+    assert await batch(handler).run(records, time_budget_s=0.5) == ["m2", "m3"]
     assert handler.seen == ["a1", "a2"]
 
 
@@ -212,11 +165,11 @@ def test_stream_record_from_lambda_decodes_binary_values() -> None:
 
 @pytest.mark.parametrize("body", ["", "[]"])
 async def test_empty_or_non_object_bodies_are_dead_lettered(body: str) -> None:
-    sqs = Sqs()
-    assert await batch(Handler(), sqs).run([record("m1", body, "G")]) == []
+    sqs = FakeQueue(fifo=True)
+    assert await batch(ScriptedHandler(), sqs).run([record("m1", body, "G")]) == []
     assert len(sqs.sent) == 1
-    with pytest.raises(InvalidEvent):
-        await Reader().read(body)
+    with pytest.raises(InvalidMessage):
+        await MessageReader(opener=None, executor=None).read(body)
 
 
 def test_sweep_input_defaults_and_refuses_unknown_fields() -> None:

@@ -18,9 +18,9 @@ import pytest
 import yaml
 
 from tests.harness.emulator import HOOKS_DIR
+from userstore.worker.endpoints import check_endpoints
 from userstore.worker.resources import definition
 from userstore.worker.settings import Settings
-from userstore.worker.transport import check_endpoints
 
 ROOT = Path(__file__).resolve().parents[2]
 PINNED_LOCALSTACK = "localstack/localstack:4.14.0"

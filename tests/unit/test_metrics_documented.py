@@ -6,7 +6,7 @@ import re
 from pathlib import Path
 
 from userstore.worker.metrics import Metrics
-from userstore.worker.streams.consumer import _StreamMetrics
+from userstore.worker.streams.metrics import StreamMetrics
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "operations.md"
 ROW = re.compile(r"^\| `(userstore_\w+)` \| \w+ \|\s*([^|]*?)\s*\|", re.M)
@@ -14,7 +14,7 @@ ROW = re.compile(r"^\| `(userstore_\w+)` \| \w+ \|\s*([^|]*?)\s*\|", re.M)
 
 def test_every_metric_is_in_the_operations_table() -> None:
     metrics = Metrics()
-    _StreamMetrics.of(metrics)
+    StreamMetrics.of(metrics)
     rows = {m.group(1): m.group(2) for m in ROW.finditer(DOC.read_text())}
     registered = set()
     for family in metrics.registry.collect():

@@ -3,22 +3,25 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from collections.abc import Sequence
 
 import pytest
 
+from tests.fakes.queue import FakeQueue
 from userstore.worker import sqs as sqs_module
 from userstore.worker.metrics import Metrics
+from userstore.worker.ports import EntryFailed
 from userstore.worker.sqs import ConsumerConfig, SqsConsumer, _Deleter
 
 
-class RecordingSqs:
+class RecordingSqs(FakeQueue):
     def __init__(self) -> None:
+        super().__init__()
         self.delete_batches: list[int] = []
 
-    async def delete_message_batch(self, **kwargs: Any) -> dict[str, Any]:
-        self.delete_batches.append(len(kwargs["Entries"]))
-        return {"Successful": [], "Failed": []}
+    async def delete(self, receipts: Sequence[str]) -> list[EntryFailed]:
+        self.delete_batches.append(len(receipts))
+        return []
 
 
 def consumer(max_in_flight: int) -> SqsConsumer:
@@ -30,9 +33,8 @@ def consumer(max_in_flight: int) -> SqsConsumer:
         visibility_timeout_s=30,
         max_receive_count=5,
         drain_timeout_s=1,
-        max_attempts=1,
     )
-    return SqsConsumer(None, config, handler=None, metrics=Metrics())  # type: ignore[arg-type]
+    return SqsConsumer(FakeQueue(), None, config, handler=None, metrics=Metrics())  # type: ignore[arg-type]
 
 
 async def test_the_receiver_waits_briefly_for_permits_that_work_in_flight_returns(
@@ -82,7 +84,7 @@ async def test_receipts_arriving_soon_after_go_in_one_delete_batch(
 ) -> None:
     monkeypatch.setattr(sqs_module, "_DELETE_FILL_S", 5.0)
     sqs = RecordingSqs()
-    deleter = _Deleter(sqs, "https://sqs.invalid/q.fifo", max_attempts=1)
+    deleter = _Deleter(sqs)
     stop = asyncio.Event()
     running = asyncio.create_task(deleter.run(stop))
     for n in range(3):
@@ -99,7 +101,7 @@ async def test_receipts_arriving_soon_after_go_in_one_delete_batch(
 
 async def test_a_partial_batch_is_deleted_within_the_fill_time_and_on_stop() -> None:
     sqs = RecordingSqs()
-    deleter = _Deleter(sqs, "https://sqs.invalid/q.fifo", max_attempts=1)
+    deleter = _Deleter(sqs)
     stop = asyncio.Event()
     running = asyncio.create_task(deleter.run(stop))
     deleter.add("m0", "r0")

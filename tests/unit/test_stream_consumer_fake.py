@@ -1,4 +1,4 @@
-"""StreamConsumer against an in-memory stream and lease store: no AWS.
+"""StreamConsumer against the in-memory streams port and lease store: no AWS.
 
 Leases are judged by an injected clock that moves only when a test advances it; the loops run
 on short real intervals. Every wait is bounded.
@@ -19,7 +19,10 @@ import pytest
 import structlog
 
 import userstore.worker.streams.consumer as consumer_module
-from tests.fakes.streams import FakeClock, FakeStream, MemoryLeases, client_error
+import userstore.worker.streams.held as held_module
+import userstore.worker.streams.reader as reader_module
+from tests.fakes.streams import STREAM_ARN, FakeClock, FakeStream, MemoryLeases
+from userstore.worker.errors import AwsUnavailable
 from userstore.worker.metrics import Metrics
 from userstore.worker.streams import (
     SHARD_END,
@@ -27,6 +30,7 @@ from userstore.worker.streams import (
     StreamConsumer,
     StreamNotFound,
     StreamRecord,
+    Unreadable,
 )
 
 CONFIG = StreamConfig(
@@ -117,7 +121,7 @@ def make(
     return StreamConsumer(
         stream,
         None,
-        stream_arn=stream.arn,
+        stream_arn=STREAM_ARN,
         lease_table="unused",
         worker_id=worker_id,
         handler=handler,
@@ -142,7 +146,8 @@ def leases() -> MemoryLeases:
 def logs(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[MutableMapping[str, Any]]]:
     """Log entries of the consumer (a fresh logger, whatever structlog caching is set up)."""
     with structlog.testing.capture_logs() as captured:
-        monkeypatch.setattr(consumer_module, "log", structlog.get_logger("userstore.streams"))
+        for module in (consumer_module, reader_module, held_module):
+            monkeypatch.setattr(module, "log", structlog.get_logger("userstore.streams"))
         yield captured
 
 
@@ -228,12 +233,12 @@ async def test_an_expired_iterator_is_replaced_from_the_checkpoint(
     handler = Recorder()
     async with running(make(stream, leases, handler)):
         await eventually(lambda: len(handler.sequences) == 4)
-        created = stream.calls["get_shard_iterator"]
+        created = stream.calls["iterator"]
         stream.expire_iterators()
         records += fill(stream, "S", 4, prefix="v")
         await eventually(lambda: len(handler.sequences) == 8)
-    assert stream.raised["ExpiredIteratorException"] >= 1
-    assert stream.calls["get_shard_iterator"] > created
+    assert stream.raised[Unreadable.EXPIRED] >= 1
+    assert stream.calls["iterator"] > created
     assert handler.sequences == records
 
 
@@ -246,15 +251,13 @@ async def test_get_records_failing_after_retries_starts_again_from_the_checkpoin
     handler = Recorder()
     async with running(make(stream, leases, handler)):
         await eventually(lambda: len(handler.sequences) == 4)
-        created = stream.calls["get_shard_iterator"]
-        stream.get_records_failures.extend(
-            client_error("500", "GetRecords", status=500) for _ in range(CONFIG.max_attempts)
-        )
-        await eventually(lambda: not stream.get_records_failures)
+        created = stream.calls["iterator"]
+        stream.read_failures.append(AwsUnavailable("GetRecords failed (500)"))
+        await eventually(lambda: not stream.read_failures)
         records += fill(stream, "S", 2, prefix="v")
         await eventually(lambda: len(handler.sequences) == 6)
     assert handler.sequences == records
-    assert stream.calls["get_shard_iterator"] > created
+    assert stream.calls["iterator"] > created
     failed = [entry for entry in logs if entry["event"] == "stream.read_failed"]
     assert failed
     assert failed[0]["shard_id"] == "S"
@@ -453,7 +456,7 @@ async def test_a_reader_that_is_caught_up_reads_once_per_interval_under_load(
     assert handler.sequences == written
     # Every read is followed by the wait: each returns what accumulated meanwhile. Reading again
     # at once after a batch (and waiting only after an empty read) would take about twice this.
-    assert stream.calls["get_records"] <= elapsed / config.poll_idle_s + 2, (stream.calls, elapsed)
+    assert stream.calls["read"] <= elapsed / config.poll_idle_s + 2, (stream.calls, elapsed)
 
 
 async def test_a_full_page_is_followed_at_once(stream: FakeStream, leases: MemoryLeases) -> None:
@@ -558,7 +561,7 @@ async def test_unexpected_errors_end_run_instead_of_vanishing(
 ) -> None:
     stream.add_shard("S")
     fill(stream, "S", 1)
-    stream.get_records_failures.append(RuntimeError("a bug in the reader"))
+    stream.read_failures.append(RuntimeError("a bug in the reader"))
     with pytest.raises(ExceptionGroup) as raised:
         await asyncio.wait_for(make(stream, leases, Recorder()).run(asyncio.Event()), 5)
     assert raised.group_contains(RuntimeError)
@@ -566,10 +569,11 @@ async def test_unexpected_errors_end_run_instead_of_vanishing(
 
 async def test_an_unknown_stream_ends_run(leases: MemoryLeases) -> None:
     stream = FakeStream()
+    stream.exists = False
     consumer = StreamConsumer(
         stream,
         None,
-        stream_arn=stream.arn + "-nope",
+        stream_arn=STREAM_ARN,
         lease_table="unused",
         worker_id="w1",
         handler=Recorder(),
@@ -581,14 +585,80 @@ async def test_an_unknown_stream_ends_run(leases: MemoryLeases) -> None:
     assert raised.group_contains(StreamNotFound)
 
 
-async def test_describe_stream_pages_are_followed(stream: FakeStream, leases: MemoryLeases) -> None:
-    for index in range(5):  # page size 2: three pages
-        stream.add_shard(f"s{index}")
-        stream.put(f"s{index}", f"k{index}")
+async def test_a_shard_that_splits_while_read_is_finished_before_its_children(
+    stream: FakeStream, leases: MemoryLeases
+) -> None:
+    stream.add_shard("S")
+    before = fill(stream, "S", 4)
     handler = Recorder()
     async with running(make(stream, leases, handler)):
+        await eventually(lambda: len(handler.sequences) == 4)
+        last = fill(stream, "S", 2, prefix="last")
+        stream.split("S", "L", "R")
+        left, right = fill(stream, "L", 3), fill(stream, "R", 2)
+        await eventually(lambda: len(handler.sequences) == 11)
+        await eventually(lambda: leases.items["S"].checkpoint == SHARD_END)
+    assert handler.by_shard() == {"S": before + last, "L": left, "R": right}
+    order = handler.sequences
+    assert max(order.index(s) for s in last) < min(order.index(s) for s in left + right)
+
+
+async def test_a_shard_gone_while_read_ends_its_reader_and_its_child_goes_on(
+    stream: FakeStream, leases: MemoryLeases, logs: list[MutableMapping[str, Any]]
+) -> None:
+    stream.add_shard("P")
+    parent = fill(stream, "P", 5)  # pages of 3: the second page is never read
+    handler = Recorder(hang_at=1)
+    async with running(make(stream, leases, handler)):
+        await eventually(lambda: len(handler.batches) == 1)
+        stream.split("P", "C")
+        child = fill(stream, "C", 2)
+        stream.remove("P")  # past retention before its reader came back
+        handler.resume.set()
         await eventually(lambda: len(handler.sequences) == 5)
-    assert set(handler.by_shard()) == {f"s{index}" for index in range(5)}
+    assert handler.by_shard() == {"P": parent[:3], "C": child}
+    assert stream.raised[Unreadable.GONE] == 1
+    gone = [entry for entry in logs if entry["event"] == "stream.shard_gone"]
+    assert gone == [{"event": "stream.shard_gone", "shard_id": "P", "log_level": "warning"}]
+    stopped = [entry for entry in logs if entry["event"] == "stream.shard_stopped"]
+    assert {"shard_id": "P", "outcome": "gone"} in [
+        {key: entry[key] for key in ("shard_id", "outcome")} for entry in stopped
+    ]
+    assert leases.items["P"].owner is None  # released
+    assert leases.items["P"].checkpoint == parent[2]
+
+
+async def test_a_late_replica_asks_for_its_share_and_gets_it_at_a_batch_boundary(
+    stream: FakeStream, leases: MemoryLeases, logs: list[MutableMapping[str, Any]]
+) -> None:
+    shards = ["s1", "s2", "s3", "s4"]
+    for shard_id in shards:
+        stream.add_shard(shard_id)
+        fill(stream, shard_id, 2)
+    a, b = Recorder(), Recorder()
+    replica_a, replica_b = make(stream, leases, a, "a"), make(stream, leases, b, "b")
+    async with running(replica_a):
+        await eventually(lambda: len(a.sequences) == 8)
+        assert len(replica_a.owned_shards) == 4
+        async with running(replica_b):
+            # No clock change: no lease expires; b asks, a hands over one shard at a time.
+            await eventually(
+                lambda: len(replica_a.owned_shards) == 2 and len(replica_b.owned_shards) == 2
+            )
+            written = {shard_id: fill(stream, shard_id, 2, prefix="v") for shard_id in shards}
+            await eventually(lambda: len(a.sequences) + len(b.sequences) == 16)
+            await asyncio.sleep(0.05)
+    handled = a.sequences + b.sequences
+    assert len(handled) == len(set(handled)) == 16  # nothing handed over was read twice
+    assert set(b.by_shard()) == {s for s in shards if b.by_shard().get(s) == written[s]}
+    assert len(b.by_shard()) == 2
+    events = Counter(entry["event"] for entry in logs)
+    assert events["stream.handoff_requested"] >= 2
+    assert events["stream.handoff"] >= 2
+    handed = [
+        e for e in logs if e["event"] == "stream.shard_stopped" and e["outcome"] == "handed_off"
+    ]
+    assert {entry["shard_id"] for entry in handed} == set(b.by_shard())
 
 
 @pytest.mark.parametrize(
@@ -611,7 +681,7 @@ def test_config_rejects_settings_that_cannot_work(bad: dict[str, Any]) -> None:
 def test_record_repr_leaves_out_keys_and_images(stream: FakeStream) -> None:
     stream.add_shard("S")
     stream.put("S", SECRET, event="MODIFY")
-    raw = stream.shards["S"].records[0]
+    raw = stream.by_id["S"].records[0]
     record = StreamRecord.from_raw(raw, "S")
     assert (
         record.new_image

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from userstore.worker.transport import InsecureEndpoint, check_endpoints
+from userstore.worker.endpoints import InsecureEndpoint, check_endpoints
 
 
 @pytest.mark.parametrize(

@@ -36,7 +36,7 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from ..aws import Refused, call
-from ..errors import UserstoreError
+from ..errors import LeaseLost as LeaseLost
 from .balance import Lease
 
 LEASE_KEY = "lease_key"
@@ -47,10 +47,6 @@ LEASE_TABLE_SPEC: dict[str, Any] = {
 """create_table arguments for the lease table (besides TableName and BillingMode)."""
 
 _CONDITION_FAILED = frozenset({"ConditionalCheckFailedException"})
-
-
-class LeaseLost(UserstoreError):
-    """Another replica owns this shard's lease now: stop reading it, don't checkpoint."""
 
 
 class LeaseStore(Protocol):

@@ -10,13 +10,9 @@ import ipaddress
 from collections.abc import Mapping
 from urllib.parse import urlsplit
 
-from .errors import UserstoreError
+from .errors import InsecureEndpoint as InsecureEndpoint
 
 ENDPOINT_VARIABLES_PREFIX = "AWS_ENDPOINT_URL"
-
-
-class InsecureEndpoint(UserstoreError):
-    """A configured endpoint would send requests in plaintext over a network."""
 
 
 def is_loopback(host: str) -> bool:
