@@ -443,7 +443,7 @@ Sizes: {sizes}. Do not edit by hand: re-run the command (`python -m bench --help
 
 ## Method
 
-One moto server process (`tests/emulator.py`) serves every leg, behind one proxy process on
+One moto server process (`tests/harness/emulator.py`) serves every leg, behind one proxy process on
 loopback (`tests/faults/proxy.py`) that counts every AWS call by service and operation and, for
 the latency legs, holds each call 20 ms before forwarding it. Each subject is its own OS process
 pointed at the proxy, started on a fresh FIFO queue that already holds its events (group = user

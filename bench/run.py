@@ -33,8 +33,8 @@ from bench.report import Results, write_report
 from bench.subjects import ROOT, Subject, Window, calls_by_operation, clean_environ
 from bench.sweeps import raw_scan_and_put, timed_sweep
 from bench.traffic import CREATE, DUPLICATE, KINDS, Traffic, send
-from tests.emulator import moto_server_process
 from tests.faults.proxy import ProxyControl, fault_proxy_process
+from tests.harness.emulator import moto_server_process
 from userstore.worker.app import aws_clients
 from userstore.worker.logs import configure
 from userstore.worker.provision import ensure_queues, provision
@@ -359,7 +359,7 @@ def main(argv: list[str] | None = None) -> int:
         results.finished = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
         results.load = os.getloadavg()[0]
         if args.profile:
-            from bench.profile import profile_worker
+            from bench.cpu_profile import profile_worker
 
             print("profile:", file=sys.stderr)
             results.profile = profile_worker(bench, args.profile)

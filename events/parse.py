@@ -18,11 +18,11 @@ from pydantic import TypeAdapter, ValidationError
 from pydantic_core import ErrorDetails
 
 from .errors import InvalidEvent
+from .fields import EventId
 from .models import (
     ATTRIBUTE_NAME_PATTERN,
     SUPPORTED_SCHEMA_VERSIONS,
     Event,
-    EventId,
     EventType,
     UserCreated,
     UserDeleted,

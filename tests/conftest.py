@@ -1,12 +1,11 @@
 from __future__ import annotations
 
 import os
-import uuid
 from collections.abc import Iterator
 
 import pytest
 
-from tests.emulator import (
+from tests.harness.emulator import (
     E2E_DIR,
     ministack_process,
     moto_bound_e2e,
@@ -14,6 +13,7 @@ from tests.emulator import (
     run_hooks,
     selected_emulator,
 )
+from tests.harness.settings import make_settings, provision_settings
 from tests.reliability.scenario import scenario
 from userstore.worker.settings import KeyMode, Settings
 
@@ -25,12 +25,15 @@ os.environ.update(
     AWS_REGION="eu-west-2",
 )
 for _name in list(os.environ):
-    # USERSTORE_TEST_* choose the harness's emulator (tests/emulator.py): not worker settings.
+    # USERSTORE_TEST_* choose the emulator (tests/harness/emulator.py): not worker settings.
     if _name.startswith(("USERSTORE_", "AWS_ENDPOINT_URL")) and not _name.startswith(
         "USERSTORE_TEST_"
     ):
         del os.environ[_name]
 
+
+# Folders are tiers: tests/harness/tiers.py marks every test with its first folder under tests/.
+pytest_plugins = ["tests.harness.tiers"]
 
 _DESELECTED_E2E = pytest.StashKey[list[str]]()
 
@@ -69,7 +72,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         raise pytest.UsageError(
             "e2e tests must take `aws_endpoint` (moto or ministack), not `moto_endpoint`:\n  "
             + "\n  ".join(bound)
-            + "\n(a module that truly can't run on ministack goes in tests/emulator.py's"
+            + "\n(a module that truly can't run on ministack goes in tests/harness/emulator.py's"
             " MOTO_ONLY_E2E, with the reason)"
         )
     if selected_emulator() != "ministack":
@@ -91,29 +94,6 @@ def pytest_report_collectionfinish(config: pytest.Config) -> list[str]:
     ]
 
 
-def make_settings(
-    endpoint: str, key_mode: KeyMode = KeyMode.KMS, *, fifo: bool = True, **extra: object
-) -> Settings:
-    """Settings with resource names of their own, so tests never share state."""
-    tag = uuid.uuid4().hex[:10]
-    suffix = ".fifo" if fifo else ""
-    return Settings(
-        aws_endpoint_url=endpoint,
-        aws_region="eu-west-2",
-        table=f"users-{tag}",
-        meta_table=f"materials-{tag}",
-        state_table=f"state-{tag}",
-        queue=f"events-{tag}{suffix}",
-        dlq=f"events-dlq-{tag}{suffix}",
-        kms_key=f"alias/userstore-{tag}",
-        key_mode=key_mode,
-        wait_time_s=1,
-        visibility_timeout_s=30,
-        aws_max_attempts=3,
-        **extra,  # type: ignore[arg-type]
-    )
-
-
 @pytest.fixture(params=[KeyMode.KMS, KeyMode.CACHED], ids=["kms", "cached"])
 def key_mode(request: pytest.FixtureRequest) -> KeyMode:
     return KeyMode(request.param)
@@ -124,13 +104,6 @@ async def provisioned_settings(moto_endpoint: str, key_mode: KeyMode) -> Setting
     return await provision_settings(make_settings(moto_endpoint, key_mode))
 
 
-async def provision_settings(settings: Settings) -> Settings:
-    from userstore.worker.app import aws_clients
-    from userstore.worker.provision import provision
-
-    async with aws_clients(settings) as clients:
-        await provision(settings, clients.kms, clients.dynamodb, clients.sqs)
-    return settings
-
-
-__all__ = ["scenario"]  # the reliability report's fixture, available to every test
+# the reliability report's fixture, available to every test; the settings helpers live in
+# tests/harness/settings.py (imported here for the fixtures)
+__all__ = ["make_settings", "provision_settings", "scenario"]

@@ -17,10 +17,12 @@ from typing import Any, NamedTuple
 
 import boto3
 
-from tests.conftest import make_settings
-from tests.e2e.test_worker_process import NOW, env_for, userstore, wait_drained
-from tests.factories import event_dict
 from tests.faults.proxy import FaultRules, ProxyStats, ServiceRules, fault_proxy_process
+from tests.harness.factories import event_dict
+from tests.harness.settings import make_settings
+from tests.harness.traffic import NOW
+from tests.harness.waiting import wait_drained
+from tests.harness.worker_process import env_for, userstore
 from userstore.events import parse_event
 from userstore.events.publisher import seal_body
 from userstore.events.sealing import PayloadSealer

@@ -9,148 +9,38 @@ pipe, so a chatty process can't block.
 from __future__ import annotations
 
 import asyncio
-import functools
 import ipaddress
 import json
-import os
-import random
-import signal
 import socket
 import subprocess
 import time
 import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import boto3
 import pytest
 
-from tests.conftest import make_settings
-from tests.e2e.test_worker_process import (
-    NOW,
-    _read_profiles,
-    env_for,
-    publish_with_boto3,
-    scan_all,
+from tests.harness.emulator import free_port
+from tests.harness.logs import count_logged, log_records
+from tests.harness.model import expected_profiles
+from tests.harness.stored import read_profiles, scan_all
+from tests.harness.traffic import make_events, publish_with_boto3, timed_event, write_jsonl
+from tests.harness.waiting import queue_counts, wait_drained, wait_until
+from tests.harness.worker_process import (
+    background,
+    clients,
+    env_without_endpoint,
+    provisioned,
+    run_cli,
+    stop,
     userstore,
-    wait_drained,
 )
-from tests.emulator import free_port
-from tests.factories import event_dict
-from tests.model import expected_profiles
 from tests.reliability.scenario import ScenarioRecorder
 from userstore.events import parse_event, validate_event
 from userstore.worker.settings import Settings
 
-pytestmark = pytest.mark.e2e
-
-COMMAND_TIMEOUT_S = 60
-
-
 # --- helpers -----------------------------------------------------------------------------------
-
-
-_event = functools.partial(event_dict, base=NOW)
-
-
-def make_events(users: int, per_user: int, seed: int) -> tuple[list[dict[str, Any]], list[str]]:
-    """`per_user` valid events for each of `users` users, and every personal value used.
-
-    Each user gets a full create, then partial updates (some removing fields with null), and one
-    user in six ends with a delete. Event times are strictly increasing per user.
-    """
-    rng = random.Random(seed)
-    events: list[dict[str, Any]] = []
-    personal: list[str] = []
-    for n in range(users):
-        user = f"urn:fdc:gov.uk:2022:cli-{uuid.uuid4().hex[:12]}"
-        given = f"Given{rng.randrange(10**6):06d}q"
-        family = f"Family{rng.randrange(10**6):06d}q"
-        email = f"cli.person.{rng.randrange(10**9):09d}@example.org"
-        street = f"{rng.randrange(1, 999)} Hidden Row {n}"
-        personal += [given, family, email, street]
-        events.append(
-            _event(
-                user,
-                "user.created",
-                0,
-                {
-                    "email": email,
-                    "email_verified": rng.random() < 0.5,
-                    "given_name": given,
-                    "birthdate": f"19{rng.randrange(40, 99)}-0{rng.randrange(1, 9)}-1{n % 9}",
-                    "address": {"street_address": street, "country": "GB"},
-                    "attributes": {"tier": "gold", "logins": n, "roles": ["a", "b"]},
-                },
-            )
-        )
-        for k in range(1, per_user):
-            if k == per_user - 1 and n % 6 == 5:
-                events.append(_event(user, "user.deleted", k))
-                continue
-            phone = f"+4477009{rng.randrange(10**5):05d}"
-            personal.append(phone)
-            patch: dict[str, Any] = rng.choice(
-                [
-                    {"phone_number": phone, "family_name": family},
-                    {"email_verified": True, "attributes": {"tier": None, "logins": n + k}},
-                    {"address": {"street_address": None, "locality": "Leeds"}},
-                    {"birthdate": None, "phone_number": phone},
-                ]
-            )
-            events.append(_event(user, "user.updated", k, patch))
-    return events, personal
-
-
-def write_jsonl(path: Path, lines: list[str]) -> Path:
-    path.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
-    return path
-
-
-def run_cli(
-    env: dict[str, str], *args: str, stdin: str | None = None
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        userstore(*args),
-        env=env,
-        input=stdin,
-        capture_output=True,
-        text=True,
-        timeout=COMMAND_TIMEOUT_S,
-        check=False,
-    )
-
-
-def provisioned(endpoint: str, **env_overrides: str) -> tuple[Settings, dict[str, str]]:
-    """Fresh resource names, provisioned by the real `userstore provision`."""
-    settings = make_settings(endpoint)
-    env = {**env_for(settings), **env_overrides}
-    done = run_cli(env, "provision")
-    assert done.returncode == 0, done.stderr[-2000:]
-    return settings, env
-
-
-def clients(settings: Settings) -> tuple[Any, Any, str, str]:
-    session = boto3.session.Session(region_name=settings.aws_region)
-    sqs = session.client("sqs", endpoint_url=settings.aws_endpoint_url)
-    ddb = session.client("dynamodb", endpoint_url=settings.aws_endpoint_url)
-    url = sqs.get_queue_url(QueueName=settings.queue)["QueueUrl"]
-    dlq = sqs.get_queue_url(QueueName=settings.dlq)["QueueUrl"]
-    return sqs, ddb, url, dlq
-
-
-def queue_counts(sqs: Any, url: str) -> tuple[int, int, int]:
-    """(visible, in flight, delayed)."""
-    names = [
-        "ApproximateNumberOfMessages",
-        "ApproximateNumberOfMessagesNotVisible",
-        "ApproximateNumberOfMessagesDelayed",
-    ]
-    attrs = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=names)["Attributes"]
-    visible, in_flight, delayed = (int(attrs.get(name, "0")) for name in names)
-    return visible, in_flight, delayed
 
 
 def receive_all(sqs: Any, url: str, expected: int, timeout_s: float = 20) -> list[dict[str, Any]]:
@@ -184,76 +74,6 @@ def comparable(event: Any) -> dict[str, Any]:
     dumped: dict[str, Any] = model.model_dump(mode="json", exclude_unset=True)
     dumped.pop("schema_version", None)
     return dumped
-
-
-def log_records(path: Path) -> list[dict[str, Any]]:
-    """The JSON log lines written so far (a half-written last line is skipped)."""
-    records = []
-    for line in path.read_text(errors="replace").splitlines():
-        try:
-            record = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(record, dict):
-            records.append(record)
-    return records
-
-
-def count_logged(path: Path, event: str) -> int:
-    return sum(1 for r in log_records(path) if r.get("event") == event)
-
-
-def wait_until(
-    condition: Callable[[], bool],
-    timeout_s: float,
-    what: str,
-    proc: subprocess.Popen[bytes] | None = None,
-    log: Path | None = None,
-) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        tail = log.read_text(errors="replace")[-3000:] if log is not None else ""
-        if proc is not None and proc.poll() is not None:
-            raise AssertionError(f"exited with {proc.returncode} before {what}:\n{tail}")
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}:\n{tail}")
-        time.sleep(0.2)
-
-
-@contextmanager
-def background(
-    args: list[str], env: dict[str, str], log: Path
-) -> Iterator[subprocess.Popen[bytes]]:
-    """A process with stdout and stderr going to `log`; killed on the way out if still running."""
-    with log.open("wb") as out:
-        proc = subprocess.Popen(args, env=env, stdout=out, stderr=subprocess.STDOUT)
-        try:
-            yield proc
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait(10)
-
-
-def stop(proc: subprocess.Popen[bytes], within_s: float, log: Path) -> float:
-    """SIGTERM; assert exit code 0 within `within_s`; return how long it took."""
-    started = time.monotonic()
-    proc.send_signal(signal.SIGTERM)
-    try:
-        code = proc.wait(timeout=within_s)
-    except subprocess.TimeoutExpired:
-        raise AssertionError(
-            f"still running {within_s} s after SIGTERM:\n{log.read_text()[-3000:]}"
-        ) from None
-    assert code == 0, log.read_text(errors="replace")[-3000:]
-    return time.monotonic() - started
-
-
-def env_without_endpoint() -> dict[str, str]:
-    """The test process's environment (dummy credentials, region) with no endpoint at all."""
-    return {
-        k: v for k, v in os.environ.items() if not k.startswith(("USERSTORE_", "AWS_ENDPOINT_URL"))
-    }
 
 
 # --- userstore publish -------------------------------------------------------------------------
@@ -315,8 +135,8 @@ def test_publish_sends_nothing_when_any_line_is_invalid(aws_endpoint: str, tmp_p
     marker = f"Marker{uuid.uuid4().hex[:12]}Personal"
     user = events[0]["user_id"]
 
-    unknown_field = json.dumps(_event(user, "user.updated", 9, {"shoe_size": marker}))
-    bad_email = json.dumps(_event(user, "user.updated", 9, {"email": f"{marker} at example"}))
+    unknown_field = json.dumps(timed_event(user, "user.updated", 9, {"shoe_size": marker}))
+    bad_email = json.dumps(timed_event(user, "user.updated", 9, {"email": f"{marker} at example"}))
     not_json = '{"event_id": "evt-x", "data": {"given_name": "' + marker
     cases = {
         "unknown field": (unknown_field, ["shoe_size", "unknown field"]),
@@ -372,7 +192,7 @@ def test_get_prints_profile_refuses_unknown_and_tampered_records(aws_endpoint: s
     events, personal = make_events(users=4, per_user=3, seed=4)
     users = list(dict.fromkeys(e["user_id"] for e in events))
     # The last user ends deleted.
-    events.append(_event(users[3], "user.deleted", 10))
+    events.append(timed_event(users[3], "user.deleted", 10))
     apply_in_process(settings, events)
     expected = expected_profiles(events)
     assert expected[users[3]] is None
@@ -464,7 +284,9 @@ def test_run_embedded_starts_handles_an_event_and_stops_on_sigterm(tmp_path: Pat
         )
         sqs = boto3.session.Session(region_name="eu-west-2").client("sqs", endpoint_url=endpoint)
         url = sqs.get_queue_url(QueueName=Settings().queue)["QueueUrl"]
-        event = _event("urn:fdc:gov.uk:2022:embedded-1", "user.created", 0, {"given_name": "Em"})
+        event = timed_event(
+            "urn:fdc:gov.uk:2022:embedded-1", "user.created", 0, {"given_name": "Em"}
+        )
         sqs.send_message(
             QueueUrl=url,
             MessageBody=json.dumps(event),
@@ -504,8 +326,7 @@ def test_sigterm_under_load_drains_and_a_second_worker_finishes_the_queue(
     )
     settings, env = provisioned(
         aws_endpoint,
-        USERSTORE_DRAIN_TIMEOUT_S=str(drain_s),
-        USERSTORE_VISIBILITY_TIMEOUT_S="5",
+        {"USERSTORE_DRAIN_TIMEOUT_S": str(drain_s), "USERSTORE_VISIBILITY_TIMEOUT_S": "5"},
     )
     sqs, ddb, url, dlq = clients(settings)
     events, personal = make_events(users=60, per_user=5, seed=5)
@@ -549,7 +370,7 @@ def test_sigterm_under_load_drains_and_a_second_worker_finishes_the_queue(
     # Nothing lost, nothing dead-lettered, nothing personal in the logs or the raw items.
     assert queue_counts(sqs, dlq) == (0, 0, 0)
     expected = expected_profiles(events)
-    assert _read_profiles(settings, list(expected)) == expected
+    assert read_profiles(settings, list(expected)) == expected
     logs = first.read_text() + second.read_text()
     raw = json.dumps(scan_all(ddb, settings.table), default=lambda b: b.decode("latin-1"))
     for value in personal:
@@ -614,7 +435,10 @@ def test_find_by_email_and_rotation_status(aws_endpoint: str) -> None:
     emails = ["Ada@Example.org", "ada@example.org", "grace@example.org"]
     apply_in_process(
         settings,
-        [_event(u, "user.created", 0, {"email": e}) for u, e in zip(users, emails, strict=True)],
+        [
+            timed_event(u, "user.created", 0, {"email": e})
+            for u, e in zip(users, emails, strict=True)
+        ],
     )
     found = run_cli(env, "find", "--email", "ADA@example.org")
     assert found.returncode == 0, found.stderr

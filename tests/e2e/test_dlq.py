@@ -19,20 +19,12 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
 
-from tests.conftest import make_settings
-from tests.e2e.test_worker_process import (
-    NOW,
-    env_for,
-    publish_with_boto3,
-    userstore,
-    wait_drained,
-)
-from tests.factories import event_dict
-
-pytestmark = pytest.mark.e2e
+from tests.harness.factories import event_dict
+from tests.harness.traffic import NOW, publish_with_boto3
+from tests.harness.waiting import wait_drained
+from tests.harness.worker_process import provision_worker, userstore
 
 TIMEOUT_S = 60
 
@@ -69,13 +61,7 @@ def dlq_depth(sqs: Any, url: str) -> int:
 def test_list_shows_no_personal_data_and_redrive_brings_events_back(
     aws_endpoint: str, tmp_path: Path
 ) -> None:
-    settings = make_settings(aws_endpoint)
-    env = env_for(settings)
-    run(env, "provision")
-    session = boto3.session.Session(region_name=settings.aws_region)
-    sqs = session.client("sqs", endpoint_url=aws_endpoint)
-    url = sqs.get_queue_url(QueueName=settings.queue)["QueueUrl"]
-    dlq = sqs.get_queue_url(QueueName=settings.dlq)["QueueUrl"]
+    _, env, sqs, _, url, dlq = provision_worker(aws_endpoint)
 
     base = NOW - timedelta(hours=2)
     personal: list[str] = []

@@ -29,8 +29,6 @@ import pytest
 from tests.e2e.iam_run import Calls, Run, publisher_calls, worker_calls
 from userstore.worker.settings import KeyMode
 
-pytestmark = pytest.mark.e2e
-
 POLICIES = Path(__file__).resolve().parents[2] / "docs" / "iam"
 _SQS_BATCH = {
     "DeleteMessageBatch": "DeleteMessage",

@@ -1,6 +1,6 @@
 """End to end, the retirement procedure of docs/keys.md: rotate, let the re-encryption job run,
 see `rotation status` say the old key can be retired, disable it, restart, and every command
-still works. On an emulator that enforces key state (moto through tests/atomic_moto.py, and
+still works. On an emulator that enforces key state (moto through tests/harness/atomic_moto.py, and
 ministack): the test first proves the disabled key is refused.
 """
 
@@ -17,22 +17,13 @@ import boto3
 import pytest
 from botocore.exceptions import ClientError
 
-from tests.conftest import make_settings
-from tests.e2e.test_cli import (
-    background,
-    clients,
-    count_logged,
-    log_records,
-    run_cli,
-    stop,
-    wait_until,
-    write_jsonl,
-)
-from tests.e2e.test_worker_process import env_for, publish_with_boto3, userstore, wait_drained
-from tests.factories import event_dict
+from tests.harness.factories import event_dict
+from tests.harness.logs import count_logged, log_records
+from tests.harness.settings import make_settings
+from tests.harness.traffic import publish_with_boto3, write_jsonl
+from tests.harness.waiting import wait_drained, wait_until
+from tests.harness.worker_process import background, clients, env_for, run_cli, stop, userstore
 from userstore.worker.settings import KeyMode, Settings
-
-pytestmark = pytest.mark.e2e
 
 
 def _kms(settings: Settings) -> Any:

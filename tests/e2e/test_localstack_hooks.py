@@ -20,24 +20,13 @@ from typing import Any
 import boto3
 import pytest
 
-from tests.e2e.test_cli import (
-    background,
-    count_logged,
-    env_without_endpoint,
-    log_records,
-    make_events,
-    queue_counts,
-    run_cli,
-    stop,
-    wait_until,
-    write_jsonl,
-)
-from tests.e2e.test_worker_process import userstore
-from tests.emulator import HOOKS_DIR, RESOURCES_FILE, selected_emulator
-from tests.model import expected_profiles
+from tests.harness.emulator import HOOKS_DIR, RESOURCES_FILE, selected_emulator
+from tests.harness.logs import count_logged, log_records
+from tests.harness.model import expected_profiles
+from tests.harness.traffic import make_events, write_jsonl
+from tests.harness.waiting import queue_counts, wait_until
+from tests.harness.worker_process import background, env_without_endpoint, run_cli, stop, userstore
 from userstore.worker.settings import Settings
-
-pytestmark = pytest.mark.e2e
 
 NAMES = (
     "table",

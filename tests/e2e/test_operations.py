@@ -22,21 +22,12 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
 
-from tests.conftest import make_settings
-from tests.e2e.test_worker_process import (
-    _e,
-    env_for,
-    make_traffic,
-    publish_with_boto3,
-    userstore,
-    wait_drained,
-)
 from tests.faults.proxy import FaultRules, ServiceRules, fault_proxy_process
-
-pytestmark = pytest.mark.e2e
+from tests.harness.traffic import make_traffic, publish_with_boto3, timed_event
+from tests.harness.waiting import wait_drained
+from tests.harness.worker_process import provision_worker, userstore
 
 _SAMPLE = re.compile(r"^(\w+)(?:\{(.*)\})? (\S+)$")
 
@@ -94,14 +85,9 @@ def tamper(ddb: Any, table: str, user: str) -> None:
 
 @pytest.mark.timeout(300)
 def test_metrics_probes_and_log_correlation(aws_endpoint: str, tmp_path: Path) -> None:
-    settings = make_settings(aws_endpoint)
-    env = {**env_for(settings), "USERSTORE_METRICS_PORT": "0"}
-    subprocess.run(userstore("provision"), env=env, check=True, capture_output=True, timeout=60)
-    session = boto3.session.Session(region_name=settings.aws_region)
-    sqs = session.client("sqs", endpoint_url=aws_endpoint)
-    ddb = session.client("dynamodb", endpoint_url=aws_endpoint)
-    url = sqs.get_queue_url(QueueName=settings.queue)["QueueUrl"]
-    dlq = sqs.get_queue_url(QueueName=settings.dlq)["QueueUrl"]
+    settings, env, sqs, ddb, url, dlq = provision_worker(
+        aws_endpoint, {"USERSTORE_METRICS_PORT": "0"}
+    )
 
     events, malformed, personal = make_traffic(seed=5, users=12)
     traced = {}
@@ -110,7 +96,7 @@ def test_metrics_probes_and_log_correlation(aws_endpoint: str, tmp_path: Path) -
     victim = f"urn:fdc:gov.uk:2022:e2e-{uuid.uuid4().hex[:10]}"
     secret = f"Victim{uuid.uuid4().hex[:8]}"
     personal.append(secret)
-    created = _e(victim, "user.created", 0, {"given_name": secret})
+    created = timed_event(victim, "user.created", 0, {"given_name": secret})
     messages = [(e["user_id"], uuid.uuid4().hex, json.dumps(e)) for e in [*events, created]]
     messages += [("bad", uuid.uuid4().hex, text) for text in malformed]
     users = {e["user_id"] for e in events} | {victim}
@@ -130,7 +116,7 @@ def test_metrics_probes_and_log_correlation(aws_endpoint: str, tmp_path: Path) -
             publish_with_boto3(sqs, url, messages)
             wait_drained(sqs, url)
             tamper(ddb, settings.table, victim)
-            update = _e(victim, "user.updated", 5, {"family_name": "Later"})
+            update = timed_event(victim, "user.updated", 5, {"family_name": "Later"})
             xray_root = f"1-{uuid.uuid4().hex[:8]}-{uuid.uuid4().hex[:24]}"
             sqs.send_message(
                 QueueUrl=url,
@@ -220,13 +206,9 @@ def test_readiness_drops_while_draining_after_sigterm(aws_endpoint: str, tmp_pat
     """A message is in flight behind slow DynamoDB calls when SIGTERM arrives: while the worker
     drains, /healthz still answers and /readyz says draining; then it exits 0.
     """
-    settings = make_settings(aws_endpoint)
-    env = {**env_for(settings), "USERSTORE_METRICS_PORT": "0", "USERSTORE_STREAM_ENABLED": "false"}
-    subprocess.run(userstore("provision"), env=env, check=True, capture_output=True, timeout=60)
-    sqs = boto3.session.Session(region_name=settings.aws_region).client(
-        "sqs", endpoint_url=aws_endpoint
+    _, env, sqs, _, url, _ = provision_worker(
+        aws_endpoint, {"USERSTORE_METRICS_PORT": "0", "USERSTORE_STREAM_ENABLED": "false"}
     )
-    url = sqs.get_queue_url(QueueName=settings.queue)["QueueUrl"]
     log_path = tmp_path / "worker.log"
     with fault_proxy_process(aws_endpoint) as (proxy_url, control), log_path.open("w") as log:
         worker = subprocess.Popen(
@@ -241,7 +223,7 @@ def test_readiness_drops_while_draining_after_sigterm(aws_endpoint: str, tmp_pat
             wait_for(lambda: http_get(f"{base}/readyz")[0] == 200, what="readiness")
             control.set_rules(FaultRules(services={"dynamodb": ServiceRules(latency_ms=3000)}))
             user = f"urn:fdc:gov.uk:2022:e2e-{uuid.uuid4().hex[:10]}"
-            event = _e(user, "user.created", 0, {"given_name": "Drain"})
+            event = timed_event(user, "user.created", 0, {"given_name": "Drain"})
             publish_with_boto3(sqs, url, [(event["user_id"], uuid.uuid4().hex, json.dumps(event))])
             wait_for(
                 lambda: value(samples(http_get(f"{base}/metrics")[1]), "userstore_in_flight") == 1,

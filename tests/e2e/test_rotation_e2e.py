@@ -7,63 +7,23 @@ rotation when no event touched it meanwhile).
 
 from __future__ import annotations
 
-import functools
-import json
 import os
 import random
 import signal
 import subprocess
 import threading
-import time
 import uuid
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import boto3
 import pytest
 
-from tests.conftest import make_settings
-from tests.e2e.test_worker_process import (
-    _read_profiles,
-    env_for,
-    publish_with_boto3,
-    scan_all,
-    userstore,
-    wait_drained,
-)
-from tests.factories import event_dict
-from tests.model import expected_profiles
+from tests.harness.model import expected_profiles
+from tests.harness.stored import read_profiles, stored_records
+from tests.harness.traffic import event_messages, publish_with_boto3, timed_event
+from tests.harness.waiting import wait_all_sealed_under, wait_drained
+from tests.harness.worker_process import provision_worker, userstore
 from userstore.worker.settings import KeyMode
-
-pytestmark = pytest.mark.e2e
-
-NOW = datetime.now(UTC).replace(microsecond=0)
-
-
-_event = functools.partial(event_dict, base=NOW)
-
-
-def _messages(events: list[dict[str, Any]]) -> list[tuple[str, str, str]]:
-    return [(e["user_id"], e["event_id"], json.dumps(e)) for e in events]
-
-
-def _records(ddb: Any, table: str) -> dict[str, dict[str, Any]]:
-    return {
-        item["user_id"]["S"]: item
-        for item in scan_all(ddb, table)
-        if not item["user_id"]["S"].startswith("userstore control/")
-    }
-
-
-def _wait_all_sealed_under(ddb: Any, table: str, key_ref: str, timeout_s: float) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        refs = {item["key_ref"]["S"] for item in _records(ddb, table).values()}
-        if refs == {key_ref}:
-            return
-        time.sleep(1)
-    raise AssertionError(f"records still under other keys: {refs - {key_ref}}")
 
 
 @pytest.mark.timeout(600)
@@ -78,29 +38,29 @@ def test_rotation_while_events_flow(
     # 400 users in the suite (RELIABILITY_SCALE=2.5 for the 1000 of a soak run): enough for the
     # rotation to land while events flow, affordable on CI's two cores.
     users_count = int(400 * float(os.environ.get("RELIABILITY_SCALE", "1")))
-    settings = make_settings(aws_endpoint, mode)
-    env = env_for(settings) | {
-        "USERSTORE_CONTROL_POLL_S": "1",
-        "USERSTORE_REENCRYPT_RATE_PER_S": "2000",
-        "USERSTORE_STREAM_LEASE_S": "6",
-        "USERSTORE_MAX_IN_FLIGHT": "32",
-    }
-    subprocess.run(userstore("provision"), env=env, check=True, capture_output=True, timeout=60)
-    session = boto3.session.Session(region_name=settings.aws_region)
-    sqs = session.client("sqs", endpoint_url=aws_endpoint)
-    ddb = session.client("dynamodb", endpoint_url=aws_endpoint)
-    kms = session.client("kms", endpoint_url=aws_endpoint)
-    url = sqs.get_queue_url(QueueName=settings.queue)["QueueUrl"]
+    settings, env, sqs, ddb, url, _ = provision_worker(
+        aws_endpoint,
+        {
+            "USERSTORE_CONTROL_POLL_S": "1",
+            "USERSTORE_REENCRYPT_RATE_PER_S": "2000",
+            "USERSTORE_STREAM_LEASE_S": "6",
+            "USERSTORE_MAX_IN_FLIGHT": "32",
+        },
+        key_mode=mode,
+    )
+    kms = boto3.session.Session(region_name=settings.aws_region).client(
+        "kms", endpoint_url=aws_endpoint
+    )
 
     rng = random.Random(5)
     users = [f"urn:fdc:gov.uk:2022:rot-{n:05d}-{uuid.uuid4().hex[:6]}" for n in range(users_count)]
     creates = [
-        _event(u, "user.created", 0, {"email": f"p{n}@example.org", "attributes": {"v": 0}})
+        timed_event(u, "user.created", 0, {"email": f"p{n}@example.org", "attributes": {"v": 0}})
         for n, u in enumerate(users)
     ]
     touched = rng.sample(users, k=200)
     updates = [
-        _event(u, "user.updated", 1 + k, {"attributes": {"v": k + 1}, "given_name": f"G{k}"})
+        timed_event(u, "user.updated", 1 + k, {"attributes": {"v": k + 1}, "given_name": f"G{k}"})
         for k in range(3)
         for u in touched
     ]
@@ -113,12 +73,16 @@ def test_rotation_while_events_flow(
                 subprocess.Popen(userstore("run"), env=env, stdout=out, stderr=subprocess.STDOUT)
             )
     try:
-        publish_with_boto3(sqs, url, _messages(creates))
+        publish_with_boto3(sqs, url, event_messages(creates))
         wait_drained(sqs, url, timeout_s=240)
-        before = {u: int(item["rev"]["N"]) for u, item in _records(ddb, settings.table).items()}
+        before = {
+            u: int(item["rev"]["N"]) for u, item in stored_records(ddb, settings.table).items()
+        }
 
         # Rotate while updates keep flowing.
-        sender = threading.Thread(target=publish_with_boto3, args=(sqs, url, _messages(updates)))
+        sender = threading.Thread(
+            target=publish_with_boto3, args=(sqs, url, event_messages(updates))
+        )
         sender.start()
         target = (
             kms.create_key(Description="rotated")["KeyMetadata"]["Arn"]
@@ -136,7 +100,7 @@ def test_rotation_while_events_flow(
         new_ref = rotated.stdout.strip().removeprefix("active key: ")
         sender.join()
         wait_drained(sqs, url, timeout_s=240)
-        _wait_all_sealed_under(ddb, settings.table, new_ref, timeout_s=240)
+        wait_all_sealed_under(ddb, settings.table, new_ref, timeout_s=240)
     finally:
         for proc in procs:
             proc.send_signal(signal.SIGTERM)
@@ -145,8 +109,8 @@ def test_rotation_while_events_flow(
     assert codes == [0] * workers, output[-3000:]
 
     expected = expected_profiles(creates + updates)
-    assert _read_profiles(settings, users) == expected  # no update lost, content unchanged
-    after = {u: int(item["rev"]["N"]) for u, item in _records(ddb, settings.table).items()}
+    assert read_profiles(settings, users) == expected  # no update lost, content unchanged
+    after = {u: int(item["rev"]["N"]) for u, item in stored_records(ddb, settings.table).items()}
     untouched = [u for u in users if u not in set(touched)]
     # One re-encryption per record, never two (by two workers, or by the stream and the job).
     assert {after[u] - before[u] for u in untouched} == {1}

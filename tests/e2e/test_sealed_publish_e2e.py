@@ -8,21 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.test_cli import (
-    background,
-    clients,
-    log_records,
-    make_events,
-    provisioned,
-    run_cli,
-    stop,
-    wait_until,
-    write_jsonl,
-)
-from tests.e2e.test_worker_process import _read_profiles, userstore, wait_drained
-from tests.model import expected_profiles
-
-pytestmark = pytest.mark.e2e
+from tests.harness.logs import log_records
+from tests.harness.model import expected_profiles
+from tests.harness.stored import read_profiles
+from tests.harness.traffic import make_events, write_jsonl
+from tests.harness.waiting import wait_drained, wait_until
+from tests.harness.worker_process import background, clients, provisioned, run_cli, stop, userstore
 
 
 @pytest.mark.timeout(180)
@@ -30,7 +21,7 @@ def test_sealed_publish_is_applied_and_the_queue_never_holds_plaintext(
     aws_endpoint: str, tmp_path: Path
 ) -> None:
     payload_key = f"alias/payload-{uuid.uuid4().hex[:8]}"
-    settings, env = provisioned(aws_endpoint, USERSTORE_PAYLOAD_KMS_KEY=payload_key)
+    settings, env = provisioned(aws_endpoint, {"USERSTORE_PAYLOAD_KMS_KEY": payload_key})
     settings = settings.model_copy(update={"payload_kms_key": payload_key})
     sqs, _, url, dlq = clients(settings)
     events, personal = make_events(users=4, per_user=3, seed=7)
@@ -61,6 +52,6 @@ def test_sealed_publish_is_applied_and_the_queue_never_holds_plaintext(
         stop(proc, 30, log)
     assert "Messages" not in sqs.receive_message(QueueUrl=dlq, WaitTimeSeconds=0)
     expected = expected_profiles(events)
-    assert _read_profiles(settings, list(expected)) == expected
+    assert read_profiles(settings, list(expected)) == expected
     text = log.read_text()
     assert not [value for value in personal if value in text]

@@ -18,10 +18,10 @@ from typing import Any
 import boto3
 import pytest
 
-from tests.conftest import make_settings, provision_settings
-from tests.e2e.test_worker_process import env_for, scan_all, userstore
-from tests.integration.helpers import event
-from tests.integration.test_lambdas import settings_env
+from tests.harness.counting import event
+from tests.harness.settings import make_settings, provision_settings, settings_env
+from tests.harness.stored import scan_all
+from tests.harness.worker_process import env_for, userstore
 from userstore.worker import lambdas
 from userstore.worker.app import components
 from userstore.worker.keyref import KeyRef
@@ -30,8 +30,6 @@ from userstore.worker.rotation import rotate_key
 from userstore.worker.scheduled import ScheduledReport, SweepStatus, run_scheduled_sweep
 from userstore.worker.settings import Settings
 from userstore.worker.sweep import job_id
-
-pytestmark = pytest.mark.e2e
 
 USERS = 600
 

@@ -14,7 +14,6 @@ from datetime import UTC, datetime
 
 import pytest
 
-from tests.conftest import make_settings, provision_settings
 from tests.faults.proxy import (
     DROP_AFTER,
     DROP_BEFORE,
@@ -23,7 +22,8 @@ from tests.faults.proxy import (
     FaultRules,
     fault_proxy_process,
 )
-from tests.integration.helpers import event
+from tests.harness.counting import event
+from tests.harness.settings import make_settings, provision_settings
 from userstore.worker import profile
 from userstore.worker.app import components
 from userstore.worker.authority import current_target
@@ -33,8 +33,6 @@ from userstore.worker.metrics import Metrics
 from userstore.worker.record import from_item
 from userstore.worker.rotation_duties import RotationDuties
 from userstore.worker.settings import KeyMode
-
-pytestmark = pytest.mark.integration
 
 
 @pytest.fixture

@@ -22,7 +22,6 @@ from aiobotocore.session import get_session
 from botocore.config import Config
 from botocore.exceptions import ClientError, ConnectionClosedError, ReadTimeoutError
 
-from tests.emulator import free_port
 from tests.faults.proxy import (
     DROP_AFTER,
     DROP_BEFORE,
@@ -38,7 +37,8 @@ from tests.faults.proxy import (
     ServiceRules,
     fault_proxy_process,
 )
-from tests.integration.helpers import event
+from tests.harness.counting import event
+from tests.harness.emulator import free_port
 from userstore.worker import profile
 from userstore.worker.aws import TRANSIENT_CODES, call, is_transient
 from userstore.worker.crypto import ItemCipher, KmsKeys
@@ -46,8 +46,6 @@ from userstore.worker.errors import KeyUnavailable
 from userstore.worker.keyref import KeyRef
 from userstore.worker.profile import UserState
 from userstore.worker.record import to_item
-
-pytestmark = pytest.mark.integration
 
 REGION = "eu-west-2"
 SHORT_READ_TIMEOUT_S = 0.3

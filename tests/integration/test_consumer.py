@@ -6,12 +6,12 @@ import asyncio
 import json
 import uuid
 from collections import defaultdict
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 
-from tests.conftest import make_settings, provision_settings
+from tests.harness.queue import NOW, body, drain_queue, receive_all, send_all
+from tests.harness.settings import make_settings, provision_settings
 from userstore.events import parse_event
 from userstore.worker import profile
 from userstore.worker.app import components, consumer_for
@@ -22,22 +22,7 @@ from userstore.worker.profile import Event
 from userstore.worker.record import from_item
 from userstore.worker.sqs import ERROR_ATTRIBUTE, EVENT_ID_ATTRIBUTE, REASON_ATTRIBUTE
 
-pytestmark = pytest.mark.integration
-
-NOW = datetime.now(UTC).replace(microsecond=0)
 SECRET = "Zebedee-Personal-42"
-
-
-def body(event_id: str, kind: str, user: str, seconds: int, data: Any = None) -> str:
-    message: dict[str, Any] = {
-        "event_id": event_id,
-        "type": kind,
-        "user_id": user,
-        "occurred_at": (NOW + timedelta(seconds=seconds)).isoformat(),
-    }
-    if data is not None:
-        message["data"] = data
-    return json.dumps(message)
 
 
 MALFORMED = [
@@ -73,59 +58,6 @@ MALFORMED = [
         }
     ),
 ]
-
-
-async def send_all(sqs: Any, url: str, bodies: list[tuple[str, str]]) -> None:
-    """(group, body) pairs, sent the way any publisher would: plain SendMessageBatch."""
-    fifo = url.endswith(".fifo")
-    for start in range(0, len(bodies), 10):
-        entries = []
-        for i, (group, text) in enumerate(bodies[start : start + 10]):
-            entry: dict[str, Any] = {"Id": str(i), "MessageBody": text}
-            if fifo:
-                entry |= {"MessageGroupId": group, "MessageDeduplicationId": uuid.uuid4().hex}
-            entries.append(entry)
-        response = await sqs.send_message_batch(QueueUrl=url, Entries=entries)
-        assert not response.get("Failed")
-
-
-async def drain_queue(sqs: Any, url: str, timeout_s: float = 60) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout_s
-    while asyncio.get_running_loop().time() < deadline:
-        attrs = (
-            await sqs.get_queue_attributes(
-                QueueUrl=url,
-                AttributeNames=[
-                    "ApproximateNumberOfMessages",
-                    "ApproximateNumberOfMessagesNotVisible",
-                ],
-            )
-        )["Attributes"]
-        if (
-            attrs["ApproximateNumberOfMessages"] == "0"
-            and attrs["ApproximateNumberOfMessagesNotVisible"] == "0"
-        ):
-            return
-        await asyncio.sleep(0.2)
-    raise AssertionError("queue did not drain")
-
-
-async def receive_all(sqs: Any, url: str) -> list[dict[str, Any]]:
-    found: list[dict[str, Any]] = []
-    while True:
-        response = await sqs.receive_message(
-            QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=0, MessageAttributeNames=["All"]
-        )
-        messages = response.get("Messages", [])
-        if not messages:
-            return found
-        found.extend(messages)
-        await sqs.delete_message_batch(
-            QueueUrl=url,
-            Entries=[
-                {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(messages)
-            ],
-        )
 
 
 @pytest.mark.parametrize("fifo", [True, False], ids=["fifo", "standard"])

@@ -10,13 +10,11 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import make_settings, provision_settings
+from tests.harness.settings import make_settings, provision_settings
 from userstore.worker.adapters.queue import SqsQueue
 from userstore.worker.app import aws_clients, queue_url
 from userstore.worker.dlq import DeadLetterAdmin
 from userstore.worker.ports import QueueMessage
-
-pytestmark = pytest.mark.integration
 
 
 class Interrupted(Exception):

@@ -18,11 +18,10 @@ from datetime import timedelta
 from typing import Any
 
 import boto3
-import pytest
 from aiobotocore.session import get_session
 
-from tests.conftest import make_settings, provision_settings
-from tests.integration.test_consumer import body, drain_queue, receive_all
+from tests.harness.queue import body, drain_queue, receive_all
+from tests.harness.settings import make_settings, provision_settings
 from userstore.events import EventType, Publisher, SealedEvent, parse_event, sealing
 from userstore.events.publisher import seal_body
 from userstore.events.sealing import PayloadSealer
@@ -32,8 +31,6 @@ from userstore.worker.metrics import Metrics
 from userstore.worker.record import from_item
 from userstore.worker.settings import Settings
 from userstore.worker.sqs import ERROR_ATTRIBUTE, EVENT_ID_ATTRIBUTE, REASON_ATTRIBUTE
-
-pytestmark = pytest.mark.integration
 
 SECRET = "Quentin-Private-77"
 

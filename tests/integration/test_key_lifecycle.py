@@ -1,5 +1,6 @@
-"""The key lifecycle against a moto server that enforces KMS key state (tests/atomic_moto.py):
-rotation moves every ciphertext, the old key really retires, and tampering is never an outage."""
+"""The key lifecycle against a moto server that enforces KMS key state
+(tests/harness/atomic_moto.py): rotation moves every ciphertext, the old key really retires, and
+tampering is never an outage."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from tests.integration.helpers import Calls, count_calls, event
+from tests.harness.counting import Calls, count_calls, event
 from userstore.worker import profile
 from userstore.worker.app import Components, components
 from userstore.worker.control import INDEX_KEYS
@@ -24,8 +25,6 @@ from userstore.worker.rotation import rotate_index_key, rotate_key
 from userstore.worker.search import find_by_email
 from userstore.worker.settings import KeyMode, Settings
 from userstore.worker.sweep import run_sweep
-
-pytestmark = pytest.mark.integration
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 
@@ -149,7 +148,7 @@ async def _next_target(parts: Components) -> str:
 
 
 async def test_a_replayed_control_record_is_refused_and_restored(moto_endpoint: str) -> None:
-    from tests.conftest import make_settings, provision_settings
+    from tests.harness.settings import make_settings, provision_settings
 
     settings = await provision_settings(make_settings(moto_endpoint))
     async with components(settings) as replica:
@@ -181,7 +180,7 @@ async def test_a_record_naming_a_key_this_store_never_used_is_tampering_not_an_o
 
     import boto3
 
-    from tests.conftest import make_settings, provision_settings
+    from tests.harness.settings import make_settings, provision_settings
 
     settings = await provision_settings(make_settings(moto_endpoint))
     async with components(settings) as parts:
@@ -266,7 +265,7 @@ async def test_a_replica_opens_records_under_the_aliases_new_key_before_the_anno
 
 
 async def test_retiring_an_unused_index_key_version(moto_endpoint: str) -> None:
-    from tests.conftest import make_settings, provision_settings
+    from tests.harness.settings import make_settings, provision_settings
     from userstore.worker.errors import UserstoreError
     from userstore.worker.rotation import retire_index_version
 

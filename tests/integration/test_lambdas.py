@@ -20,8 +20,8 @@ from typing import Any
 import boto3
 import pytest
 
-from tests.conftest import make_settings, provision_settings
-from tests.integration.test_consumer import body
+from tests.harness.queue import body
+from tests.harness.settings import make_settings, provision_settings, settings_env
 from userstore.events import parse_event
 from userstore.events.publisher import seal_body
 from userstore.events.sealing import PayloadSealer
@@ -40,30 +40,11 @@ from userstore.worker.sqs import (
 )
 from userstore.worker.tracing import TRACE_ATTRIBUTE
 
-pytestmark = pytest.mark.integration
-
 SECRET = "Wilhelmina-Confidential-9"
 
 
 def user() -> str:
     return f"urn:fdc:gov.uk:2022:{uuid.uuid4().hex[:8]}"
-
-
-def settings_env(settings: Settings) -> dict[str, str]:
-    """The environment a Lambda function would be configured with for these settings."""
-    env: dict[str, str] = {}
-    for name, field in Settings.model_fields.items():
-        value = getattr(settings, name)
-        if value is None:
-            continue
-        alias = field.validation_alias
-        key = (
-            (alias if isinstance(alias, str) else alias.choices[0])  # type: ignore[union-attr]
-            if alias is not None
-            else f"USERSTORE_{name.upper()}"
-        )
-        env[str(key)] = str(value)
-    return env
 
 
 @pytest.fixture

@@ -10,13 +10,11 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
-from tests.conftest import make_settings
+from tests.harness.settings import make_settings
 from userstore.worker.app import aws_clients
 from userstore.worker.provision import TABLE_EXTRAS, provision
 from userstore.worker.resources import definition, render, setting_values
 from userstore.worker.settings import QueueEncryption
-
-pytestmark = pytest.mark.integration
 
 
 @pytest.mark.parametrize("fifo", [True, False], ids=["fifo", "standard"])

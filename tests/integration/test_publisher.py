@@ -21,8 +21,6 @@ from userstore.events import (
     parse_event,
 )
 
-pytestmark = pytest.mark.integration
-
 REGION = "us-east-1"
 
 

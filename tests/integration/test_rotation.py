@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from tests.integration.helpers import event
+from tests.harness.counting import event
 from userstore.worker import profile
 from userstore.worker.app import Components, components
 from userstore.worker.follow import follow_control
@@ -18,8 +18,6 @@ from userstore.worker.rotation import rotate_index_key, rotate_key
 from userstore.worker.search import EmailMatches, find_by_email, match_email
 from userstore.worker.settings import KeyMode, Settings
 from userstore.worker.sweep import run_sweep
-
-pytestmark = pytest.mark.integration
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 
@@ -98,7 +96,7 @@ async def test_a_replica_follows_a_confirmed_rotation(provisioned_settings: Sett
 
 
 async def test_find_by_email_follows_changes_deletes_and_index_rotation(moto_endpoint: str) -> None:
-    from tests.conftest import make_settings, provision_settings
+    from tests.harness.settings import make_settings, provision_settings
 
     settings = await provision_settings(make_settings(moto_endpoint))
     async with components(settings) as parts:
@@ -139,7 +137,7 @@ async def test_find_by_email_follows_changes_deletes_and_index_rotation(moto_end
 
 
 async def test_sweep_reports_a_tampered_record_and_leaves_it(moto_endpoint: str) -> None:
-    from tests.conftest import make_settings, provision_settings
+    from tests.harness.settings import make_settings, provision_settings
 
     settings = await provision_settings(make_settings(moto_endpoint))
     async with components(settings) as parts:
@@ -165,7 +163,7 @@ async def test_a_forged_control_record_is_not_followed(moto_endpoint: str) -> No
 
     import boto3
 
-    from tests.conftest import make_settings, provision_settings
+    from tests.harness.settings import make_settings, provision_settings
     from userstore.worker.control import ACTIVE_KEY, ControlRecords
     from userstore.worker.crypto import ItemCipher, KmsKeys
     from userstore.worker.keyref import KeyRef
@@ -203,7 +201,7 @@ async def test_a_forged_control_record_is_not_followed(moto_endpoint: str) -> No
 async def test_find_by_email_skips_a_tampered_candidate_and_logs_it(
     moto_endpoint: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from tests.conftest import make_settings, provision_settings
+    from tests.harness.settings import make_settings, provision_settings
 
     settings = await provision_settings(make_settings(moto_endpoint))
     async with components(settings) as parts:

@@ -17,7 +17,7 @@ from aws_encryption_sdk.internal.formatting.deserialize import deserialize_heade
 from aws_encryption_sdk.key_providers.kms import KMSMasterKey
 from botocore.config import Config
 
-from tests.emulator import free_port
+from tests.harness.emulator import free_port
 from userstore.events import InvalidEvent, SealedEvent, parse_event, sealing
 from userstore.events.envelopes import sealed_plaintext
 from userstore.events.publisher import seal_body
@@ -27,8 +27,6 @@ from userstore.events.sealing import (
     SealingUnavailable,
     encryption_context,
 )
-
-pytestmark = pytest.mark.integration
 
 SECRET = "Ottoline-Hidden-31"
 OCCURRED_AT = datetime(2026, 11, 28, 10, tzinfo=UTC)

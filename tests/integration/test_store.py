@@ -13,17 +13,15 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.integration.helpers import counted_components, event
-from tests.model import expected_profiles
-from tests.strategies import deliveries, event_sets
+from tests.harness.counting import counted_components, event
+from tests.harness.model import expected_profiles
+from tests.harness.strategies import deliveries, event_sets
 from userstore.events import parse_event
 from userstore.worker import profile
 from userstore.worker.errors import EventIdReused, InvalidResult, RecordTampered
 from userstore.worker.handlers import Outcome
 from userstore.worker.record import from_item, to_item
 from userstore.worker.settings import Settings
-
-pytestmark = pytest.mark.integration
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 PERSONAL = {
@@ -351,7 +349,7 @@ async def test_stored_state_is_independent_of_delivery_order(
     moto_endpoint: str, data: st.DataObject
 ) -> None:
     """Random permutations and duplications, through the real store and crypto (kms mode)."""
-    from tests.conftest import make_settings
+    from tests.harness.settings import make_settings
     from userstore.worker.app import aws_clients
     from userstore.worker.provision import provision
 

@@ -40,8 +40,6 @@ from userstore.worker.streams import (
     read_progress,
 )
 
-pytestmark = pytest.mark.integration
-
 CONFIG = StreamConfig(
     lease_duration_s=3,
     renew_every_s=0.5,

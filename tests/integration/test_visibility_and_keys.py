@@ -19,9 +19,9 @@ import boto3
 import pytest
 from botocore.config import Config
 
-from tests.conftest import make_settings, provision_settings
-from tests.emulator import free_port
-from tests.integration.helpers import event
+from tests.harness.counting import event
+from tests.harness.emulator import free_port
+from tests.harness.settings import make_settings, provision_settings
 from userstore.worker import profile
 from userstore.worker.app import Components, components, consumer_for
 from userstore.worker.crypto import ItemCipher, KmsKeys
@@ -32,8 +32,6 @@ from userstore.worker.profile import Event, UserState
 from userstore.worker.record import from_item, to_item
 from userstore.worker.settings import KeyMode
 from userstore.worker.sqs import SqsConsumer
-
-pytestmark = pytest.mark.integration
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 SECRET = "Quixote-Personal-77"

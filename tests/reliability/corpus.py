@@ -26,7 +26,7 @@ from typing import Any, NamedTuple
 
 from hypothesis import strategies as st
 
-from tests import strategies as valid
+from tests.harness import strategies as valid
 from userstore.events import InvalidEvent, parse_event
 from userstore.events.parse import MAX_BODY_BYTES, MAX_DEPTH
 

@@ -33,8 +33,8 @@ from botocore.exceptions import ClientError
 from hypothesis import HealthCheck, Phase, given, settings
 from prometheus_client import generate_latest
 
-from tests.conftest import make_settings, provision_settings
-from tests.model import expected_profiles
+from tests.harness.model import expected_profiles
+from tests.harness.settings import make_settings, provision_settings
 from tests.reliability.corpus import (
     BYTES_CORPUS,
     CORPUS,
@@ -61,8 +61,6 @@ from userstore.worker.sqs import (
     REASON_ATTRIBUTE,
     SOURCE_ID_ATTRIBUTE,
 )
-
-pytestmark = pytest.mark.integration
 
 # Generous for a loaded CI machine: the slowest corpus entry parses in about a millisecond.
 PARSE_TIME_LIMIT_S = 1.0

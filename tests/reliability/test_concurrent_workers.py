@@ -14,21 +14,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
 
-from tests.conftest import make_settings
-from tests.e2e.test_worker_process import (
-    _read_profiles,
-    env_for,
-    userstore,
-    wait_drained,
-)
-from tests.factories import event_dict
-from tests.model import expected_profiles
+from tests.harness.factories import event_dict
+from tests.harness.model import expected_profiles
+from tests.harness.stored import read_profiles
+from tests.harness.waiting import wait_drained
+from tests.harness.worker_process import provision_worker, userstore
 from tests.reliability.scenario import ScenarioRecorder
-
-pytestmark = pytest.mark.e2e
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 SCALE = float(os.environ.get("RELIABILITY_SCALE", "1"))
@@ -60,16 +53,11 @@ def test_two_workers_on_a_standard_queue_lose_no_update(
     moto_endpoint: str, tmp_path: Path, scenario: ScenarioRecorder
 ) -> None:
     rng = random.Random(99)
-    settings = make_settings(moto_endpoint, fifo=False)
-    env = env_for(settings) | {
-        "USERSTORE_MAX_IN_FLIGHT": "32",
-        "USERSTORE_VISIBILITY_TIMEOUT_S": "10",
-    }
-    subprocess.run(userstore("provision"), env=env, check=True, capture_output=True, timeout=60)
-    session = boto3.session.Session(region_name=settings.aws_region)
-    sqs = session.client("sqs", endpoint_url=moto_endpoint)
-    url = sqs.get_queue_url(QueueName=settings.queue)["QueueUrl"]
-    dlq = sqs.get_queue_url(QueueName=settings.dlq)["QueueUrl"]
+    settings, env, sqs, _, url, dlq = provision_worker(
+        moto_endpoint,
+        {"USERSTORE_MAX_IN_FLIGHT": "32", "USERSTORE_VISIBILITY_TIMEOUT_S": "10"},
+        fifo=False,
+    )
 
     events = conflicting_traffic(rng)
     scenario.describe(
@@ -105,4 +93,4 @@ def test_two_workers_on_a_standard_queue_lose_no_update(
     assert all(path.read_text().count('"message.handled"') > 0 for path in logs)
     assert sqs.receive_message(QueueUrl=dlq, MaxNumberOfMessages=10).get("Messages", []) == []
     users = sorted({e["user_id"] for e in events})
-    assert _read_profiles(settings, users) == expected_profiles(events)
+    assert read_profiles(settings, users) == expected_profiles(events)

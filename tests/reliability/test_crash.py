@@ -25,24 +25,16 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
 
-from tests.conftest import make_settings
-from tests.e2e.test_worker_process import (
-    _read_profiles,
-    env_for,
-    publish_with_boto3,
-    scan_all,
-    userstore,
-    wait_drained,
-)
-from tests.emulator import free_port
-from tests.factories import event_dict
-from tests.model import expected_profiles
+from tests.harness.emulator import free_port
+from tests.harness.factories import event_dict
+from tests.harness.model import expected_profiles
+from tests.harness.stored import read_profiles, scan_all
+from tests.harness.traffic import publish_with_boto3
+from tests.harness.waiting import wait_drained
+from tests.harness.worker_process import provision_worker, userstore
 from tests.reliability.scenario import ScenarioRecorder
-
-pytestmark = pytest.mark.e2e
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 # CI-sized by default; RELIABILITY_SCALE=10 makes it a soak run (several thousand events).
@@ -106,20 +98,16 @@ def test_sigkill_mid_batch_loses_nothing(
     moto_endpoint: str, tmp_path: Path, scenario: ScenarioRecorder
 ) -> None:
     rng = random.Random(2026)
-    settings = make_settings(moto_endpoint)
     # Killed workers leave messages in flight: they come back after the visibility timeout and
     # count as receives, so the redrive limit must outlast the kills.
-    env = env_for(settings) | {
-        "USERSTORE_VISIBILITY_TIMEOUT_S": "4",
-        "USERSTORE_MAX_RECEIVE_COUNT": "30",
-        "USERSTORE_MAX_IN_FLIGHT": "32",
-    }
-    subprocess.run(userstore("provision"), env=env, check=True, capture_output=True, timeout=60)
-    session = boto3.session.Session(region_name=settings.aws_region)
-    sqs = session.client("sqs", endpoint_url=moto_endpoint)
-    ddb = session.client("dynamodb", endpoint_url=moto_endpoint)
-    url = sqs.get_queue_url(QueueName=settings.queue)["QueueUrl"]
-    dlq = sqs.get_queue_url(QueueName=settings.dlq)["QueueUrl"]
+    settings, env, sqs, ddb, url, dlq = provision_worker(
+        moto_endpoint,
+        {
+            "USERSTORE_VISIBILITY_TIMEOUT_S": "4",
+            "USERSTORE_MAX_RECEIVE_COUNT": "30",
+            "USERSTORE_MAX_IN_FLIGHT": "32",
+        },
+    )
 
     events, personal = traffic(rng)
     scenario.describe(
@@ -173,7 +161,7 @@ def test_sigkill_mid_batch_loses_nothing(
     dead = sqs.receive_message(QueueUrl=dlq, MaxNumberOfMessages=10).get("Messages", [])
     assert dead == []
     users = sorted({e["user_id"] for e in events})
-    assert _read_profiles(settings, users) == expected_profiles(events)
+    assert read_profiles(settings, users) == expected_profiles(events)
     raw = json.dumps(scan_all(ddb, settings.table), default=lambda b: b.decode("latin-1"))
     for value in personal:
         assert value not in raw

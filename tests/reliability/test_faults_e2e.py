@@ -6,27 +6,14 @@ import functools
 import json
 import os
 import random
-import signal
-import subprocess
 import time
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
 
-from tests.conftest import make_settings
-from tests.e2e.test_worker_process import (
-    _read_profiles,
-    env_for,
-    publish_with_boto3,
-    scan_all,
-    userstore,
-    wait_drained,
-)
-from tests.factories import event_dict
 from tests.faults.proxy import (
     DROP_AFTER,
     DROP_BEFORE,
@@ -35,11 +22,17 @@ from tests.faults.proxy import (
     FaultRules,
     fault_proxy_process,
 )
-from tests.model import expected_profiles
+from tests.harness.factories import event_dict
+from tests.harness.model import expected_profiles
+from tests.harness.stored import read_profiles, scan_all
+from tests.harness.traffic import publish_with_boto3
+from tests.harness.waiting import wait_drained
+from tests.harness.worker_process import (
+    provision_worker,
+    start_worker,
+    stop_worker,
+)
 from tests.reliability.scenario import ScenarioRecorder
-from userstore.worker.settings import Settings
-
-pytestmark = pytest.mark.e2e
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 SCALE = float(os.environ.get("RELIABILITY_SCALE", "1"))
@@ -63,36 +56,6 @@ def traffic(users: int, seed: int) -> tuple[list[dict[str, Any]], list[str]]:
 _event = functools.partial(event_dict, base=NOW)
 
 
-def _provisioned(
-    endpoint: str, env: dict[str, str] | None = None, **settings_overrides: Any
-) -> tuple[Settings, dict[str, str], Any, Any, str, str]:
-    """Fresh resources provisioned by `userstore provision`, and boto3 clients on the emulator."""
-    settings = make_settings(endpoint, **settings_overrides)
-    full_env = env_for(settings) | (env or {})
-    subprocess.run(
-        userstore("provision"), env=full_env, check=True, capture_output=True, timeout=60
-    )
-    session = boto3.session.Session(region_name=settings.aws_region)
-    sqs = session.client("sqs", endpoint_url=endpoint)
-    ddb = session.client("dynamodb", endpoint_url=endpoint)
-    url = sqs.get_queue_url(QueueName=settings.queue)["QueueUrl"]
-    dlq = sqs.get_queue_url(QueueName=settings.dlq)["QueueUrl"]
-    return settings, full_env, sqs, ddb, url, dlq
-
-
-def _start(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    with log.open("a") as out:
-        return subprocess.Popen(userstore("run"), env=env, stdout=out, stderr=subprocess.STDOUT)
-
-
-def _stop(worker: subprocess.Popen[bytes], log: Path) -> str:
-    worker.send_signal(signal.SIGTERM)
-    code = worker.wait(timeout=60)
-    text = log.read_text()
-    assert code == 0, text[-3000:]
-    return text
-
-
 @pytest.mark.timeout(600)
 def test_throttling_5xx_and_dropped_connections_lose_nothing(
     moto_endpoint: str, tmp_path: Path, scenario: ScenarioRecorder
@@ -107,13 +70,13 @@ def test_throttling_5xx_and_dropped_connections_lose_nothing(
         checked="every valid event applied (state = model), none dead-lettered, faults really"
         " injected on each service, no personal value in logs or raw items",
     )
-    settings, env, sqs, ddb, url, dlq = _provisioned(moto_endpoint)
+    settings, env, sqs, ddb, url, dlq = provision_worker(moto_endpoint)
     log = tmp_path / "worker.log"
     with fault_proxy_process(moto_endpoint, FaultRules.everywhere(rates, seed=11)) as (
         proxy,
         control,
     ):
-        worker = _start(env | {"AWS_ENDPOINT_URL": proxy}, log)
+        worker = start_worker(env | {"AWS_ENDPOINT_URL": proxy}, log)
         try:
             publish_with_boto3(
                 sqs, url, [(e["user_id"], e["event_id"], json.dumps(e)) for e in events]
@@ -125,13 +88,13 @@ def test_throttling_5xx_and_dropped_connections_lose_nothing(
             while not control.stats().injected("dynamodbstreams") and time.monotonic() < deadline:
                 time.sleep(0.5)
         finally:
-            output = _stop(worker, log)
+            output = stop_worker(worker, log)
         stats = control.stats()
     for service in ("sqs", "dynamodb", "dynamodbstreams", "kms"):
         assert stats.injected(service) > 0, (service, stats.calls(service))
     assert sqs.receive_message(QueueUrl=dlq, MaxNumberOfMessages=10).get("Messages", []) == []
     users = sorted({e["user_id"] for e in events})
-    assert _read_profiles(settings, users) == expected_profiles(events)
+    assert read_profiles(settings, users) == expected_profiles(events)
     raw = json.dumps(scan_all(ddb, settings.table), default=lambda b: b.decode("latin-1"))
     for value in personal:
         assert value not in raw
@@ -151,10 +114,10 @@ def test_a_kms_outage_delays_events_until_kms_returns(
         checked="no record written during the outage (never half-written); nothing"
         " dead-lettered; every event applied once KMS returned",
     )
-    settings, env, sqs, ddb, url, dlq = _provisioned(moto_endpoint)
+    settings, env, sqs, ddb, url, dlq = provision_worker(moto_endpoint)
     log = tmp_path / "worker.log"
     with fault_proxy_process(moto_endpoint, FaultRules()) as (proxy, control):
-        worker = _start(env | {"AWS_ENDPOINT_URL": proxy}, log)
+        worker = start_worker(env | {"AWS_ENDPOINT_URL": proxy}, log)
         try:
             _wait_for(log, '"worker.started"')
             control.set_rules(FaultRules().with_outage("kms", KMS_DISABLED))
@@ -169,10 +132,10 @@ def test_a_kms_outage_delays_events_until_kms_returns(
             control.set_rules(FaultRules())
             wait_drained(sqs, url, timeout_s=120)
         finally:
-            output = _stop(worker, log)
+            output = stop_worker(worker, log)
     assert '"message.retry_later"' in output
     assert sqs.receive_message(QueueUrl=dlq, MaxNumberOfMessages=10).get("Messages", []) == []
-    assert _read_profiles(settings, sorted(users)) == expected_profiles(creates)
+    assert read_profiles(settings, sorted(users)) == expected_profiles(creates)
 
 
 @pytest.mark.timeout(300)
@@ -188,12 +151,12 @@ def test_a_long_kms_outage_dead_letters_with_the_reason(
         checked="each event dead-lettered on its last receive with a reason naming the KMS"
         " error and the attempts; no record written",
     )
-    settings, env, sqs, ddb, url, dlq = _provisioned(
+    settings, env, sqs, ddb, url, dlq = provision_worker(
         moto_endpoint, max_receive_count=3, env={"USERSTORE_MAX_RECEIVE_COUNT": "3"}
     )
     log = tmp_path / "worker.log"
     with fault_proxy_process(moto_endpoint, FaultRules()) as (proxy, control):
-        worker = _start(env | {"AWS_ENDPOINT_URL": proxy}, log)
+        worker = start_worker(env | {"AWS_ENDPOINT_URL": proxy}, log)
         try:
             _wait_for(log, '"worker.started"')
             control.set_rules(FaultRules().with_outage("kms", KMS_DISABLED))
@@ -202,7 +165,7 @@ def test_a_long_kms_outage_dead_letters_with_the_reason(
             )
             wait_drained(sqs, url, timeout_s=120)
         finally:
-            _stop(worker, log)
+            stop_worker(worker, log)
     dead = []
     while batch := sqs.receive_message(
         QueueUrl=dlq, MaxNumberOfMessages=10, MessageAttributeNames=["All"]

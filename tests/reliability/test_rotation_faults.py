@@ -13,21 +13,18 @@ from pathlib import Path
 import boto3
 import pytest
 
-from tests.conftest import make_settings
-from tests.e2e.test_rotation_e2e import _event, _messages, _records, _wait_all_sealed_under
-from tests.e2e.test_worker_process import (
-    _read_profiles,
-    env_for,
-    publish_with_boto3,
-    userstore,
-    wait_drained,
-)
 from tests.faults.proxy import DROP_AFTER, DROP_BEFORE, THROTTLE, FaultRules, fault_proxy_process
-from tests.model import expected_profiles
+from tests.harness.model import expected_profiles
+from tests.harness.stored import read_profiles, stored_records
+from tests.harness.traffic import event_messages, publish_with_boto3, timed_event
+from tests.harness.waiting import wait_all_sealed_under, wait_drained
+from tests.harness.worker_process import (
+    provision_worker,
+    start_worker,
+    stop_worker,
+    userstore,
+)
 from tests.reliability.scenario import ScenarioRecorder
-from tests.reliability.test_faults_e2e import _start, _stop
-
-pytestmark = pytest.mark.e2e
 
 SCALE = float(os.environ.get("RELIABILITY_SCALE", "1"))
 
@@ -41,11 +38,12 @@ def test_rotation_under_load_with_faults(
     rng = random.Random(8)
     users = [f"urn:fdc:gov.uk:2022:rf-{n:05d}-{uuid.uuid4().hex[:6]}" for n in range(users_count)]
     creates = [
-        _event(u, "user.created", 0, {"email": f"rf{n}@example.org"}) for n, u in enumerate(users)
+        timed_event(u, "user.created", 0, {"email": f"rf{n}@example.org"})
+        for n, u in enumerate(users)
     ]
     touched = rng.sample(users, k=users_count // 3)
     updates = [
-        _event(u, "user.updated", 1 + k, {"attributes": {"v": k}})
+        timed_event(u, "user.updated", 1 + k, {"attributes": {"v": k}})
         for k in range(3)
         for u in touched
     ]
@@ -55,25 +53,21 @@ def test_rotation_under_load_with_faults(
         faults="5% throttling, 2% 5xx, 1% dropped connections on every call",
         checked="every record under the new key; decrypted state = model; no update lost",
     )
-    settings = make_settings(moto_endpoint)
-    env = env_for(settings) | {
-        "USERSTORE_CONTROL_POLL_S": "1",
-        "USERSTORE_REENCRYPT_RATE_PER_S": "2000",
-    }
-    subprocess.run(userstore("provision"), env=env, check=True, capture_output=True, timeout=60)
-    session = boto3.session.Session(region_name=settings.aws_region)
-    sqs = session.client("sqs", endpoint_url=moto_endpoint)
-    ddb = session.client("dynamodb", endpoint_url=moto_endpoint)
-    kms = session.client("kms", endpoint_url=moto_endpoint)
-    url = sqs.get_queue_url(QueueName=settings.queue)["QueueUrl"]
+    settings, env, sqs, ddb, url, _ = provision_worker(
+        moto_endpoint,
+        {"USERSTORE_CONTROL_POLL_S": "1", "USERSTORE_REENCRYPT_RATE_PER_S": "2000"},
+    )
+    kms = boto3.session.Session(region_name=settings.aws_region).client(
+        "kms", endpoint_url=moto_endpoint
+    )
     log = tmp_path / "worker.log"
     with fault_proxy_process(moto_endpoint, FaultRules.everywhere(rates, seed=21)) as (proxy, _):
-        worker = _start(env | {"AWS_ENDPOINT_URL": proxy}, log)
+        worker = start_worker(env | {"AWS_ENDPOINT_URL": proxy}, log)
         try:
-            publish_with_boto3(sqs, url, _messages(creates))
+            publish_with_boto3(sqs, url, event_messages(creates))
             wait_drained(sqs, url, timeout_s=300)
             sender = threading.Thread(
-                target=publish_with_boto3, args=(sqs, url, _messages(updates))
+                target=publish_with_boto3, args=(sqs, url, event_messages(updates))
             )
             sender.start()
             new_key = kms.create_key(Description="rotated")["KeyMetadata"]["Arn"]
@@ -87,10 +81,10 @@ def test_rotation_under_load_with_faults(
             assert rotated.returncode == 0, rotated.stderr
             sender.join()
             wait_drained(sqs, url, timeout_s=300)
-            _wait_all_sealed_under(ddb, settings.table, f"kms:{new_key}", timeout_s=300)
+            wait_all_sealed_under(ddb, settings.table, f"kms:{new_key}", timeout_s=300)
         finally:
-            output = _stop(worker, log)
-    assert len(_records(ddb, settings.table)) == users_count
-    assert _read_profiles(settings, users) == expected_profiles(creates + updates)
+            output = stop_worker(worker, log)
+    assert len(stored_records(ddb, settings.table)) == users_count
+    assert read_profiles(settings, users) == expected_profiles(creates + updates)
     for n in range(users_count):
         assert f"rf{n}@example.org" not in output

@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import make_settings, provision_settings
-from tests.integration.helpers import event
-from tests.integration.test_consumer import body, drain_queue, receive_all, send_all
+from tests.harness.counting import event
+from tests.harness.queue import body, drain_queue, receive_all, send_all
+from tests.harness.settings import make_settings, provision_settings
 from tests.reliability.scenario import ScenarioRecorder
 from userstore.worker.app import Components, components, consumer_for
 from userstore.worker.errors import RecordTampered
@@ -21,8 +21,6 @@ from userstore.worker.profile import view
 from userstore.worker.record import from_item
 from userstore.worker.settings import KeyMode
 from userstore.worker.sweep import run_sweep
-
-pytestmark = pytest.mark.integration
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 SECRET = "Tamper-Personal-0x5eed"

@@ -10,7 +10,7 @@ from types import SimpleNamespace
 import pytest
 
 from tests import conftest
-from tests.emulator import MOTO_ONLY_E2E, moto_bound_e2e
+from tests.harness.emulator import MOTO_ONLY_E2E, moto_bound_e2e
 
 ROOT = Path(__file__).resolve().parents[2]
 

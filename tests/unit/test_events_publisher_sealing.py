@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from tests.unit.test_events_publisher import FakeSQS, created, publisher
+from tests.harness.publisher_sqs import FakeSQS, created, publisher
 from userstore.events import PublishError, SealedEvent, read_message
 from userstore.events.models import Event
 from userstore.events.sealing import SealingUnavailable, canonical_occurred_at, encryption_context

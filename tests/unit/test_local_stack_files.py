@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.emulator import HOOKS_DIR
+from tests.harness.emulator import HOOKS_DIR
 from userstore.worker.endpoints import check_endpoints
 from userstore.worker.resources import definition
 from userstore.worker.settings import Settings

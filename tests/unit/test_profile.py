@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tests.model import expected_profiles
-from tests.strategies import deliveries, event_sets
+from tests.harness.model import expected_profiles
+from tests.harness.strategies import deliveries, event_sets
 from userstore.events import parse_event
 from userstore.worker import profile
 from userstore.worker.errors import EventOutOfRange

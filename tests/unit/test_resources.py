@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from pydantic import TypeAdapter, ValidationError
 
-from tests.emulator import HOOKS_DIR
+from tests.harness.emulator import HOOKS_DIR
 from userstore.worker.blind_index import INDEX_NAME
 from userstore.worker.record import EMAIL_INDEX, PARTITION_KEY
 from userstore.worker.resources import (

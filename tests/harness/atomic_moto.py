@@ -14,7 +14,7 @@ a Decrypt that names another key than the ciphertext's with AccessDeniedExceptio
 the first with DisabledException / KMSInvalidStateException and the second with
 IncorrectKeyException; the key-retirement tests depend on both, so they are patched in here.
 
-Run: python -m tests.atomic_moto -p PORT
+Run: python -m tests.harness.atomic_moto -p PORT
 """
 
 from __future__ import annotations

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from userstore.worker.resources import RESOURCES_FILE
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 HOOKS_DIR = ROOT / "localstack" / "ready.d"
 # ministack pins botocore, so it lives in a virtualenv of its own (`./dev test` creates it).
 MINISTACK_PYTHON = Path(
@@ -70,8 +70,8 @@ def moto_server_process() -> Iterator[str]:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     proc = subprocess.Popen(
-        # moto's server, with DynamoDB writes made atomic (see tests/atomic_moto.py).
-        [sys.executable, "-m", "tests.atomic_moto", "-H", "127.0.0.1", "-p", str(port)],
+        # moto's server, with DynamoDB writes made atomic (see tests/harness/atomic_moto.py).
+        [sys.executable, "-m", "tests.harness.atomic_moto", "-H", "127.0.0.1", "-p", str(port)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         env={**os.environ, "PYTHONWARNINGS": "ignore"},
@@ -138,7 +138,11 @@ def ministack_process(log_path: Path) -> Iterator[str]:
     }
     with log_path.open("wb") as log:
         proc = subprocess.Popen(
-            [str(MINISTACK_PYTHON), str(ROOT / "tests" / "ministack_launch.py"), str(HOOKS_DIR)],
+            [
+                str(MINISTACK_PYTHON),
+                str(Path(__file__).with_name("ministack_launch.py")),
+                str(HOOKS_DIR),
+            ],
             stdout=log,
             stderr=subprocess.STDOUT,
             env=env,

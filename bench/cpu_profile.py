@@ -1,4 +1,4 @@
-"""Where the worker's CPU goes: `python -m bench.profile [EVENTS]` (needs py-spy and ptrace).
+"""Where the worker's CPU goes: `python -m bench.cpu_profile [EVENTS]` (needs py-spy and ptrace).
 
 Runs one cached-mode create leg as the benchmark does (moto behind the counting proxy, the worker
 as its own process, in flight 64), samples the worker with `py-spy record --threads`, and prints
@@ -20,8 +20,8 @@ from bench.report import Results
 from bench.run import MODULES, USERSTORE, Bench
 from bench.subjects import Subject, Window, clean_environ
 from bench.traffic import CREATE, Traffic, send
-from tests.emulator import moto_server_process
 from tests.faults.proxy import fault_proxy_process
+from tests.harness.emulator import moto_server_process
 from userstore.worker.logs import configure
 from userstore.worker.settings import KeyMode
 

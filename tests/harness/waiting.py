@@ -1,0 +1,64 @@
+"""Waiting on the worker process: for a queue to drain, for a condition, for every record to be
+sealed under one key."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from tests.harness.stored import stored_records
+
+
+def wait_drained(sqs: Any, url: str, timeout_s: float = 120) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        attrs = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
+        if (
+            attrs["ApproximateNumberOfMessages"] == "0"
+            and attrs["ApproximateNumberOfMessagesNotVisible"] == "0"
+        ):
+            return
+        time.sleep(0.3)
+    raise AssertionError("queue did not drain")
+
+
+def queue_counts(sqs: Any, url: str) -> tuple[int, int, int]:
+    """(visible, in flight, delayed)."""
+    names = [
+        "ApproximateNumberOfMessages",
+        "ApproximateNumberOfMessagesNotVisible",
+        "ApproximateNumberOfMessagesDelayed",
+    ]
+    attrs = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=names)["Attributes"]
+    visible, in_flight, delayed = (int(attrs.get(name, "0")) for name in names)
+    return visible, in_flight, delayed
+
+
+def wait_until(
+    condition: Callable[[], bool],
+    timeout_s: float,
+    what: str,
+    proc: subprocess.Popen[bytes] | None = None,
+    log: Path | None = None,
+) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        tail = log.read_text(errors="replace")[-3000:] if log is not None else ""
+        if proc is not None and proc.poll() is not None:
+            raise AssertionError(f"exited with {proc.returncode} before {what}:\n{tail}")
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}:\n{tail}")
+        time.sleep(0.2)
+
+
+def wait_all_sealed_under(ddb: Any, table: str, key_ref: str, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        refs = {item["key_ref"]["S"] for item in stored_records(ddb, table).values()}
+        if refs == {key_ref}:
+            return
+        time.sleep(1)
+    raise AssertionError(f"records still under other keys: {refs - {key_ref}}")
