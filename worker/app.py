@@ -28,7 +28,7 @@ from .adapters.queue import queue_url as adapter_queue_url
 from .adapters.state_table import StateTable
 from .adapters.users_table import UsersTable
 from .authority import authority_ref
-from .aws import call, client_config
+from .aws import client_config
 from .blind_index import EmailIndex, IndexKeys
 from .control import ControlRecords
 from .crypto import ItemCipher
@@ -83,18 +83,10 @@ class Components:
 
     async def queued_messages(self) -> int:
         """Messages in the queue and its dead-letter queue, approximately."""
+        attempts = self.settings.aws_max_attempts
         total = 0
-        names = ("ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible")
-        for queue in (self.settings.queue, self.settings.dlq):
-            url = await queue_url(self.clients.sqs, queue, self.settings)
-            response = await call(
-                "GetQueueAttributes",
-                self.clients.sqs.get_queue_attributes,
-                max_attempts=self.settings.aws_max_attempts,
-                QueueUrl=url,
-                AttributeNames=[*names, "ApproximateNumberOfMessagesDelayed"],
-            )
-            total += sum(int(v) for v in response.get("Attributes", {}).values())
+        for name in (self.settings.queue, self.settings.dlq):
+            total += await (await open_queue(self.clients.sqs, name, attempts)).depth()
         return total
 
 

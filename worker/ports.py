@@ -244,5 +244,5 @@ class Queue(Protocol):
     async def send_batch(self, messages: Sequence[OutgoingMessage]) -> list[EntryFailed]: ...
 
     async def depth(self) -> int:
-        """Messages in the queue, visible or in flight (approximate)."""
+        """Messages in the queue, visible, in flight or delayed (approximate)."""
         ...

@@ -19,6 +19,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol
 
+from .adapters.state_table import LeaseTable
 from .adapters.streams import DynamoStreams
 from .control import ACTIVE_KEY, is_control
 from .errors import RecordTampered, RetryLater, UserstoreError
@@ -77,9 +78,14 @@ class RotationDuties:
                         self._stream_arn,
                         max_attempts=settings.aws_max_attempts,
                     ),
-                    self._ctx.dynamodb_client,
+                    LeaseTable(
+                        self._ctx.dynamodb_client,
+                        settings.state_table,
+                        stream_arn=self._stream_arn,
+                        lease_duration_s=settings.stream_lease_s,
+                        max_attempts=settings.aws_max_attempts,
+                    ),
                     stream_arn=self._stream_arn,
-                    lease_table=settings.state_table,
                     worker_id=worker_id(),
                     handler=self.on_records,
                     config=StreamConfig(

@@ -20,6 +20,7 @@ from aiobotocore.session import get_session
 from botocore.exceptions import ClientError
 
 from tests.fakes.streams import FakeStream, MemoryLeases
+from userstore.worker.adapters.state_table import LeaseTable, read_progress
 from userstore.worker.adapters.streams import DynamoStreams
 from userstore.worker.aws import client_config
 from userstore.worker.errors import AwsUnavailable
@@ -29,7 +30,6 @@ from userstore.worker.streams import (
     EventName,
     LeaseLost,
     LeaseStore,
-    LeaseTable,
     Page,
     ShardIterator,
     StreamConfig,
@@ -37,7 +37,6 @@ from userstore.worker.streams import (
     StreamNotFound,
     StreamRecord,
     Unreadable,
-    read_progress,
 )
 
 CONFIG = StreamConfig(
@@ -116,9 +115,14 @@ def consumer(
     ddb, streams = clients
     return StreamConsumer(
         DynamoStreams(streams, arn, max_attempts=CONFIG.max_attempts),
-        ddb,
+        LeaseTable(
+            ddb,
+            leases,
+            stream_arn=arn,
+            lease_duration_s=CONFIG.lease_duration_s,
+            max_attempts=CONFIG.max_attempts,
+        ),
         stream_arn=arn,
-        lease_table=leases,
         worker_id=worker_id,
         handler=handler,
         config=CONFIG,

@@ -120,15 +120,13 @@ def make(
 ) -> StreamConsumer:
     return StreamConsumer(
         stream,
-        None,
+        leases,
         stream_arn=STREAM_ARN,
-        lease_table="unused",
         worker_id=worker_id,
         handler=handler,
         config=config,
         metrics=metrics,
         clock=stream.clock,
-        leases=leases,
     )
 
 
@@ -572,13 +570,11 @@ async def test_an_unknown_stream_ends_run(leases: MemoryLeases) -> None:
     stream.exists = False
     consumer = StreamConsumer(
         stream,
-        None,
+        leases,
         stream_arn=STREAM_ARN,
-        lease_table="unused",
         worker_id="w1",
         handler=Recorder(),
         config=CONFIG,
-        leases=leases,
     )
     with pytest.raises(ExceptionGroup) as raised:
         await asyncio.wait_for(consumer.run(asyncio.Event()), 5)

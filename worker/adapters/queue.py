@@ -64,6 +64,14 @@ def _check_batch(entries: Sequence[object]) -> None:
         raise ValueError(f"at most {MAX_BATCH} entries per batch call, not {len(entries)}")
 
 
+# A message counts wherever it is: waiting, received and not yet settled, or sent with a delay.
+_DEPTH = (
+    "ApproximateNumberOfMessages",
+    "ApproximateNumberOfMessagesNotVisible",
+    "ApproximateNumberOfMessagesDelayed",
+)
+
+
 class SqsQueue:
     """One queue, by URL (the Queue port over aiobotocore's SQS client)."""
 
@@ -144,9 +152,7 @@ class SqsQueue:
             self._sqs.get_queue_attributes,
             max_attempts=self._attempts,
             QueueUrl=self.url,
-            AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+            AttributeNames=list(_DEPTH),
         )
         attributes = response.get("Attributes", {})
-        return int(attributes.get("ApproximateNumberOfMessages", 0)) + int(
-            attributes.get("ApproximateNumberOfMessagesNotVisible", 0)
-        )
+        return sum(int(attributes.get(name, 0)) for name in _DEPTH)

@@ -21,14 +21,7 @@ handed to two replicas that both hold a valid lease.
 from .balance import Lease
 from .config import StreamConfig
 from .consumer import StreamConsumer, StreamNotFound
-from .leases import (
-    LEASE_TABLE_SPEC,
-    LeaseLost,
-    LeaseStore,
-    LeaseTable,
-    ShardProgress,
-    read_progress,
-)
+from .leases import LEASE_TABLE_SPEC, LeaseLost, LeaseStore, ShardProgress
 from .lineage import SHARD_END, Shard, readable
 from .records import EventName, Page, RecordHandler, ShardIterator, StreamRecord, Unreadable
 
@@ -39,7 +32,6 @@ __all__ = [
     "Lease",
     "LeaseLost",
     "LeaseStore",
-    "LeaseTable",
     "Page",
     "RecordHandler",
     "Shard",
@@ -50,6 +42,5 @@ __all__ = [
     "StreamNotFound",
     "StreamRecord",
     "Unreadable",
-    "read_progress",
     "readable",
 ]

@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from ..errors import AwsUnavailable
 from ..errors import StreamNotFound as StreamNotFound
@@ -25,7 +25,7 @@ from ..metrics import Metrics
 from .balance import Lease, plan
 from .config import StreamConfig
 from .held import HeldLease, wait
-from .leases import LeaseStore, LeaseTable
+from .leases import LeaseStore
 from .lineage import readable
 from .metrics import StreamMetrics
 from .reader import ShardReader
@@ -43,30 +43,23 @@ class StreamConsumer:
     def __init__(
         self,
         shards: StreamShards,
-        dynamodb_client: Any,
+        leases: LeaseStore,
         *,
         stream_arn: str,
-        lease_table: str,
         worker_id: str,
         handler: RecordHandler,
         config: StreamConfig,
         metrics: Metrics | None = None,
         clock: Callable[[], float] = time.time,
-        leases: LeaseStore | None = None,
     ) -> None:
-        """`clock` gives epoch seconds for lease times; `leases` replaces the table in tests."""
+        """`leases`: the shard leases (adapters.state_table.LeaseTable; a fake in tests);
+        `clock` gives epoch seconds for lease times."""
         self._shards = shards
         self._worker_id = worker_id
         self._handler = handler
         self._config = config
         self._clock = clock
-        self._leases: LeaseStore = leases or LeaseTable(
-            dynamodb_client,
-            lease_table,
-            stream_arn=stream_arn,
-            lease_duration_s=config.lease_duration_s,
-            max_attempts=config.max_attempts,
-        )
+        self._leases = leases
         self._metrics = None if metrics is None else StreamMetrics.of(metrics)
         self._readers: dict[str, ShardReader] = {}
         self._wake = asyncio.Event()  # a reader ended, or stop: plan again now
