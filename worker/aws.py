@@ -8,7 +8,7 @@ that is translated once, into AwsUnavailable (retry the message later).
 from __future__ import annotations
 
 import platform
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any, TypeVar
 
@@ -160,3 +160,20 @@ async def call(
             raise Refused(operation, error_code(exc), dict(exc.response)) from None
         raise AwsUnavailable(f"{operation} failed ({error_code(exc)})") from exc
     raise AssertionError("unreachable: tenacity either returns or raises")  # pragma: no cover
+
+
+async def pages(
+    operation: str, fn: Callable[..., Awaitable[Any]], /, *, max_attempts: int, **kwargs: Any
+) -> AsyncIterator[dict[str, Any]]:
+    """Every page of a DynamoDB Scan or Query, following LastEvaluatedKey; each page is one
+    `call` (retried and translated on its own)."""
+    start: dict[str, Any] | None = None
+    while True:
+        extra: dict[str, Any] = {} if start is None else {"ExclusiveStartKey": start}
+        page: dict[str, Any] = await call(
+            operation, fn, max_attempts=max_attempts, **kwargs, **extra
+        )
+        yield page
+        start = page.get("LastEvaluatedKey")
+        if not start:
+            return

@@ -18,7 +18,7 @@ import pytest
 from tests.harness.model import expected_profiles
 from tests.harness.stored import read_profiles, scan_all
 from tests.harness.traffic import make_traffic, publish_with_boto3
-from tests.harness.waiting import wait_drained
+from tests.harness.waiting import take_dead_letters, wait_drained
 from tests.harness.worker_process import provision_worker, userstore
 
 
@@ -45,17 +45,7 @@ def test_worker_process_end_to_end(aws_endpoint: str, tmp_path: Path) -> None:
     assert code == 0, logs[-2000:]
 
     # Dead letters: exactly the malformed bodies, untouched, each with a reason.
-    dead = []
-    while batch := sqs.receive_message(
-        QueueUrl=dlq, MaxNumberOfMessages=10, MessageAttributeNames=["All"]
-    ).get("Messages"):
-        dead += batch
-        sqs.delete_message_batch(
-            QueueUrl=dlq,
-            Entries=[
-                {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(batch)
-            ],
-        )
+    dead = take_dead_letters(sqs, dlq)
     assert sorted(m["Body"] for m in dead) == sorted(malformed)
     reasons = [m["MessageAttributes"]["userstore.reason"]["StringValue"] for m in dead]
 

@@ -62,3 +62,19 @@ def wait_all_sealed_under(ddb: Any, table: str, key_ref: str, timeout_s: float) 
             return
         time.sleep(1)
     raise AssertionError(f"records still under other keys: {refs - {key_ref}}")
+
+
+def take_dead_letters(sqs: Any, dlq: str) -> list[dict[str, Any]]:
+    """Every message in the dead-letter queue, with its attributes, removed from it."""
+    dead: list[dict[str, Any]] = []
+    while batch := sqs.receive_message(
+        QueueUrl=dlq, MaxNumberOfMessages=10, MessageAttributeNames=["All"]
+    ).get("Messages"):
+        dead += batch
+        sqs.delete_message_batch(
+            QueueUrl=dlq,
+            Entries=[
+                {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(batch)
+            ],
+        )
+    return dead

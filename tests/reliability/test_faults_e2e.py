@@ -26,7 +26,7 @@ from tests.harness.factories import event_dict
 from tests.harness.model import expected_profiles
 from tests.harness.stored import read_profiles, scan_all
 from tests.harness.traffic import publish_with_boto3
-from tests.harness.waiting import wait_drained
+from tests.harness.waiting import take_dead_letters, wait_drained
 from tests.harness.worker_process import (
     provision_worker,
     start_worker,
@@ -166,17 +166,7 @@ def test_a_long_kms_outage_dead_letters_with_the_reason(
             wait_drained(sqs, url, timeout_s=120)
         finally:
             stop_worker(worker, log)
-    dead = []
-    while batch := sqs.receive_message(
-        QueueUrl=dlq, MaxNumberOfMessages=10, MessageAttributeNames=["All"]
-    ).get("Messages"):
-        dead += batch
-        sqs.delete_message_batch(
-            QueueUrl=dlq,
-            Entries=[
-                {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(batch)
-            ],
-        )
+    dead = take_dead_letters(sqs, dlq)
     assert sorted(m["Body"] for m in dead) == sorted(json.dumps(e) for e in creates)
     for message in dead:
         reason = message["MessageAttributes"]["userstore.reason"]["StringValue"]

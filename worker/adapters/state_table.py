@@ -14,7 +14,7 @@ from dataclasses import fields
 from datetime import UTC, datetime
 from typing import Any
 
-from ..aws import Refused, call
+from ..aws import Refused, call, pages
 from ..errors import LeaseLost
 from ..ports import Checkpoint, SweepCounts
 from ..provision import STATE_KEY
@@ -197,26 +197,21 @@ class LeaseTable:
 
     async def read_all(self) -> dict[str, Lease]:
         leases: dict[str, Lease] = {}
-        start: dict[str, Any] | None = None
-        while True:
-            extra: dict[str, Any] = {} if start is None else {"ExclusiveStartKey": start}
-            response = await call(
-                "Scan",
-                self._client.scan,
-                max_attempts=self._max_attempts,
-                TableName=self._table,
-                ConsistentRead=True,
-                FilterExpression="#stream_arn = :arn",
-                ExpressionAttributeNames=_names("#stream_arn"),
-                ExpressionAttributeValues={":arn": {"S": self._stream_arn}},
-                **extra,
-            )
-            for item in response.get("Items", []):
+        scan = pages(
+            "Scan",
+            self._client.scan,
+            max_attempts=self._max_attempts,
+            TableName=self._table,
+            ConsistentRead=True,
+            FilterExpression="#stream_arn = :arn",
+            ExpressionAttributeNames=_names("#stream_arn"),
+            ExpressionAttributeValues={":arn": {"S": self._stream_arn}},
+        )
+        async for page in scan:
+            for item in page.get("Items", []):
                 lease = lease_from_item(item)
                 leases[lease.shard_id] = lease
-            start = response.get("LastEvaluatedKey")
-            if not start:
-                return leases
+        return leases
 
     async def _update(
         self, operation: str, shard_id: str, update: str, condition: str, values: dict[str, Any]

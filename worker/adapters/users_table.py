@@ -11,7 +11,7 @@ import asyncio
 from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
-from ..aws import Refused, call
+from ..aws import Refused, call, pages
 from ..blind_index import INDEX_NAME
 from ..errors import AwsUnavailable
 from ..ports import PutResult, ScanPage, StoredRecord
@@ -142,23 +142,10 @@ class UsersTable:
         )
         return {item[PARTITION_KEY]["S"] async for page in pages for item in page.get("Items", [])}
 
-    async def _pages(self, operation: str, fn: Any, **kwargs: Any) -> AsyncIterator[Any]:
-        """Every page of a Scan or Query, following LastEvaluatedKey."""
-        start: dict[str, Any] | None = None
-        while True:
-            extra: dict[str, Any] = {} if start is None else {"ExclusiveStartKey": start}
-            page = await call(
-                operation,
-                fn,
-                max_attempts=self._max_attempts,
-                TableName=self._table,
-                **kwargs,
-                **extra,
-            )
-            yield page
-            start = page.get("LastEvaluatedKey")
-            if not start:
-                return
+    def _pages(self, operation: str, fn: Any, **kwargs: Any) -> AsyncIterator[dict[str, Any]]:
+        return pages(
+            operation, fn, max_attempts=self._max_attempts, TableName=self._table, **kwargs
+        )
 
     async def _describe(self) -> dict[str, Any]:
         described = await call(
