@@ -36,7 +36,6 @@ loop is never shared.
 from __future__ import annotations
 
 import asyncio
-import base64
 import functools
 import os
 import time
@@ -58,6 +57,8 @@ from .endpoints import check_endpoints
 from .errors import InvalidSweepInput, RetryLater, UserstoreError
 from .follow import FollowContext, follow_authority
 from .handling import Handler, Reader
+from .lambda_events import message_from_lambda as message_from_lambda
+from .lambda_events import stream_record_from_lambda as stream_record_from_lambda
 from .logs import configure, frames, get_logger
 from .metrics import Metrics
 from .ports import QueueMessage, UsersTable
@@ -66,8 +67,8 @@ from .rotation_duties import SetAside, record_user_id, reencrypt_if_stale
 from .scheduled import run_scheduled_sweep
 from .settings import Settings
 from .settlement import Action, Decision, Group, Limits, settle, unsent
-from .streams import EventName, StreamRecord
-from .tracing import TRACE_ATTRIBUTE, message_context
+from .streams import EventName
+from .tracing import message_context
 
 log = get_logger("userstore.lambda")
 
@@ -84,22 +85,6 @@ def _time_budget_s(context: Any) -> float | None:
 
 
 # --- SQS ----------------------------------------------------------------------
-
-
-def message_from_lambda(raw: Mapping[str, Any]) -> QueueMessage:
-    """One record of a Lambda SQS event (the event source mapping's shape, not the SQS API's)."""
-    attributes = raw.get("attributes", {})
-    group = attributes.get("MessageGroupId")
-    kept = raw.get("messageAttributes", {}).get(TRACE_ATTRIBUTE, {}).get("stringValue")
-    return QueueMessage(
-        id=str(raw["messageId"]),
-        body=str(raw.get("body", "")),
-        receive_count=int(attributes.get("ApproximateReceiveCount", "1")),
-        group=None if group is None else str(group),
-        # What the trace id may come from when the event names none (see worker.tracing).
-        attributes={TRACE_ATTRIBUTE: {"DataType": "String", "StringValue": kept}},
-        trace_header=attributes.get("AWSTraceHeader"),
-    )
 
 
 class SqsBatch:
@@ -209,45 +194,6 @@ def sqs_batch(parts: Components, dlq_url: str, metrics: Metrics) -> SqsBatch:
 
 
 # --- DynamoDB Streams -----------------------------------------------------------
-
-
-def _from_lambda_json(value: Any) -> Any:
-    """Lambda's DynamoDB JSON carries B and BS as base64 text; the SDKs hand out bytes."""
-    if not isinstance(value, Mapping):
-        return value
-    converted: dict[str, Any] = {}
-    for kind, inner in value.items():
-        if kind == "B":
-            converted[kind] = base64.b64decode(inner)
-        elif kind == "BS":
-            converted[kind] = [base64.b64decode(v) for v in inner]
-        elif kind == "M":
-            converted[kind] = {k: _from_lambda_json(v) for k, v in inner.items()}
-        elif kind == "L":
-            converted[kind] = [_from_lambda_json(v) for v in inner]
-        else:
-            converted[kind] = inner
-    return converted
-
-
-def _image(raw: Mapping[str, Any] | None) -> dict[str, Any] | None:
-    return None if raw is None else {k: _from_lambda_json(v) for k, v in raw.items()}
-
-
-def stream_record_from_lambda(raw: Mapping[str, Any]) -> StreamRecord:
-    body = raw["dynamodb"]
-    converted = {
-        "eventName": raw["eventName"],
-        "dynamodb": {
-            "Keys": _image(body.get("Keys")) or {},
-            "NewImage": _image(body.get("NewImage")),
-            "OldImage": _image(body.get("OldImage")),
-            "SequenceNumber": body["SequenceNumber"],
-            "ApproximateCreationDateTime": body.get("ApproximateCreationDateTime", 0),
-        },
-    }
-    # eventSourceARN names the stream, not the shard; the shard is only used in log lines.
-    return StreamRecord.from_raw(converted, shard_id="lambda")
 
 
 class StreamBatchContext(FollowContext, Protocol):

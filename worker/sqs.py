@@ -12,13 +12,13 @@ flight gets `drain_timeout_s` to finish, and pending deletes are flushed.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import random
 import time
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from . import handling
+from .batched_deletes import BatchedDeletes
 from .dead_letters import ERROR_ATTRIBUTE as ERROR_ATTRIBUTE
 from .dead_letters import EVENT_ID_ATTRIBUTE as EVENT_ID_ATTRIBUTE
 from .dead_letters import EVENT_TYPE_ATTRIBUTE as EVENT_TYPE_ATTRIBUTE
@@ -39,10 +39,9 @@ from .tracing import message_context
 
 log = get_logger("userstore.sqs")
 
-# How long a partial batch may wait to fill: receipts to delete (ten per DeleteMessageBatch), and
-# permits to receive with (ten per ReceiveMessage). Waiting this little costs no throughput and
+# How long a partial batch may wait to fill with permits to receive with (ten per ReceiveMessage;
+# deletes wait likewise, see worker.batched_deletes). Waiting this little costs no throughput and
 # saves most of the small calls when handling, not SQS, is the bottleneck (docs/performance.md).
-_DELETE_FILL_S = 0.1
 _RECEIVE_FILL_S = 0.05
 
 
@@ -88,62 +87,6 @@ class _Message:
         return self.received.trace_id(self.event)
 
 
-@dataclass
-class _Deleter:
-    """Collects receipt handles and deletes them ten at a time (or after a few milliseconds)."""
-
-    queue: Queue
-    pending: list[tuple[str, str]] = field(default_factory=list)
-    _wakeup: asyncio.Event = field(default_factory=asyncio.Event)
-
-    def add(self, message_id: str, receipt: str) -> None:
-        self.pending.append((message_id, receipt))
-        self._wakeup.set()
-
-    async def run(self, stop: asyncio.Event) -> None:
-        while not (stop.is_set() and not self.pending):
-            if not self.pending:
-                self._wakeup.clear()
-                # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation
-                # that arrives as the event is set.
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(0.25):
-                        await self._wakeup.wait()
-                continue
-            await self._fill(stop)
-            await self.flush_once()
-
-    async def _fill(self, stop: asyncio.Event) -> None:
-        """Wait, briefly, until a full batch is pending (or we are stopping)."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + _DELETE_FILL_S
-        while len(self.pending) < MAX_BATCH and not stop.is_set():
-            self._wakeup.clear()
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                return
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(remaining):
-                    await self._wakeup.wait()
-
-    async def flush_once(self) -> None:
-        batch, self.pending = self.pending[:MAX_BATCH], self.pending[MAX_BATCH:]
-        if not batch:
-            return
-        try:
-            failures = await self.queue.delete([receipt for _, receipt in batch])
-        except UserstoreError as exc:
-            # The messages come back after their visibility timeout; handling them is idempotent.
-            log.warning("delete.failed", count=len(batch), error=exc.reason)
-            return
-        for failure in failures:
-            log.warning("delete.failed", message_id=batch[failure.index][0], code=failure.code)
-
-    async def drain(self) -> None:
-        while self.pending:
-            await self.flush_once()
-
-
 class SqsConsumer:
     def __init__(
         self,
@@ -162,7 +105,7 @@ class SqsConsumer:
         self._metrics = metrics
         self._capacity = asyncio.Semaphore(config.max_in_flight)
         self._in_flight: dict[str, _Message] = {}
-        self._deleter = _Deleter(queue)
+        self._deleter = BatchedDeletes(queue)
         self._batches: set[asyncio.Task[None]] = set()
         self._active_groups: set[str] = set()
         self.receiving = False  # the last receive was answered (readiness)

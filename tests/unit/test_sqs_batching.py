@@ -8,10 +8,12 @@ from collections.abc import Sequence
 import pytest
 
 from tests.fakes.queue import FakeQueue
+from userstore.worker import batched_deletes
 from userstore.worker import sqs as sqs_module
+from userstore.worker.batched_deletes import BatchedDeletes
 from userstore.worker.metrics import Metrics
 from userstore.worker.ports import EntryFailed
-from userstore.worker.sqs import ConsumerConfig, SqsConsumer, _Deleter
+from userstore.worker.sqs import ConsumerConfig, SqsConsumer
 
 
 class RecordingSqs(FakeQueue):
@@ -82,9 +84,9 @@ async def test_the_receiver_never_waits_for_more_than_the_in_flight_limit(
 async def test_receipts_arriving_soon_after_go_in_one_delete_batch(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(sqs_module, "_DELETE_FILL_S", 5.0)
+    monkeypatch.setattr(batched_deletes, "_DELETE_FILL_S", 5.0)
     sqs = RecordingSqs()
-    deleter = _Deleter(sqs)
+    deleter = BatchedDeletes(sqs)
     stop = asyncio.Event()
     running = asyncio.create_task(deleter.run(stop))
     for n in range(3):
@@ -101,7 +103,7 @@ async def test_receipts_arriving_soon_after_go_in_one_delete_batch(
 
 async def test_a_partial_batch_is_deleted_within_the_fill_time_and_on_stop() -> None:
     sqs = RecordingSqs()
-    deleter = _Deleter(sqs)
+    deleter = BatchedDeletes(sqs)
     stop = asyncio.Event()
     running = asyncio.create_task(deleter.run(stop))
     deleter.add("m0", "r0")
