@@ -6,9 +6,14 @@ runs ready.d hooks only from two fixed system paths (/etc/localstack/init/ready.
 runs and reports the project's localstack/ready.d hooks exactly as it would those.
 """
 
+import os
 import sys
 
-import ministack.app as ministack
+# Run as a script, this file's folder comes first on sys.path: the harness's own modules must
+# not shadow the standard library's (or ministack's) for ministack's imports.
+sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != os.path.dirname(__file__)]
+
+import ministack.app as ministack  # noqa: E402 - after the path is cleaned
 
 hooks_dir = sys.argv.pop(1)
 _collect_scripts = ministack._collect_scripts

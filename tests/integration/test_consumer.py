@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from tests.harness.queue import NOW, body, drain_queue, receive_all, send_all
 from tests.harness.settings import make_settings, provision_settings
+from tests.harness.sqs_queues import NOW, body, drain_queue, receive_all, send_all
 from userstore.events import parse_event
 from userstore.worker import profile
 from userstore.worker.app import components, consumer_for

@@ -20,8 +20,8 @@ from typing import Any
 import boto3
 from aiobotocore.session import get_session
 
-from tests.harness.queue import body, drain_queue, receive_all
 from tests.harness.settings import make_settings, provision_settings
+from tests.harness.sqs_queues import body, drain_queue, receive_all
 from userstore.events import EventType, Publisher, SealedEvent, parse_event, sealing
 from userstore.events.publisher import seal_body
 from userstore.events.sealing import PayloadSealer

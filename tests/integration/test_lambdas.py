@@ -20,8 +20,8 @@ from typing import Any
 import boto3
 import pytest
 
-from tests.harness.queue import body
 from tests.harness.settings import make_settings, provision_settings, settings_env
+from tests.harness.sqs_queues import body
 from userstore.events import parse_event
 from userstore.events.publisher import seal_body
 from userstore.events.sealing import PayloadSealer

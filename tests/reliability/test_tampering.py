@@ -5,14 +5,18 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import pytest
 
 from tests.harness.counting import event
-from tests.harness.queue import body, drain_queue, receive_all, send_all
 from tests.harness.settings import make_settings, provision_settings
+from tests.harness.sqs_queues import body, drain_queue, receive_all, send_all
+
+# One clock for the records made here and the events `body` dates: two module-level clocks
+# taken seconds apart at collection would make the "newer" update stale.
+from tests.harness.traffic import NOW
 from tests.reliability.scenario import ScenarioRecorder
 from userstore.worker.app import Components, components, consumer_for
 from userstore.worker.errors import RecordTampered
@@ -22,7 +26,6 @@ from userstore.worker.record import from_item
 from userstore.worker.settings import KeyMode
 from userstore.worker.sweep import run_sweep
 
-NOW = datetime.now(UTC).replace(microsecond=0)
 SECRET = "Tamper-Personal-0x5eed"
 
 

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from tests.fakes.handler import ScriptedHandler, event_body
-from tests.fakes.queue import FakeQueue
+from tests.fakes.memory_queue import FakeQueue
 from userstore.worker.dead_letters import DeadLetterSender
 from userstore.worker.errors import InvalidMessage
 from userstore.worker.handlers import Outcome

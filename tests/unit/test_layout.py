@@ -97,3 +97,16 @@ def test_the_import_check_sees_both_forms() -> None:
         "tests.unit.test_keys",
         "tests.integration.test_store",
     ]
+
+
+def test_no_test_module_is_named_like_a_standard_library_module() -> None:
+    # A helper run as a script (the ministack launcher) puts its own folder first on sys.path;
+    # a sibling named like a standard module (`queue.py`) then breaks the standard library.
+    import sys
+
+    shadowing = sorted(
+        str(path.relative_to(TESTS_DIR))
+        for path in TESTS_DIR.rglob("*.py")
+        if path.stem in sys.stdlib_module_names
+    )
+    assert shadowing == []

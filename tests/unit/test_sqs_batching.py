@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 import pytest
 
-from tests.fakes.queue import FakeQueue
+from tests.fakes.memory_queue import FakeQueue
 from userstore.worker import batched_deletes
 from userstore.worker import sqs as sqs_module
 from userstore.worker.batched_deletes import BatchedDeletes

@@ -1,4 +1,4 @@
-"""The SQS consumer's loop on an in-memory queue (tests/fakes/queue.py): how each message is
+"""The SQS consumer's loop on an in-memory queue (tests/fakes/memory_queue.py): how each message is
 settled, with no emulator."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 from tests.fakes.handler import ScriptedHandler, event_body
-from tests.fakes.queue import FakeQueue
+from tests.fakes.memory_queue import FakeQueue
 from userstore.worker.dead_letters import DeadLetterSender
 from userstore.worker.metrics import Metrics
 from userstore.worker.sqs import ConsumerConfig, SqsConsumer
