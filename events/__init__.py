@@ -2,10 +2,9 @@
 
 from .envelopes import Incoming, Wrapper, read_message
 from .errors import EventError, InvalidEvent
+from .limits import SCHEMA_VERSION, SUPPORTED_SCHEMA_VERSIONS
 from .models import (
     EVENT_ADAPTER,
-    SCHEMA_VERSION,
-    SUPPORTED_SCHEMA_VERSIONS,
     Address,
     AddressPatch,
     Event,

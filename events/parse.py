@@ -19,9 +19,8 @@ from pydantic_core import ErrorDetails
 
 from .errors import InvalidEvent
 from .fields import EventId
+from .limits import ATTRIBUTE_NAME_PATTERN, SUPPORTED_SCHEMA_VERSIONS
 from .models import (
-    ATTRIBUTE_NAME_PATTERN,
-    SUPPORTED_SCHEMA_VERSIONS,
     Event,
     EventType,
     UserCreated,

@@ -13,8 +13,8 @@ from typing import Any, Final
 
 from pydantic import TypeAdapter
 
+from .limits import SCHEMA_VERSION
 from .models import (
-    SCHEMA_VERSION,
     Event,
     EventType,
     SealedEvent,

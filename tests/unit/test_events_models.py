@@ -18,8 +18,9 @@ from userstore.events import (
     UserCreated,
     UserDeleted,
     UserUpdated,
+    attributes,
+    limits,
 )
-from userstore.events import models as m
 
 
 def envelope(event_type: str = "user.created", **overrides: Any) -> dict[str, Any]:
@@ -42,9 +43,9 @@ def error_types(exc: pytest.ExceptionInfo[ValidationError]) -> set[str]:
 def test_constants() -> None:
     assert SCHEMA_VERSION == 1
     assert set(SUPPORTED_SCHEMA_VERSIONS) == {1}
-    assert m.MAX_ATTRIBUTES == 50
-    assert m.MAX_ATTRIBUTES_JSON_BYTES == 16 * 1024
-    assert m.MAX_ATTRIBUTE_INTEGER == 2**53
+    assert limits.MAX_ATTRIBUTES == 50
+    assert limits.MAX_ATTRIBUTES_JSON_BYTES == 16 * 1024
+    assert limits.MAX_ATTRIBUTE_INTEGER == 2**53
     assert [t.value for t in EventType] == ["user.created", "user.updated", "user.deleted"]
 
 
@@ -349,24 +350,24 @@ def test_attribute_names(name: str, ok: bool) -> None:
 
 
 def test_attribute_count_limit() -> None:
-    Profile(attributes={f"a{i}": i for i in range(m.MAX_ATTRIBUTES)})
+    Profile(attributes={f"a{i}": i for i in range(limits.MAX_ATTRIBUTES)})
     with pytest.raises(ValidationError) as exc:
-        Profile(attributes={f"a{i}": i for i in range(m.MAX_ATTRIBUTES + 1)})
+        Profile(attributes={f"a{i}": i for i in range(limits.MAX_ATTRIBUTES + 1)})
     assert error_types(exc) == {"too_many_attributes"}
 
 
 def test_attribute_size_limit() -> None:
     base = {f"k{i:02d}": "x" * 1000 for i in range(16)}
-    filler = m.MAX_ATTRIBUTES_JSON_BYTES - m.attributes_json_size({**base, "zz": ""})
+    filler = limits.MAX_ATTRIBUTES_JSON_BYTES - attributes.attributes_json_size({**base, "zz": ""})
     exact = {**base, "zz": "x" * filler}
-    assert m.attributes_json_size(exact) == m.MAX_ATTRIBUTES_JSON_BYTES
+    assert attributes.attributes_json_size(exact) == limits.MAX_ATTRIBUTES_JSON_BYTES
     Profile(attributes=exact)
     with pytest.raises(ValidationError) as exc:
         Profile(attributes={**base, "zz": "x" * (filler + 1)})
     assert error_types(exc) == {"attributes_too_large"}
     # Bytes, not characters: "é" is two bytes in UTF-8.
     wide = {f"k{i}": "é" * 1000 for i in range(10)}
-    assert m.attributes_json_size(wide) > m.MAX_ATTRIBUTES_JSON_BYTES
+    assert attributes.attributes_json_size(wide) > limits.MAX_ATTRIBUTES_JSON_BYTES
     with pytest.raises(ValidationError):
         Profile(attributes=wide)
 
@@ -422,8 +423,8 @@ def test_patch_keeps_absent_and_null_apart() -> None:
 
 
 def test_patch_attribute_limits() -> None:
-    removals = {f"old{i}": None for i in range(m.MAX_ATTRIBUTES)}
-    additions = {f"new{i}": i for i in range(m.MAX_ATTRIBUTES)}
+    removals = {f"old{i}": None for i in range(limits.MAX_ATTRIBUTES)}
+    additions = {f"new{i}": i for i in range(limits.MAX_ATTRIBUTES)}
     ProfilePatch(attributes={**removals, **additions})
     with pytest.raises(ValidationError):
         ProfilePatch(attributes={**removals, **additions, "one_more": 1})
