@@ -117,19 +117,24 @@ def test_the_unpacked_wheel_imports_and_reports_its_version(wheel: Path, tmp_pat
         "print(events.__file__);"
         "sys.argv = ['userstore', '--version']; cli.main()"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", script],
-        env={**os.environ, "PYTHONPATH": str(site)},
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    done = _run_from(site, script, tmp_path)
     assert done.returncode == 0, done.stderr
     imported_from, version_line = done.stdout.splitlines()
     assert imported_from.startswith(str(site))
     version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
     assert version_line == f"userstore, version {version}"
+
+
+def _run_from(site: Path, script: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """`script` in a Python that imports only what is installed in `site` (and the stdlib)."""
+    return subprocess.run(
+        [sys.executable, "-c", script],
+        env={**os.environ, "PYTHONPATH": str(site)},
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 @pytest.mark.timeout(300)
@@ -141,33 +146,18 @@ def test_the_publisher_needs_none_of_the_worker_stack(wheel: Path, tmp_path: Pat
         capture_output=True,
         timeout=120,
     )
-    env = {**os.environ, "PYTHONPATH": str(site)}
     publisher = _WITHOUT_WORKER_STACK + (
         "from userstore.events import Publisher, parse_event, serialize\n"
         "from userstore.events.sealing import PayloadSealer\n"
         "print('ok')\n"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", publisher],
-        env=env,
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    done = _run_from(site, publisher, tmp_path)
     assert (done.returncode, done.stdout.strip()) == (0, "ok"), done.stderr
     # The command, without the worker installed: one line saying what to install.
     command = _WITHOUT_WORKER_STACK + (
         "from userstore.worker.entry import main\nsys.argv = ['userstore', 'run']\nmain()\n"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", command],
-        env=env,
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    done = _run_from(site, command, tmp_path)
     assert done.returncode == 2
     assert "Traceback" not in done.stderr
     assert done.stderr.strip().splitlines() == [
