@@ -13,17 +13,21 @@ from tests.harness.emulator import (
     run_hooks,
     selected_emulator,
 )
+from tests.harness.external import ACCOUNT_VAR, external_run, external_target
 from tests.harness.settings import make_settings, provision_settings
 from tests.reliability.scenario import scenario
 from userstore.worker.settings import KeyMode, Settings
 
-# Tests never reach real AWS: dummy credentials, a fixed region, endpoints given explicitly.
-os.environ.update(
-    AWS_ACCESS_KEY_ID="testing",
-    AWS_SECRET_ACCESS_KEY="testing",
-    AWS_DEFAULT_REGION="eu-west-2",
-    AWS_REGION="eu-west-2",
-)
+# Tests never reach real AWS: dummy credentials, a fixed region, endpoints given explicitly. The
+# one exception, named explicitly, is the e2e tier on an AWS sandbox account (USERSTORE_TEST_AWS_
+# ACCOUNT, tests/harness/external.py): it keeps the caller's credentials and region.
+if not os.environ.get(ACCOUNT_VAR):
+    os.environ.update(
+        AWS_ACCESS_KEY_ID="testing",
+        AWS_SECRET_ACCESS_KEY="testing",
+        AWS_DEFAULT_REGION="eu-west-2",
+        AWS_REGION="eu-west-2",
+    )
 for _name in list(os.environ):
     # USERSTORE_TEST_* choose the emulator (tests/harness/emulator.py): not worker settings.
     if _name.startswith(("USERSTORE_", "AWS_ENDPOINT_URL")) and not _name.startswith(
@@ -52,7 +56,15 @@ def aws_endpoint(
 
     Either way the localstack/ready.d hooks have provisioned the default resource names (ministack
     runs them itself at start; for moto the harness runs them), as `docker compose up` does.
+    With USERSTORE_TEST_ENDPOINT or USERSTORE_TEST_AWS_ACCOUNT, no emulator is started: the
+    endpoint it names (None: real AWS), and the run's resources removed at the end
+    (tests/harness/external.py).
     """
+    target = external_target()
+    if target is not None:
+        with external_run(target) as endpoint:
+            yield endpoint  # type: ignore[misc]
+        return
     if selected_emulator() == "ministack":
         log = tmp_path_factory.mktemp("ministack") / "ministack.log"
         with ministack_process(log) as url:

@@ -15,6 +15,7 @@ from typing import Any, NamedTuple
 
 import boto3
 
+from tests.harness.external import run_prefix
 from tests.harness.settings import make_settings
 from userstore.worker.settings import Settings
 
@@ -28,8 +29,12 @@ def userstore(*args: str) -> list[str]:
 
 def env_for(settings: Settings) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("USERSTORE_")}
+    if settings.aws_endpoint_url is not None:  # None: real AWS (tests/harness/external.py)
+        env["AWS_ENDPOINT_URL"] = str(settings.aws_endpoint_url)
+    if run_prefix():  # the run's own payload and storage keys, not the defaults
+        env["USERSTORE_PAYLOAD_KMS_KEY"] = settings.payload_kms_key
+        env["USERSTORE_STORAGE_KMS_KEY"] = settings.storage_kms_key
     env.update(
-        AWS_ENDPOINT_URL=str(settings.aws_endpoint_url),
         AWS_REGION=settings.aws_region,
         USERSTORE_TABLE=settings.table,
         USERSTORE_META_TABLE=settings.meta_table,
