@@ -20,14 +20,10 @@ from userstore.worker.settings import KeyMode, Settings
 
 # Tests never reach real AWS: dummy credentials, a fixed region, endpoints given explicitly. The
 # one exception, named explicitly, is the e2e tier on an AWS sandbox account (USERSTORE_TEST_AWS_
-# ACCOUNT, tests/harness/external.py): it keeps the caller's credentials and region.
+# ACCOUNT, tests/harness/external.py): it keeps the caller's credentials.
+os.environ.update(AWS_DEFAULT_REGION="eu-west-2", AWS_REGION="eu-west-2")
 if not os.environ.get(ACCOUNT_VAR):
-    os.environ.update(
-        AWS_ACCESS_KEY_ID="testing",
-        AWS_SECRET_ACCESS_KEY="testing",
-        AWS_DEFAULT_REGION="eu-west-2",
-        AWS_REGION="eu-west-2",
-    )
+    os.environ.update(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing")
 for _name in list(os.environ):
     # USERSTORE_TEST_* choose the emulator (tests/harness/emulator.py): not worker settings.
     if _name.startswith(("USERSTORE_", "AWS_ENDPOINT_URL")) and not _name.startswith(

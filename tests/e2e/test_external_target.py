@@ -111,3 +111,36 @@ def test_the_e2e_tier_runs_on_an_outside_endpoint_and_leaves_it_as_it_was(tmp_pa
     assert made == set(removed["keys"])
     assert {after["keys"][k] for k in made} == {"PendingDeletion"}
     assert {k: after["keys"][k] for k in before["keys"]} == before["keys"]
+
+
+@pytest.mark.parametrize(
+    ("named", "says"),
+    [
+        ({"USERSTORE_TEST_AWS_ACCOUNT": "111122223333"}, "USERSTORE_TEST_PREFIX is not"),
+        ({"USERSTORE_TEST_PREFIX": "alice"}, "neither USERSTORE_TEST_ENDPOINT nor"),
+        # moto answers sts get-caller-identity with its own account, 123456789012
+        (
+            {"USERSTORE_TEST_AWS_ACCOUNT": "111122223333", "USERSTORE_TEST_PREFIX": "alice"},
+            "credentials are for AWS account 123456789012, not 111122223333",
+        ),
+    ],
+)
+def test_a_target_not_named_explicitly_is_refused_before_collection(
+    named: dict[str, str], says: str
+) -> None:
+    with moto_server_process() as endpoint:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_")}
+        if "USERSTORE_TEST_AWS_ACCOUNT" in named and "USERSTORE_TEST_PREFIX" in named:
+            env["USERSTORE_TEST_ENDPOINT"] = endpoint
+        done = subprocess.run(
+            [*PYTEST, "--collect-only", "-q", "tests/e2e/test_cli.py"],
+            cwd=ROOT,
+            env=env | named,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+    assert done.returncode == pytest.ExitCode.USAGE_ERROR, done.stdout[-2000:] + done.stderr
+    assert "e2e tier: " in done.stderr and says in done.stderr, done.stderr
+    assert "test_get_prints_profile" not in done.stdout  # nothing was collected

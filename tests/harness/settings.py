@@ -3,7 +3,6 @@ environment a process or a Lambda function would be configured with."""
 
 from __future__ import annotations
 
-import os
 import uuid
 
 from tests.harness.external import run_prefix
@@ -23,12 +22,12 @@ def make_settings(
         extra = {
             "payload_kms_key": f"alias/{prefix}userstore-payload",
             "storage_kms_key": f"alias/{prefix}userstore-storage",
-            "aws_region": os.environ.get("AWS_REGION", "eu-west-2"),
             **extra,
         }
     return Settings(
         aws_endpoint_url=endpoint,
-        **{"aws_region": "eu-west-2", **extra},  # type: ignore[arg-type]
+        aws_region="eu-west-2",
+        **extra,  # type: ignore[arg-type]
         table=f"{prefix}users-{tag}",
         meta_table=f"{prefix}materials-{tag}",
         state_table=f"{prefix}state-{tag}",
