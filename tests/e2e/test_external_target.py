@@ -23,11 +23,12 @@ import boto3
 import pytest
 
 from tests.harness.emulator import ROOT, moto_server_process, run_hooks
+from tests.harness.external import paged
 
 PYTEST = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-n", "0", "-rs"]
 SUBSET = [
-    # provision, get, a tampered record: a run's resources, made by the real `userstore`
-    "tests/e2e/test_cli.py::test_get_prints_profile_refuses_unknown_and_tampered_records",
+    # provision and `publish --seal` by the real `userstore`, with a payload alias of its own
+    "tests/e2e/test_sealed_publish_e2e.py::test_sealed_publish_is_applied_and_the_queue_never_holds_plaintext",
     # rotates: the first key loses its alias, and must be found and removed all the same
     "tests/e2e/test_sweep_e2e.py::test_sweep_max_duration_exit_codes",
     # emulator-only: skipped, with the reason
@@ -44,12 +45,12 @@ def snapshot(endpoint: str) -> dict[str, Any]:
     kms = session.client("kms", endpoint_url=endpoint)
     keys = {
         k["KeyId"]: kms.describe_key(KeyId=k["KeyId"])["KeyMetadata"]["KeyState"]
-        for k in kms.list_keys(Limit=1000)["Keys"]
+        for k in paged(kms, "list_keys", "Keys")
     }
     return {
-        "tables": sorted(ddb.list_tables(Limit=100)["TableNames"]),
+        "tables": sorted(paged(ddb, "list_tables", "TableNames")),
         "queues": sorted(u.rsplit("/", 1)[1] for u in sqs.list_queues().get("QueueUrls", [])),
-        "aliases": sorted(a["AliasName"] for a in kms.list_aliases(Limit=100)["Aliases"]),
+        "aliases": sorted(a["AliasName"] for a in paged(kms, "list_aliases", "Aliases")),
         "keys": keys,
     }
 

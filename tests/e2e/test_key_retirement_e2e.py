@@ -17,6 +17,7 @@ import boto3
 import pytest
 from botocore.exceptions import ClientError
 
+from tests.harness.external import run_prefix
 from tests.harness.factories import event_dict
 from tests.harness.logs import count_logged, log_records
 from tests.harness.settings import make_settings
@@ -34,7 +35,7 @@ def _kms(settings: Settings) -> Any:
 
 def _setup(endpoint: str, mode: KeyMode, **env: str) -> tuple[Settings, dict[str, str]]:
     settings = make_settings(endpoint, mode)
-    payload_key = f"alias/payload-{uuid.uuid4().hex[:8]}"
+    payload_key = f"alias/{run_prefix()}payload-{uuid.uuid4().hex[:8]}"
     settings = settings.model_copy(update={"payload_kms_key": payload_key})
     full_env = {
         **env_for(settings),

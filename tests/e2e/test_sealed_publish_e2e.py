@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.harness.external import run_prefix
 from tests.harness.logs import log_records
 from tests.harness.model import expected_profiles
 from tests.harness.stored import read_profiles
@@ -20,7 +21,7 @@ from tests.harness.worker_process import background, clients, provisioned, run_c
 def test_sealed_publish_is_applied_and_the_queue_never_holds_plaintext(
     aws_endpoint: str, tmp_path: Path
 ) -> None:
-    payload_key = f"alias/payload-{uuid.uuid4().hex[:8]}"
+    payload_key = f"alias/{run_prefix()}payload-{uuid.uuid4().hex[:8]}"
     settings, env = provisioned(aws_endpoint, {"USERSTORE_PAYLOAD_KMS_KEY": payload_key})
     settings = settings.model_copy(update={"payload_kms_key": payload_key})
     sqs, _, url, dlq = clients(settings)

@@ -183,7 +183,7 @@ def remove_run_resources(
         raise ValueError("refusing to remove resources by an empty prefix")
     removed = Removed()
     ddb, sqs, kms = clients["dynamodb"], clients["sqs"], clients["kms"]
-    for name in _paged(ddb, "list_tables", "TableNames"):
+    for name in paged(ddb, "list_tables", "TableNames"):
         if name.startswith(prefix):
             if ddb.describe_table(TableName=name)["Table"].get("DeletionProtectionEnabled"):
                 ddb.update_table(TableName=name, DeletionProtectionEnabled=False)
@@ -194,7 +194,7 @@ def remove_run_resources(
         removed.queues.append(url.rsplit("/", 1)[-1])
     doomed: set[str] = set()
     aliased: set[str] = set()
-    for alias in _paged(kms, "list_aliases", "Aliases"):
+    for alias in paged(kms, "list_aliases", "Aliases"):
         target = alias.get("TargetKeyId")
         if alias["AliasName"].startswith(f"alias/{prefix}"):
             kms.delete_alias(AliasName=alias["AliasName"])
@@ -204,7 +204,7 @@ def remove_run_resources(
         elif target:
             aliased.add(target)
     if started is not None:
-        for key in _paged(kms, "list_keys", "Keys"):
+        for key in paged(kms, "list_keys", "Keys"):
             meta = kms.describe_key(KeyId=key["KeyId"])["KeyMetadata"]
             if (
                 meta.get("KeyManager") == "CUSTOMER"
@@ -245,6 +245,7 @@ def external_run(target: ExternalTarget) -> Iterator[str | None]:
                 out.write(json.dumps(entry) + "\n")
 
 
-def _paged(client: Any, operation: str, field_name: str) -> Iterator[Any]:
+def paged(client: Any, operation: str, field_name: str) -> Iterator[Any]:
+    """Every item of a paginated boto3 listing."""
     for page in client.get_paginator(operation).paginate():
         yield from page.get(field_name, [])
