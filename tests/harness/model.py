@@ -1,7 +1,8 @@
 """An independent reference model of what the store should hold after a set of events.
 
 It does the obvious thing, unlike worker.profile: drop duplicate event ids, sort by
-(occurred_at, then the documented tie-break: the first 4 bytes of SHA-256 of the event id), apply each event in order with RFC 7396 merge-patch semantics. The
+occurred_at, then the documented tie-break (the first 4 bytes of SHA-256 of the event id),
+apply each event in order with RFC 7396 merge-patch semantics. The
 worker must arrive at the same profiles whatever order and however often events arrive.
 """
 

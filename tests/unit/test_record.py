@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime, timedelta
-
 from typing import Any
 
 import pytest
@@ -56,7 +55,10 @@ def _state() -> UserState:
 
 
 DIGEST = profile.Digest(1, b"\x01\x02\x03\x04")
-RECENT = (profile.Remembered(profile.id_tag("e1"), DIGEST), profile.Remembered(profile.id_tag("e2")))
+RECENT = (
+    profile.Remembered(profile.id_tag("e1"), DIGEST),
+    profile.Remembered(profile.id_tag("e2")),
+)
 
 
 def test_item_round_trips_to_the_same_state() -> None:
