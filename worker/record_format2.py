@@ -67,6 +67,7 @@ KNOWN_PATHS = [
 ]
 _PATH_CODES = {path: code for code, path in enumerate(KNOWN_PATHS, start=1)}
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
 _DEFLATED = 1
 
 
@@ -148,7 +149,10 @@ def pack_data(state: UserState) -> bytes:
         _put_varint(body, refs[entry.stamp])
         _put_text(body, b"" if entry.value is None else _json(entry.value))
     plain = bytes(body)
-    deflater = zlib.compressobj(9, zlib.DEFLATED, -15)  # raw: no header or checksum to pay for
+    # Raw deflate (no header or checksum to pay for) with a 512-byte window and the smallest
+    # memory level: a record is a few hundred bytes, and the default 32 KB window's set-up would
+    # cost ten times the compression itself. Inflating takes any window.
+    deflater = zlib.compressobj(9, zlib.DEFLATED, -9, 1)
     deflated = deflater.compress(plain) + deflater.flush()
     if len(deflated) < len(plain):
         return bytes([_DEFLATED]) + deflated
@@ -196,17 +200,29 @@ def _json(value: Any) -> bytes:
 
 
 def _stamp_parts(stamp: Stamp) -> tuple[int, bytes]:
-    """Microseconds since the epoch, and the tie-break's bytes."""
+    """Microseconds since the epoch, and the tie-break's bytes. Parsed by position (the text is
+    fixed width, profile.stamp_of): strptime would be most of the cost of packing a record."""
     when, _, tie = stamp.partition("|")
-    moment = datetime.strptime(when, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
+    if len(when) != 27 or when[4] != "-" or when[10] != "T" or when[19] != "." or when[26] != "Z":
+        raise ValueError("not a stamp")
+    moment = datetime(
+        int(when[0:4]),
+        int(when[5:7]),
+        int(when[8:10]),
+        int(when[11:13]),
+        int(when[14:16]),
+        int(when[17:19]),
+        int(when[20:26]),
+        tzinfo=UTC,
+    )
     tie_break = bytes.fromhex(tie)
     if len(tie_break) != TIE_BYTES:
         raise ValueError("a stamp's tie-break has the wrong length")
-    return (moment - _EPOCH) // timedelta(microseconds=1), tie_break
+    return (moment - _EPOCH) // _MICROSECOND, tie_break
 
 
 def _stamp_text(micros: int, tie: bytes) -> Stamp:
-    moment = _EPOCH + timedelta(microseconds=micros)
+    moment = _EPOCH + micros * _MICROSECOND
     return f"{moment:%Y-%m-%dT%H:%M:%S.%fZ}|{tie.hex()}"
 
 
@@ -247,11 +263,16 @@ class _Reader:
         return value
 
     def varint(self) -> int:
+        raw, at = self._raw, self._at
         value = shift = 0
         while True:
-            byte = self.take(1)[0]
+            if at >= len(raw):
+                raise Malformed("cut short")
+            byte = raw[at]
+            at += 1
             value |= (byte & 0x7F) << shift
             if not byte & 0x80:
+                self._at = at
                 return value
             shift += 7
             if shift > 63:
