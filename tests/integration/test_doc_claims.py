@@ -24,8 +24,8 @@ from userstore.worker.settings import KeyMode, Settings
 pytestmark = pytest.mark.integration
 
 NOW = datetime.now(UTC).replace(microsecond=0)
-# docs/design.md: "`recent_events` holds the last 50 event ids applied" (record format 2: 16)
-RECENT_EVENTS = 16
+RECENT_EVENTS = 16  # docs/design.md: "an event whose id digest is remembered (the last 16 events
+# applied)" (record format 1 remembered 50)
 
 
 def at(seconds: int) -> str:
@@ -166,8 +166,8 @@ async def test_an_update_that_changes_nothing_is_not_written(
 async def test_a_duplicate_fallen_out_of_recent_events_is_unchanged_and_not_written(
     provisioned_settings: Settings,
 ) -> None:
-    """docs/design.md: "If a duplicate has fallen out of `recent_events`, it is decrypted,
-    merged, found `unchanged`, and not written." """
+    """docs/design.md: "If a duplicate has fallen out of the window, it is decrypted, merged,
+    found `unchanged`, and not written." """
     metrics = Metrics()
     user = uid()
     async with components(provisioned_settings, metrics) as parts:
