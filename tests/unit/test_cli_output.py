@@ -24,11 +24,14 @@ def test_dead_letter_columns_are_aligned() -> None:
         ]
     )
     assert len(lines) == 4 and lines[0].startswith("EVENT ID")
-    starts = {line.index(token) for line, token in zip(lines, ["TYPE", *["user.updated"] * 3])}
+    starts = {
+        line.index(token)
+        for line, token in zip(lines, ["TYPE", *["user.updated"] * 3], strict=True)
+    }
     assert len(starts) == 1
     reasons = {
         line.index(token)
-        for line, token in zip(lines, ["REASON", "data.email", "reused", "signature"])
+        for line, token in zip(lines, ["REASON", "data.email", "reused", "signature"], strict=True)
     }
     assert len(reasons) == 1
     assert dead_letter_table([]) == []
