@@ -25,6 +25,11 @@ class SweepProgress:
     def __init__(self, bar: tqdm[Any]) -> None:
         self._bar = bar
 
+    @property
+    def counted(self) -> tuple[int, int | None]:
+        """Records visited so far, and the total the bar shows."""
+        return self._bar.n, self._bar.total
+
     def advance(self, records: int) -> None:
         bar = self._bar
         if bar.total is not None and bar.n + records > bar.total:
