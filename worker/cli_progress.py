@@ -28,7 +28,8 @@ class SweepProgress:
     @property
     def counted(self) -> tuple[int, int | None]:
         """Records visited so far, and the total the bar shows."""
-        return self._bar.n, self._bar.total
+        total = self._bar.total
+        return int(self._bar.n), None if total is None else int(total)
 
     def advance(self, records: int) -> None:
         bar = self._bar
