@@ -160,7 +160,8 @@ def command_line(args: Sequence[str] | None = None) -> NoReturn:
     except click.UsageError as exc:
         _exit(_usage(exc))
     except click.ClickException as exc:
-        _exit(Failure(ExitCode(exc.exit_code), exc.format_message()))
+        known = exc.exit_code in ExitCode._value2member_map_
+        _exit(Failure(ExitCode(exc.exit_code) if known else ExitCode.FAILED, exc.format_message()))
     except UserstoreError as exc:
         _show_traceback(options)
         _exit(failure(exc, options.where))
