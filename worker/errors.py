@@ -102,7 +102,7 @@ class ResourceMissing(AwsUnavailable):
     same), but an operator command reports it as not provisioned, naming `kind` and `name`.
     """
 
-    def __init__(self, reason: str, *, kind: str, name: str) -> None:
+    def __init__(self, reason: str, *, kind: str = "resource", name: str = "") -> None:
         super().__init__(reason)
         self.kind = kind
         self.name = name
