@@ -367,7 +367,8 @@ def new_item(user: str) -> dict[str, Any]:
     state = profile.apply(
         UserState(), event("f-0", "user.created", user, at, {"given_name": "Fault-Proxy-Secret"})
     )
-    return to_item(user, state, rev=1, recent_events=("f-0",), expires_at=None)
+    remembered = (profile.Remembered(profile.id_tag("f-0")),)
+    return to_item(user, state, rev=1, recent_events=remembered, expires_at=None)
 
 
 @pytest.mark.parametrize(
