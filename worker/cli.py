@@ -103,10 +103,12 @@ def configure(level: str) -> None:
     always for `run`, whose logs are collected), or as --log-format says."""
     ctx = click.get_current_context()
     chosen = ctx.ensure_object(Options).log_format
-    human = chosen == "console" or (
-        chosen == "auto" and ctx.info_name != "run" and sys.stderr.isatty()
-    )
-    logs.configure(level, human=human)
+    logs.configure(level, human=human_logs(chosen, ctx.info_name or "", sys.stderr.isatty()))
+
+
+def human_logs(log_format: str, command: str, terminal: bool) -> bool:
+    """Readable log lines (else JSON lines): asked for, or `auto` on a terminal but for `run`."""
+    return log_format == "console" or (log_format == "auto" and command != "run" and terminal)
 
 
 @contextmanager

@@ -92,3 +92,11 @@ def test_the_schema_check_says_what_it_checked(
     assert said.startswith(f"checked {len(generate())} schemas in ") and "up to date" in said
     assert schema_main(["--dir", str(tmp_path)]) == 0
     assert "already up to date" in capsys.readouterr().out
+
+
+def test_logs_are_readable_on_a_terminal_but_for_run_json_otherwise() -> None:
+    assert cli.human_logs("auto", "provision", terminal=True)
+    assert not cli.human_logs("auto", "provision", terminal=False)
+    assert not cli.human_logs("auto", "run", terminal=True)  # collected: JSON lines
+    assert cli.human_logs("console", "run", terminal=False)
+    assert not cli.human_logs("json", "rotate", terminal=True)
