@@ -95,9 +95,11 @@ def failure(exc: UserstoreError, where: Where | None = None) -> Failure:
     if isinstance(exc, Misconfigured | OperationRefused):
         return Failure(ExitCode.USAGE, exc.reason)
     if isinstance(exc, RetryLater):
+        # The reason names the endpoint when it could not be reached.
+        region = f" in {where.region}" if where else ""
         return Failure(
             ExitCode.AWS_UNAVAILABLE,
-            f"AWS unavailable{place}: {exc.reason}; still failing after retries, try again later",
+            f"AWS unavailable{region}: {exc.reason}; still failing after retries, try again later",
         )
     return Failure(ExitCode.FAILED, exc.reason)
 
