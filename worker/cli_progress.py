@@ -16,6 +16,7 @@ ESTIMATED = (
     "(total estimated from the table's item count) [{elapsed}<{remaining}]"
 )
 EXACT = "{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} records [{elapsed}]"
+NOTHING = "{desc}: 100%, no records [{elapsed}]"  # a total of 0 would read 0%
 UNKNOWN = "{desc}: {n_fmt} records [{elapsed}, {rate_fmt}]"
 
 
@@ -41,7 +42,7 @@ class SweepProgress:
         """The total is what was visited: the bar ends at 100%."""
         bar = self._bar
         bar.total = bar.n
-        bar.bar_format = EXACT
+        bar.bar_format = EXACT if bar.n else NOTHING
         bar.refresh()
 
 

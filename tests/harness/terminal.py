@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 import pty
+import struct
 import subprocess
+import termios
 import threading
 from typing import NamedTuple
 
@@ -21,6 +24,8 @@ def run_on_terminal(args: list[str], env: dict[str, str], typed: str | None = No
     """Run `args` with stdin and stderr on a terminal (stdout a pipe); `typed` is typed in,
     then Ctrl-D (end of input)."""
     master, slave = pty.openpty()
+    # 24 rows of 120 columns: a new pseudo-terminal has 0, and a progress bar would draw nothing
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 120, 0, 0))
     proc = subprocess.Popen(args, env=env, stdin=slave, stdout=subprocess.PIPE, stderr=slave)
     os.close(slave)
     shown: list[bytes] = []

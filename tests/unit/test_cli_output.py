@@ -83,3 +83,10 @@ def test_no_bar_off_a_terminal() -> None:
         progress.advance(3)
         progress.finish()
     assert piped.getvalue() == ""
+
+
+def test_a_sweep_with_nothing_to_visit_ends_at_100_percent() -> None:
+    screen = Terminal()
+    with sweep_progress(0, screen) as progress:
+        progress.finish()
+    assert "100%, no records" in screen.getvalue().rsplit("\r", 1)[-1]
