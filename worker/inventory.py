@@ -21,7 +21,7 @@ from typing import Protocol
 
 from .authority import AuthorityContext, current_target
 from .control import ACTIVE_KEY, ControlRecords, is_control
-from .errors import KeyNotFound
+from .errors import KeyNotFound, RecordTampered
 from .follow import payload_history
 from .index_keys import IndexVersion
 from .keyref import KeyKind, KeyRef, parse_or_none
@@ -72,6 +72,8 @@ class Inventory:
     index_wrapped_under: dict[int, KeyRef]
     # user records per record format (the sweep upgrades older formats)
     records_by_format: dict[int, int] = field(default_factory=dict)
+    # user records whose signed-only bookkeeping doesn't even parse: tampering
+    malformed: int = 0
     # cached mode: which KMS key wraps each material version (None: made before 0.5, unknown)
     material_keys: dict[int, KeyRef | None] = field(default_factory=dict)
     active_kms_key: KeyRef | None = None
@@ -136,7 +138,12 @@ class Inventory:
         return sorted(seen)
 
     def retirable(self) -> bool:
-        return self.stale == 0 and not any(self.uses(k) for k in self.old_keys())
+        # A malformed record's key can't be read: it might need an old one.
+        return (
+            self.stale == 0
+            and self.malformed == 0
+            and not any(self.uses(k) for k in self.old_keys())
+        )
 
     def unused_index_versions(self) -> list[int]:
         return [
@@ -171,9 +178,10 @@ async def inventory(ctx: InventoryContext, segments: int = 4) -> Inventory:
     by_index: Counter[int] = Counter()
     tombstones = 0
     by_format: Counter[int] = Counter()
+    malformed = 0
 
     async def scan(segment: int) -> None:
-        nonlocal tombstones
+        nonlocal tombstones, malformed
         async for page in ctx.store.scan_bookkeeping(segment, segments):
             for item in page:
                 key_ref = item.get("key_ref", {}).get("S", "")
@@ -183,7 +191,11 @@ async def inventory(ctx: InventoryContext, segments: int = 4) -> Inventory:
                 by_key[key_ref] += 1
                 if "email_idx" in item:
                     by_index[int(item["email_idx"]["S"].partition(":")[0])] += 1
-                head = read_head(item)  # a malformed one is tampering: status says so
+                try:
+                    head = read_head(item)
+                except RecordTampered:  # counted, and the rest of the report still made
+                    malformed += 1
+                    continue
                 by_format[head.format] += 1
                 if head.presence is Presence.DELETED:
                     tombstones += 1
@@ -217,6 +229,7 @@ async def inventory(ctx: InventoryContext, segments: int = 4) -> Inventory:
         tombstones=tombstones,
         index_wrapped_under=wrapped_under,
         records_by_format=dict(by_format),
+        malformed=malformed,
         material_keys=material_keys,
         active_kms_key=await ctx.keys.active_kms_key(),
         history=history,
@@ -289,6 +302,11 @@ def describe(inv: Inventory) -> list[str]:
         lines.append(f"{inv.stale} records to re-encrypt: run `userstore sweep`")
     if inv.old_format:
         lines.append(f"{inv.old_format} records in an old format: run `userstore sweep`")
+    if inv.malformed:
+        lines.append(
+            f"{inv.malformed} records with malformed bookkeeping (tampering): "
+            "`userstore sweep --verify` lists them"
+        )
     for version in inv.unused_index_versions():
         lines.append(
             f"blind-index key version {version} is used by no record: retire it with "

@@ -143,6 +143,21 @@ async def test_tampering_with_any_format_2_attribute_is_caught(
         assert await stored(parts, victim) == forged
 
 
+async def test_status_counts_a_record_whose_bookkeeping_does_not_parse_and_goes_on(
+    provisioned_settings: Settings,
+) -> None:
+    async with components(provisioned_settings) as parts:
+        users = [f"u-status-{uuid.uuid4().hex[:8]}" for _ in range(3)]
+        for user in users:
+            await parts.handler.handle(event(f"c-{user}", "user.created", user, at(0), TYPICAL))
+        forged = {**await stored(parts, users[0]), "h": {"B": b"\x09"}}
+        await parts.clients.dynamodb.put_item(TableName=parts.settings.table, Item=forged)
+        usage = await key_usage(parts)
+        assert (usage.malformed, usage.records_by_format, usage.tombstones) == (1, {2: 2}, 0)
+        assert not usage.retirable()
+        assert any("1 records with malformed bookkeeping" in line for line in describe(usage))
+
+
 async def _write_format_1(parts: Components, user: str, events: list[Any]) -> None:
     """A record as 0.4 wrote it: format 1, stamps ending in the event id, sealed as 0.4 did."""
     state = profile.UserState()
