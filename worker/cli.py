@@ -26,6 +26,7 @@ from .errors import RecordTampered, UserNotFound, UserstoreError
 from .logs import configure
 from .metrics import Metrics
 from .provision import provision as provision_all
+from .provision_report import ProvisionReport
 from .runner import run_worker
 from .search import verified_profile
 from .settings import Settings
@@ -66,17 +67,23 @@ def main() -> None:
     """userstore: user events from SQS to encrypted, signed DynamoDB records."""
 
 
-async def _provision(settings: Settings) -> None:
+async def _provision(settings: Settings, report: ProvisionReport | None = None) -> None:
     async with aws_clients(settings) as clients:
-        await provision_all(settings, clients.kms, clients.dynamodb, clients.sqs)
+        await provision_all(settings, clients.kms, clients.dynamodb, clients.sqs, report)
 
 
 @main.command()
 def provision() -> None:
-    """Create (idempotently) the KMS key and alias, tables and queues."""
+    """Create the KMS keys and aliases, tables and queues; bring existing ones in line.
+
+    Prints what it created, found as configured, and updated. Exit 6: a setting differs that
+    provision can't change (each printed: resource, attribute, expected, found)."""
     settings = _settings()
     configure(settings.log_level)
-    asyncio.run(_provision(settings))
+    report = ProvisionReport()
+    _run_or_exit(_provision(settings, report))
+    click.echo("\n".join(report.lines()))
+    sys.exit(report.exit_code)
 
 
 @main.command()
