@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .aws import Refused, call
-from .errors import KeyNotFound
+from .errors import AwsUnavailable, KeyNotFound, Misconfigured
 from .logs import get_logger
 from .provision_report import ProvisionReport
 from .resources import (
@@ -109,6 +109,7 @@ async def provision(
     settings: Settings, kms: Any, ddb: Any, sqs: Any, report: ProvisionReport | None = None
 ) -> Provisioned:
     """Everything in place; what was done (and what differs) goes to `report` when given."""
+    _check_queue_kinds(settings)  # before anything is made
     aws = _Aws(settings, report if report is not None else ProvisionReport())
     values = setting_values(settings)
     spec = definition()
@@ -132,6 +133,13 @@ async def provision(
         keys["payloads"],
         keys["storage"],
     )
+
+
+def _check_queue_kinds(settings: Settings) -> None:
+    if settings.queue.endswith(".fifo") != settings.dlq.endswith(".fifo"):
+        raise Misconfigured(
+            "USERSTORE_QUEUE and USERSTORE_DLQ must both be FIFO (.fifo) or both standard"
+        )
 
 
 async def ensure_key(aws: _Aws, kms: Any, key: str, create: dict[str, Any]) -> str:
@@ -166,7 +174,7 @@ async def _active(aws: _Aws, ddb: Any, name: str) -> dict[str, Any]:
         if table["TableStatus"] == "ACTIVE":
             return table
         await asyncio.sleep(0.5)
-    raise TimeoutError(f"table {name} did not become ACTIVE")
+    raise AwsUnavailable(f"table {name} did not become ACTIVE within 60 s")
 
 
 async def ensure_table(aws: _Aws, ddb: Any, spec: dict[str, Any]) -> tuple[str, str]:
@@ -254,7 +262,7 @@ async def ensure_point_in_time_recovery(aws: _Aws, ddb: Any, name: str, enabled:
         aws.report.updated(f"table {name}", "PointInTimeRecovery")
         log.info("provision.point_in_time_recovery", table=name, enabled=enabled)
         return
-    raise TimeoutError(f"continuous backups of table {name} did not become available")
+    raise AwsUnavailable(f"continuous backups of table {name} did not become available in 60 s")
 
 
 async def ensure_queues(
@@ -271,8 +279,7 @@ async def ensure_queues(
 async def _ensure_queues(
     aws: _Aws, sqs: Any, settings: Settings, values: dict[str, str]
 ) -> tuple[str, str]:
-    if settings.queue.endswith(".fifo") != settings.dlq.endswith(".fifo"):
-        raise ValueError("the queue and its dead-letter queue must both be FIFO or both standard")
+    _check_queue_kinds(settings)
     spec = definition()
     encryption = queue_encryption(values)
     dlq_url, dlq_arn = await ensure_queue(

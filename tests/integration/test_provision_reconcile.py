@@ -6,8 +6,11 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import pytest
+
 from tests.harness.settings import make_settings
 from userstore.worker.app import aws_clients
+from userstore.worker.errors import KeyNotFound
 from userstore.worker.provision import TABLE_EXTRAS, Provisioned, provision
 from userstore.worker.provision_report import EXIT_DIFFERS, Outcome, ProvisionReport
 from userstore.worker.resources import definition, render, setting_values
@@ -138,3 +141,11 @@ async def test_a_table_without_its_stream_gets_it(moto_endpoint: str) -> None:
         "StreamViewType": "NEW_AND_OLD_IMAGES",
     }
     assert table["LatestStreamArn"]
+
+
+async def test_a_configured_key_that_does_not_exist_is_named(moto_endpoint: str) -> None:
+    missing = "arn:aws:kms:eu-west-2:123456789012:key/00000000-0000-0000-0000-000000000000"
+    settings = make_settings(moto_endpoint).model_copy(update={"kms_key": missing})
+    async with aws_clients(settings) as clients:
+        with pytest.raises(KeyNotFound, match=f"KMS key {missing} does not exist: name an"):
+            await _run(settings, clients)

@@ -8,6 +8,9 @@ from typing import Any
 
 import pytest
 
+from tests.harness.settings import make_settings
+from userstore.worker.errors import Misconfigured
+from userstore.worker.provision import provision
 from userstore.worker.provision_report import EXIT_DIFFERS, Outcome, ProvisionReport
 from userstore.worker.resources import (
     Mismatch,
@@ -178,3 +181,10 @@ def test_the_report_says_what_was_done_to_each_resource() -> None:
         f"3 resources (1 created, 1 as is, 1 updated); 1 setting(s) differ and can't be changed"
         f" by provision: see above (exit {EXIT_DIFFERS})",
     ]
+
+
+async def test_queues_of_two_kinds_are_refused_before_anything_is_made() -> None:
+    # Nothing listens there, and no client is given: it must stop before any call.
+    settings = make_settings("http://127.0.0.1:9").model_copy(update={"dlq": "plain-dlq"})
+    with pytest.raises(Misconfigured, match="USERSTORE_QUEUE and USERSTORE_DLQ must both be"):
+        await provision(settings, None, None, None)
