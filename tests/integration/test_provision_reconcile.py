@@ -149,3 +149,25 @@ async def test_a_configured_key_that_does_not_exist_is_named(moto_endpoint: str)
     async with aws_clients(settings) as clients:
         with pytest.raises(KeyNotFound, match=f"KMS key {missing} does not exist: name an"):
             await _run(settings, clients)
+
+
+async def test_an_explicit_deduplication_id_still_wins(moto_endpoint: str) -> None:
+    """Content-based deduplication on: the same body sent again under another explicit id (the
+    publisher's event id, the demo's redelivery) is delivered again; without one, it is not."""
+    settings = make_settings(moto_endpoint)
+    async with aws_clients(settings) as clients:
+        done, _ = await _run(settings, clients)
+        sqs, body = clients.sqs, '{"same": "body"}'
+        for dedup in ("first", "second"):
+            await sqs.send_message(
+                QueueUrl=done.queue_url,
+                MessageBody=body,
+                MessageGroupId="g",
+                MessageDeduplicationId=dedup,
+            )
+        for _ in range(2):  # no id: the body's hash is the id, and the second is a duplicate
+            await sqs.send_message(
+                QueueUrl=done.queue_url, MessageBody=body + " ", MessageGroupId="g"
+            )
+        counts = await _attributes(clients, done.queue_url)
+    assert counts["ApproximateNumberOfMessages"] == "3"
