@@ -64,20 +64,27 @@ class ProvisionReport:
         return EXIT_DIFFERS if self.differences else 0
 
     def lines(self) -> list[str]:
+        """One line per resource (one per difference for a resource that differs), a summary."""
         width = max(len(outcome) for outcome in Outcome)
+        differing = {d.resource for d in self.differences}
         lines = []
         for resource, outcome in self.outcomes.items():
+            if outcome is Outcome.AS_IS and resource in differing:
+                continue  # not as configured: its differences say how
             settings = self.updated_settings.get(resource)
             detail = f": {', '.join(dict.fromkeys(settings))}" if settings else ""
             lines.append(f"{outcome:<{width}}  {resource}{detail}")
         lines.extend(f"{'differs':<{width}}  {d.line()}" for d in self.differences)
         counts = {o: sum(1 for v in self.outcomes.values() if v is o) for o in Outcome}
+        counts[Outcome.AS_IS] -= sum(
+            1 for r in differing if self.outcomes.get(r, Outcome.AS_IS) is Outcome.AS_IS
+        )
         summary = ", ".join(f"{counts[o]} {o}" for o in Outcome)
-        if self.differences:
-            lines.append(
-                f"{len(self.outcomes)} resources ({summary}); {len(self.differences)} setting(s)"
-                f" differ and can't be changed by provision: see above (exit {EXIT_DIFFERS})"
-            )
-        else:
-            lines.append(f"{len(self.outcomes)} resources ({summary}): as configured")
-        return lines
+        if not self.differences:
+            return [*lines, f"{len(self.outcomes)} resources ({summary}): as configured"]
+        return [
+            *lines,
+            f"{len(self.outcomes)} resources ({summary}, {len(differing)} differ):"
+            f" {len(self.differences)} setting(s) provision can't change, see above"
+            f" (exit {EXIT_DIFFERS})",
+        ]

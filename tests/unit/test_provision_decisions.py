@@ -175,11 +175,15 @@ def test_the_report_says_what_was_done_to_each_resource() -> None:
     report.differs(
         "table users", Mismatch("StreamViewType", "NEW_AND_OLD_IMAGES", "KEYS_ONLY", "x")
     )
+    report.differs("key alias/k", Mismatch("KeyState", "Enabled", "Disabled"))
     assert report.exit_code == EXIT_DIFFERS
-    assert report.lines()[-2:] == [
+    assert report.lines() == [
+        "created  queue q.fifo",
+        "updated  table users: TimeToLive",  # updated, and something else differs
         "differs  table users: StreamViewType: expected NEW_AND_OLD_IMAGES, found KEYS_ONLY (x)",
-        f"3 resources (1 created, 1 as is, 1 updated); 1 setting(s) differ and can't be changed"
-        f" by provision: see above (exit {EXIT_DIFFERS})",
+        "differs  key alias/k: KeyState: expected Enabled, found Disabled",
+        "3 resources (1 created, 0 as is, 1 updated, 2 differ): 2 setting(s) provision can't"
+        f" change, see above (exit {EXIT_DIFFERS})",
     ]
 
 
