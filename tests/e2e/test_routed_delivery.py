@@ -11,6 +11,8 @@ port), and on a ministack run they are deselected (they don't take `aws_endpoint
 from __future__ import annotations
 
 import json
+import re
+import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,12 +21,19 @@ from typing import Any
 import boto3
 import pytest
 
-from tests.harness.emulator import moto_server_process
+from tests.harness.emulator import ROOT, moto_server_process
 from tests.harness.model import expected_profiles
 from tests.harness.stored import read_profiles
 from tests.harness.traffic import make_events
 from tests.harness.waiting import queue_counts, take_dead_letters, wait_drained
-from tests.harness.worker_process import Provisioned, background, provision_worker, stop, userstore
+from tests.harness.worker_process import (
+    Provisioned,
+    background,
+    provision_worker,
+    run_cli,
+    stop,
+    userstore,
+)
 
 SOURCE = "com.example.accounts"
 
@@ -131,3 +140,47 @@ def test_an_sns_subscription_delivers_to_the_provisioned_queue(
     body = p.sqs.receive_message(QueueUrl=p.url, VisibilityTimeout=0)["Messages"][0]["Body"]
     assert ('"TopicArn"' in body) is not raw  # what the worker is given, as configured
     _worker_applies(p, events, tmp_path / "worker.log")
+
+
+def _documented_blocks() -> str:
+    """The shell blocks of docs/serverless.md's EventBridge section, in order, as one script."""
+    text = (ROOT / "docs" / "serverless.md").read_text()
+    section = text.split("### Routing events from EventBridge", 1)[1].split("\n## ", 1)[0]
+    blocks = re.findall(r"```sh\n(.*?)```", section, flags=re.DOTALL)
+    assert len(blocks) == 3, "the rule and target, the policy grant, an event"
+    # AWS CLI v1 does not read AWS_ENDPOINT_URL: pointed at the emulator here, as a user would.
+    at_emulator = 'aws() { command aws --endpoint-url "$AWS_ENDPOINT_URL" "$@"; }\n'
+    return "set -euo pipefail\n" + at_emulator + "\n".join(blocks)
+
+
+@pytest.mark.timeout(180)
+@pytest.mark.skipif(
+    not (shutil.which("aws") and shutil.which("jq")), reason="needs the AWS CLI and jq"
+)
+def test_the_documented_eventbridge_setup_as_written(own_moto: str, tmp_path: Path) -> None:
+    """docs/serverless.md's commands, pasted: the rule, its target, the grant, an event; the
+    worker applies it, and the next `provision` keeps the grant."""
+    p = provision_worker(own_moto)
+    shell = p.env | {"AWS_DEFAULT_REGION": p.settings.aws_region}
+    done = subprocess.run(
+        ["bash", "-c", _documented_blocks()],
+        env=shell,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert queue_counts(p.sqs, p.url)[0] == 1, "the documented event did not reach the queue"
+    with background(userstore("run"), p.env, tmp_path / "worker.log") as worker:
+        wait_drained(p.sqs, p.url)
+        stop(worker, 30, tmp_path / "worker.log")
+    shown = run_cli(p.env, "get", "u-eb-1")
+    assert shown.returncode == 0, shown.stderr
+    assert json.loads(shown.stdout)["email"] == "eb@example.org"
+    again = run_cli(p.env, "provision")
+    assert again.returncode == 0, again.stdout + again.stderr[-2000:]
+    policy = p.sqs.get_queue_attributes(QueueUrl=p.url, AttributeNames=["Policy"])
+    sids = [s["Sid"] for s in json.loads(policy["Attributes"]["Policy"])["Statement"]]
+    assert sids == ["DenyInsecureTransport", "EventBridgeMaySend"]
