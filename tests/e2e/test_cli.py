@@ -213,10 +213,10 @@ def test_get_prints_profile_refuses_unknown_and_tampered_records(aws_endpoint: s
         assert missing.stdout == ""
         assert missing.stderr.count("\n") == 1 and missing.stderr.endswith("\n"), missing.stderr
 
-    # (c) tampered records: exit 2, one line, nothing personal anywhere.
+    # (c) tampered records: exit 6, one line, nothing personal anywhere.
     def assert_refused(user: str) -> None:
         refused = run_cli(env, "get", user)
-        assert refused.returncode == 2, (refused.returncode, refused.stdout, refused.stderr)
+        assert refused.returncode == 6, (refused.returncode, refused.stdout, refused.stderr)
         assert refused.stdout == ""
         assert refused.stderr.count("\n") == 1 and refused.stderr.endswith("\n"), refused.stderr
         for value in personal:
@@ -465,7 +465,7 @@ def test_find_by_email_and_rotation_status(aws_endpoint: str) -> None:
         ddb.put_item(TableName=settings.table, Item=item)
         skipped.append(run_cli(env, "find", "--email", "ADA@example.org"))
     assert (skipped[0].returncode, skipped[0].stdout.split()) == (0, [users[0]])
-    assert (skipped[1].returncode, skipped[1].stdout) == (2, "")
+    assert (skipped[1].returncode, skipped[1].stdout) == (6, "")
     for done, forged in zip(skipped, ([users[1]], users[:2]), strict=True):
         assert "security.record_verification_failed" in done.stderr
         assert [
