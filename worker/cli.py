@@ -198,12 +198,12 @@ async def _provision(settings: Settings, report: ProvisionReport | None = None) 
 def provision() -> None:
     """Create the KMS keys and aliases, tables and queues; bring existing ones in line.
 
-    Prints what it created, found as configured, and updated. Exit 6: a setting differs that
+    Prints what it created, found as configured, and updated. Exit 8: a setting differs that
     provision can't change (each printed: resource, attribute, expected, found)."""
     settings = _settings()
     configure(settings.log_level)
     report = ProvisionReport()
-    _run_or_exit(_provision(settings, report))
+    asyncio.run(_provision(settings, report))
     click.echo("\n".join(report.lines()))
     sys.exit(report.exit_code)
 

@@ -14,7 +14,7 @@ from .resources import Mismatch
 
 # `userstore provision`'s exit code when a resource differs in a way it can't change (each
 # difference is printed: resource, attribute, expected, found, what to do).
-EXIT_DIFFERS = 6
+EXIT_DIFFERS = 8  # cli_errors.ExitCode.PROVISION_DIFFERS
 
 
 class Outcome(StrEnum):

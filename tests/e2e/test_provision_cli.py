@@ -1,5 +1,5 @@
 """`userstore provision` run again on resources that changed: a human summary on stdout, exit 0
-when everything could be brought in line, exit 6 with the resource, attribute, expected and
+when everything could be brought in line, exit 8 with the resource, attribute, expected and
 found value when something can't; never a traceback."""
 
 from __future__ import annotations

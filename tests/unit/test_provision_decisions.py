@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from tests.harness.settings import make_settings
+from userstore.worker.cli_errors import ExitCode
 from userstore.worker.errors import Misconfigured
 from userstore.worker.provision import provision
 from userstore.worker.provision_report import EXIT_DIFFERS, Outcome, ProvisionReport
@@ -192,3 +193,7 @@ async def test_queues_of_two_kinds_are_refused_before_anything_is_made() -> None
     settings = make_settings("http://127.0.0.1:9").model_copy(update={"dlq": "plain-dlq"})
     with pytest.raises(Misconfigured, match="USERSTORE_QUEUE and USERSTORE_DLQ must both be"):
         await provision(settings, None, None, None)
+
+
+def test_the_exit_code_is_the_clis_documented_one() -> None:
+    assert EXIT_DIFFERS == ExitCode.PROVISION_DIFFERS
