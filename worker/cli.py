@@ -50,6 +50,7 @@ from .errors import (
 )
 from .metrics import Metrics
 from .provision import provision as provision_all
+from .provision_report import ProvisionReport
 from .runner import run_worker
 from .search import verified_profile
 from .settings import KeyMode, Settings, read_settings, variable
@@ -188,17 +189,23 @@ def _exit(done: Failure) -> NoReturn:
     sys.exit(done.code)
 
 
-async def _provision(settings: Settings) -> None:
+async def _provision(settings: Settings, report: ProvisionReport | None = None) -> None:
     async with aws_clients(settings) as clients:
-        await provision_all(settings, clients.kms, clients.dynamodb, clients.sqs)
+        await provision_all(settings, clients.kms, clients.dynamodb, clients.sqs, report)
 
 
 @main.command()
 def provision() -> None:
-    """Create (idempotently) the KMS key and alias, tables and queues."""
+    """Create the KMS keys and aliases, tables and queues; bring existing ones in line.
+
+    Prints what it created, found as configured, and updated. Exit 8: a setting differs that
+    provision can't change (each printed: resource, attribute, expected, found)."""
     settings = _settings()
     configure(settings.log_level)
-    asyncio.run(_provision(settings))
+    report = ProvisionReport()
+    asyncio.run(_provision(settings, report))
+    click.echo("\n".join(report.lines()))
+    sys.exit(report.exit_code)
 
 
 @main.command()

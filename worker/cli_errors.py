@@ -38,6 +38,7 @@ class ExitCode(IntEnum):
     SWEEP_BUSY = 5  # another sweep of the same job holds the lease: nothing done
     VERIFICATION_FAILED = 6  # a record failed verification: refused, left as evidence
     NOT_PROVISIONED = 7  # a key, table or queue the settings name does not exist
+    PROVISION_DIFFERS = 8  # provision: a setting differs that it can't change (each printed)
     INTERNAL = 70  # a bug: run again with --debug for the traceback, and report it
     INTERRUPTED = 130  # Ctrl-C
 
