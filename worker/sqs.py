@@ -163,7 +163,7 @@ class SqsConsumer:
                 self._release(permits)
                 raise
             self._release(permits - len(messages))
-            busy = bool(messages or self._in_flight)
+            busy = bool(messages or self._batches)  # a batch is busy until its deletes are sent
             wait_s = min(1, self._config.wait_time_s) if busy else self._config.wait_time_s
             if messages:
                 task = asyncio.create_task(self._process_batch(messages))
