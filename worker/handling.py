@@ -116,6 +116,7 @@ async def handle_burst(
     except Exception as exc:  # a bug: every event of the burst meets it
         results = [exc] * len(deliveries)
     elapsed_s = time.perf_counter() - started
+    metrics.burst_events.observe(len(deliveries))
     failures: list[Exception | None] = []
     for delivery, result in zip(deliveries, results, strict=True):
         event = delivery.event

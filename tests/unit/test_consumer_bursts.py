@@ -109,6 +109,10 @@ async def test_a_users_events_in_a_receive_are_one_write() -> None:
     assert await w.view(USER) == expected_profiles(events)[USER]
     assert applied(metrics) == 11
     assert len(queue.deleted) == 12
+    bursts = [
+        metrics.registry.get_sample_value(f"userstore_burst_events_{s}") for s in ("count", "sum")
+    ]
+    assert bursts == [2, 12]
 
 
 async def test_a_failed_write_retries_its_events_and_holds_the_rest_of_the_group() -> None:
