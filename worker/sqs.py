@@ -253,6 +253,11 @@ class SqsConsumer:
             valid = await self._read_all(messages)
             if valid:
                 await self._process_valid(valid, mine)
+            if self._config.fifo:
+                # SQS hands out the rest of a group once these are deleted: delete them now,
+                # then let the receiver poll for it.
+                await self._deleter.flush()
+                self._settled.set()
         except Exception as exc:  # a bug in settling: log it, never kill the receive loop
             log.error("batch.unexpected_error", error=type(exc).__name__, frames=frames(exc))
         finally:
@@ -262,11 +267,6 @@ class SqsConsumer:
                 if self._in_flight.pop(message.id, None) is not None:
                     self._capacity.release()
             self._metrics.in_flight.set(len(self._in_flight))
-        if self._config.fifo:
-            # SQS hands out the rest of a group once these are deleted: delete them now, then
-            # let the receiver poll for it.
-            await self._deleter.flush()
-            self._settled.set()
 
     async def _process_valid(self, valid: list[_Message], mine: set[str]) -> None:
         hints = await self._prefetch(valid)
