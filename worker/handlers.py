@@ -1,7 +1,13 @@
-"""One event -> one decision about one user's record. Read top to bottom:
+"""One user's events -> one decision about their record. Read top to bottom (`handle_burst`;
+`handle` is a burst of one):
 
-    window check -> duplicate/stale check (bookkeeping only) -> verify and decrypt -> merge
-    -> validate -> seal -> write conditioned on the revision read -> on conflict, re-decide
+    window check, per event -> read the record -> per event, in order: duplicate/stale check
+    (bookkeeping only, as the events before it left it) -> verify and decrypt (once, when first
+    needed) -> merge -> validate -> seal once -> write once, conditioned on the revision read
+    -> on conflict, decide the whole burst again
+
+The events of a burst are joined exactly as one-by-one handling would join them (the merge is a
+join-semilattice), so a burst stores what handling them one at a time stores, in one write.
 
 Only a duplicate create or update with a matching content digest is acknowledged before the
 record is verified; every other skip or refusal rests on bookkeeping a table writer could forge.
