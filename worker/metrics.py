@@ -79,6 +79,12 @@ class Metrics:
             ["type"],
             registry=r,
         )
+        self.burst_events = Histogram(
+            "userstore_burst_events",
+            "Events of one user handled together: one open, one seal, one write at most.",
+            buckets=(1, 2, 3, 5, 10, 20, 50, 100),
+            registry=r,
+        )
         self.in_flight = Gauge(
             "userstore_in_flight", "Messages received and not yet settled.", registry=r
         )

@@ -6,6 +6,7 @@ import asyncio
 import json
 import uuid
 from collections import defaultdict
+from collections.abc import Sequence
 from typing import Any
 
 import pytest
@@ -105,8 +106,8 @@ async def test_valid_events_applied_and_malformed_dead_lettered(
             assert record is not None
             view = profile.view(from_item(await parts.cipher.open(record.item)))
             assert view == {"given_name": SECRET, "attributes": {"n": 3}}  # the newest patch won
-            if fifo:  # in order: 1 create + 3 updates, each a write
-                assert record.head.rev == 4
+            if fifo:  # in order: 1 create + 3 updates, in one write per burst at most
+                assert 1 <= record.head.rev <= 4
     handled = sum(
         metrics.count("userstore_events", {"type": "user.updated", "outcome": o})
         for o in ("applied", "unchanged", "duplicate", "stale")
@@ -121,7 +122,10 @@ async def test_valid_events_applied_and_malformed_dead_lettered(
 
 
 class FlakyOnce:
-    """Wraps the real handler; fails one chosen event once, records handling order per user."""
+    """Wraps the real handler; fails one chosen event once, records handling order per user.
+
+    The events of its burst before it are applied; it and the rest of the burst fail with it.
+    """
 
     def __init__(self, inner: Any, fail_event_id: str) -> None:
         self.inner = inner
@@ -129,15 +133,24 @@ class FlakyOnce:
         self.failed = False
         self.order: dict[str, list[str]] = defaultdict(list)
 
+    def error(self) -> Exception:
+        return AwsUnavailable("injected failure")
+
     async def prefetch(self, user_ids: Any) -> Hints:
         return await self.inner.prefetch(user_ids)  # type: ignore[no-any-return]
 
-    async def handle(self, event: Event, hints: Hints | None = None) -> Outcome:
-        if event.event_id == self.fail_event_id and not self.failed:
+    async def handle_burst(
+        self, events: Sequence[Event], hints: Hints | None = None
+    ) -> list[Outcome | Exception]:
+        ids = [event.event_id for event in events]
+        if self.fail_event_id in ids and not self.failed:
             self.failed = True
-            raise AwsUnavailable("injected failure")
-        self.order[event.user_id].append(event.event_id)
-        return await self.inner.handle(event, hints)  # type: ignore[no-any-return]
+            at = ids.index(self.fail_event_id)
+            before = await self.handle_burst(events[:at], hints) if at else []
+            return [*before, *(self.error() for _ in events[at:])]
+        for event in events:
+            self.order[event.user_id].append(event.event_id)
+        return await self.inner.handle_burst(events, hints)  # type: ignore[no-any-return]
 
 
 async def test_fifo_failure_releases_the_rest_of_the_group_in_order(moto_endpoint: str) -> None:
@@ -162,17 +175,16 @@ async def test_fifo_failure_releases_the_rest_of_the_group_in_order(moto_endpoin
         # e2 failed once: nothing after it ran before it, and everything ran exactly once.
         assert flaky.order[user] == ["e0", "e1", "e2", "e3", "e4", "e5"]
         record = await parts.store.get(user)
-        assert record is not None and record.head.rev == 6
+        assert record is not None
+        state = from_item(await parts.cipher.open(record.item))
+        assert profile.view(state) == {"attributes": {"k": 5}}
 
 
 class BuggyOnce(FlakyOnce):
     """Fails one event once with an unexpected error whose message holds a personal value."""
 
-    async def handle(self, event: Event, hints: Hints | None = None) -> Outcome:
-        if event.event_id == self.fail_event_id and not self.failed:
-            self.failed = True
-            raise ValueError(f"bug while handling {SECRET}")
-        return await self.inner.handle(event, hints)  # type: ignore[no-any-return]
+    def error(self) -> Exception:
+        return ValueError(f"bug while handling {SECRET}")
 
 
 async def test_an_unexpected_error_is_retried_and_logged_without_its_message(

@@ -10,7 +10,7 @@ import copy
 import json
 import uuid
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any
@@ -136,11 +136,13 @@ class SlowOnce:
     async def prefetch(self, user_ids: Any) -> Hints:
         return await self.inner.prefetch(user_ids)  # type: ignore[no-any-return]
 
-    async def handle(self, event: Event, hints: Hints | None = None) -> Outcome:
-        self.calls[event.event_id] += 1
-        if event.event_id == self.slow_event_id:
+    async def handle_burst(
+        self, events: Sequence[Event], hints: Hints | None = None
+    ) -> list[Outcome | Exception]:
+        self.calls.update(event.event_id for event in events)
+        if any(event.event_id == self.slow_event_id for event in events):
             await asyncio.sleep(self.delay_s)
-        return await self.inner.handle(event, hints)  # type: ignore[no-any-return]
+        return await self.inner.handle_burst(events, hints)  # type: ignore[no-any-return]
 
 
 def count_sqs(client: Any) -> tuple[Counter[str], Counter[str]]:
