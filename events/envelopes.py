@@ -116,7 +116,12 @@ def _validate(obj: dict[str, Any], prefix: str) -> Event | SealedEvent:
             return SealedEvent.model_validate(obj)
         except ValidationError as exc:
             reason = format_errors(exc)
-        invalid = InvalidEvent(reason, event_id=_safe_event_id(obj.get("event_id")))
+        named = obj.get("type")  # a valid type is named in the dead letter, as for a plain event
+        invalid = InvalidEvent(
+            reason,
+            event_id=_safe_event_id(obj.get("event_id")),
+            event_type=named if isinstance(named, str) and named in _EVENT_TYPES else None,
+        )
     else:
         try:
             return validate_event(obj)

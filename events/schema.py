@@ -93,11 +93,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"stale: {directory / name}", file=sys.stderr)
         if stale:
             print("run: python -m userstore.events.schema", file=sys.stderr)
-        return 1 if stale else 0
+            return 1
+        print(
+            f"checked {len(expected)} schemas in {directory} against the event models "
+            f"(schema version {SCHEMA_VERSION}): up to date"
+        )
+        return 0
     directory.mkdir(parents=True, exist_ok=True)
     for name in stale:
         (directory / name).write_text(expected[name], "utf-8")
         print(f"wrote {directory / name}")
+    if not stale:
+        print(f"{len(expected)} schemas in {directory}: already up to date")
     return 0
 
 

@@ -1,3 +1,3 @@
-from userstore.worker.cli import main
+from userstore.worker.entry import main
 
 main()

@@ -20,6 +20,8 @@ from botocore.exceptions import (
     ConnectionClosedError,
     ConnectTimeoutError,
     EndpointConnectionError,
+    NoCredentialsError,
+    PartialCredentialsError,
     ReadTimeoutError,
 )
 from tenacity import (
@@ -31,7 +33,7 @@ from tenacity import (
 )
 
 from . import metrics
-from .errors import AwsUnavailable
+from .errors import AwsUnavailable, CredentialsMissing, ResourceMissing
 
 T = TypeVar("T")
 
@@ -57,6 +59,14 @@ TRANSIENT_CODES = frozenset(
         "DependencyTimeoutException",
         "SlowDown",
         "AWS.SimpleQueueService.InternalError",
+    }
+)
+# What DynamoDB and SQS answer for a table or queue that does not exist.
+_MISSING_CODES = frozenset(
+    {
+        "ResourceNotFoundException",
+        "AWS.SimpleQueueService.NonExistentQueue",
+        "QueueDoesNotExist",
     }
 )
 _TRANSIENT_TRANSPORT = (
@@ -158,8 +168,37 @@ async def call(
     except (ClientError, BotoCoreError) as exc:
         if isinstance(exc, ClientError) and error_code(exc) in expected:
             raise Refused(operation, error_code(exc), dict(exc.response)) from None
-        raise AwsUnavailable(f"{operation} failed ({error_code(exc)})") from exc
+        raise unavailable(operation, exc, kwargs) from exc
     raise AssertionError("unreachable: tenacity either returns or raises")  # pragma: no cover
+
+
+def unavailable(operation: str, exc: ClientError | BotoCoreError, kwargs: Any) -> AwsUnavailable:
+    """What a failed call means: a missing table or queue (named), missing credentials, an
+    endpoint that can't be reached (named), or plain unavailability."""
+    code = error_code(exc)
+    if isinstance(exc, NoCredentialsError | PartialCredentialsError):
+        return CredentialsMissing(f"{operation}: no AWS credentials found ({code})")
+    if code in _MISSING_CODES:
+        kind, name = _resource(kwargs)
+        named = f"{operation}: {kind} {name!r} not found" if name else f"{operation} failed"
+        return ResourceMissing(f"{named} ({code})", kind=kind, name=name)
+    endpoint = exc.kwargs.get("endpoint_url") if isinstance(exc, BotoCoreError) else None
+    if endpoint:
+        return AwsUnavailable(f"{operation} failed: could not reach {endpoint} ({code})")
+    return AwsUnavailable(f"{operation} failed ({code})")
+
+
+def _resource(kwargs: Any) -> tuple[str, str]:
+    """The table or queue a call named."""
+    if "TableName" in kwargs:
+        return "table", str(kwargs["TableName"])
+    if "RequestItems" in kwargs:
+        return "table", ", ".join(kwargs["RequestItems"])
+    if "QueueName" in kwargs:
+        return "queue", str(kwargs["QueueName"])
+    if "QueueUrl" in kwargs:
+        return "queue", str(kwargs["QueueUrl"]).rstrip("/").rpartition("/")[2]
+    return "resource", ""
 
 
 async def pages(

@@ -24,6 +24,7 @@ class BatchedDeletes:
     queue: Queue
     pending: list[tuple[str, str]] = field(default_factory=list)
     _wakeup: asyncio.Event = field(default_factory=asyncio.Event)
+    _sending: set[asyncio.Event] = field(default_factory=set)  # set when its send is answered
 
     def add(self, message_id: str, receipt: str) -> None:
         self.pending.append((message_id, receipt))
@@ -59,14 +60,27 @@ class BatchedDeletes:
         batch, self.pending = self.pending[:MAX_BATCH], self.pending[MAX_BATCH:]
         if not batch:
             return
+        sent = asyncio.Event()
+        self._sending.add(sent)
         try:
             failures = await self.queue.delete([receipt for _, receipt in batch])
         except UserstoreError as exc:
             # The messages come back after their visibility timeout; handling them is idempotent.
             log.warning("delete.failed", count=len(batch), error=exc.reason)
             return
+        finally:
+            self._sending.discard(sent)
+            sent.set()
         for failure in failures:
             log.warning("delete.failed", message_id=batch[failure.index][0], code=failure.code)
+
+    async def flush(self) -> None:
+        """Send every receipt added so far, now; return once they (and any send already under
+        way, which may hold some of them) have been answered."""
+        under_way = list(self._sending)
+        await self.drain()
+        for sent in under_way:
+            await sent.wait()
 
     async def drain(self) -> None:
         while self.pending:

@@ -1,53 +1,115 @@
-"""The `userstore` command."""
+"""The `userstore` command, and its one error boundary (`command_line`).
+
+Every expected failure reaches `command_line` as an error of the tree in worker/errors.py (or a
+click usage error) and leaves as one line on stderr and an exit code (worker/cli_errors.py); a
+traceback only with --debug or USERSTORE_LOG_LEVEL=DEBUG.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import errno
 import json
 import os
 import signal
 import sys
 import time
-from collections.abc import Coroutine, Iterator
+import traceback
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, TextIO, TypeVar
+from typing import Any, NoReturn, TextIO, TypeVar
 
 import click
-from pydantic import ValidationError
+from pydantic import TypeAdapter, ValidationError
 
 from userstore.events import Event, InvalidEvent, Publisher, PublishError, parse_event
+from userstore.events.fields import UserId
 
+from . import logs
 from .app import aws_clients, components, payload_sealer, queue_url
-from .cli_output import dead_letter_line, scheduled_sweep_lines, shard_lines, sweep_lines
+from .cli_errors import ExitCode, Failure, Where, failure, unexpected
+from .cli_output import (
+    dead_letter_table,
+    error_classes,
+    scheduled_sweep_lines,
+    shard_lines,
+    sweep_lines,
+    unknown_error_classes,
+)
 from .embedded import embedded_moto
-from .endpoints import InsecureEndpoint, check_endpoints
-from .errors import RecordTampered, UserNotFound, UserstoreError
-from .logs import configure
+from .endpoints import check_endpoints
+from .errors import (
+    DeadLetter,
+    ExtraNotInstalled,
+    InvalidSetting,
+    KeyNotFound,
+    RetryLater,
+    UserstoreError,
+)
 from .metrics import Metrics
 from .provision import provision as provision_all
+from .provision_report import ProvisionReport
 from .runner import run_worker
 from .search import verified_profile
-from .settings import Settings
+from .settings import KeyMode, Settings, read_settings, variable
 
 T = TypeVar("T")
 
+LOG_FORMATS = ("auto", "console", "json")
+_RESOURCE_FIELDS = (
+    "table",
+    "meta_table",
+    "state_table",
+    "queue",
+    "dlq",
+    "kms_key",
+    "payload_kms_key",
+    "storage_kms_key",
+)
+
+
+@dataclass
+class Options:
+    """The group's options, and where the command looked (for the boundary's message)."""
+
+    debug: bool = False
+    log_format: str = "auto"
+    where: Where | None = None
+
+
+def _options() -> Options:
+    return click.get_current_context().ensure_object(Options)
+
+
+def where(settings: Settings) -> Where:
+    names = {getattr(settings, name): variable(name) for name in _RESOURCE_FIELDS}
+    return Where(settings.aws_region, settings.aws_endpoint_url, names)
+
 
 def _settings() -> Settings:
-    try:
-        settings = Settings()
-    except ValidationError as exc:
-        fields = ", ".join(".".join(str(p) for p in e["loc"]) for e in exc.errors())
-        raise click.UsageError(f"invalid configuration: {fields}") from None
-    try:
-        check_endpoints(
-            settings.aws_endpoint_url,
-            os.environ,
-            allow_insecure=settings.allow_insecure_endpoint,
-        )
-    except InsecureEndpoint as exc:
-        raise click.UsageError(exc.reason) from None
+    settings = read_settings()
+    check_endpoints(
+        settings.aws_endpoint_url,
+        os.environ,
+        allow_insecure=settings.allow_insecure_endpoint,
+    )
+    _options().where = where(settings)
     return settings
+
+
+def configure(level: str) -> None:
+    """Logs on stderr: readable lines for a person at a terminal, JSON lines otherwise (and
+    always for `run`, whose logs are collected), or as --log-format says."""
+    ctx = click.get_current_context()
+    chosen = ctx.ensure_object(Options).log_format
+    logs.configure(level, human=human_logs(chosen, ctx.info_name or "", sys.stderr.isatty()))
+
+
+def human_logs(log_format: str, command: str, terminal: bool) -> bool:
+    """Readable log lines (else JSON lines): asked for, or `auto` on a terminal but for `run`."""
+    return log_format == "console" or (log_format == "auto" and command != "run" and terminal)
 
 
 @contextmanager
@@ -55,28 +117,95 @@ def _maybe_embedded(settings: Settings, embedded: bool) -> Iterator[Settings]:
     if not embedded:
         yield settings
         return
+    try:
+        import moto.server  # noqa: F401 - only to say what to install, before anything starts
+    except ImportError:
+        raise ExtraNotInstalled(
+            "the embedded emulator needs moto, which is not installed: "
+            "pip install 'userstore[embedded]'"
+        ) from None
     with embedded_moto() as endpoint:
         click.echo(f"embedded AWS emulator at {endpoint}", err=True)
+        _options().where = where(settings.model_copy(update={"aws_endpoint_url": endpoint}))
         yield settings.model_copy(update={"aws_endpoint_url": endpoint})
 
 
 @click.group()
 @click.version_option(package_name="userstore", prog_name="userstore")
-def main() -> None:
+@click.option(
+    "--debug",
+    is_flag=True,
+    help="On failure, also print the traceback (as USERSTORE_LOG_LEVEL=DEBUG).",
+)
+@click.option(
+    "--log-format",
+    type=click.Choice(LOG_FORMATS),
+    default="auto",
+    show_default=True,
+    envvar="USERSTORE_LOG_FORMAT",
+    help="Logs on stderr. auto: readable lines on a terminal, JSON lines otherwise; `run` "
+    "always JSON lines.",
+)
+@click.pass_context
+def main(ctx: click.Context, debug: bool, log_format: str) -> None:
     """userstore: user events from SQS to encrypted, signed DynamoDB records."""
+    options = ctx.ensure_object(Options)
+    options.debug, options.log_format = debug, log_format
 
 
-async def _provision(settings: Settings) -> None:
+def command_line(args: Sequence[str] | None = None) -> NoReturn:
+    """The command line's one error boundary: every failure is one line and an exit code."""
+    options = Options()
+    try:
+        code = main.main(args=args, prog_name="userstore", standalone_mode=False, obj=options)
+    except (click.exceptions.Abort, KeyboardInterrupt):
+        _exit(Failure(ExitCode.INTERRUPTED, "interrupted"))
+    except click.UsageError as exc:
+        _exit(_usage(exc))
+    except click.ClickException as exc:
+        known = exc.exit_code in ExitCode._value2member_map_
+        _exit(Failure(ExitCode(exc.exit_code) if known else ExitCode.FAILED, exc.format_message()))
+    except UserstoreError as exc:
+        _show_traceback(options)
+        _exit(failure(exc, options.where))
+    except Exception as exc:  # a bug: one line, its traceback on request
+        _show_traceback(options)
+        _exit(unexpected(exc))
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+def _usage(exc: click.UsageError) -> Failure:
+    path = exc.ctx.command_path if exc.ctx else "userstore"
+    return Failure(ExitCode.USAGE, f"{exc.format_message()} (see `{path} --help`)")
+
+
+def _show_traceback(options: Options) -> None:
+    if options.debug or os.environ.get("USERSTORE_LOG_LEVEL", "").upper() == "DEBUG":
+        traceback.print_exc()
+
+
+def _exit(done: Failure) -> NoReturn:
+    click.echo(done.line(), err=True)
+    sys.exit(done.code)
+
+
+async def _provision(settings: Settings, report: ProvisionReport | None = None) -> None:
     async with aws_clients(settings) as clients:
-        await provision_all(settings, clients.kms, clients.dynamodb, clients.sqs)
+        await provision_all(settings, clients.kms, clients.dynamodb, clients.sqs, report)
 
 
 @main.command()
 def provision() -> None:
-    """Create (idempotently) the KMS key and alias, tables and queues."""
+    """Create the KMS keys and aliases, tables and queues; bring existing ones in line.
+
+    Prints what it created, found as configured, and updated. Exit 8: a setting differs that
+    provision can't change (each printed: resource, attribute, expected, found)."""
     settings = _settings()
     configure(settings.log_level)
-    asyncio.run(_provision(settings))
+    report = ProvisionReport()
+    asyncio.run(_provision(settings, report))
+    click.echo("\n".join(report.lines()))
+    sys.exit(report.exit_code)
 
 
 @main.command()
@@ -94,7 +223,17 @@ def run(embedded: bool) -> None:
                 await _provision(effective)
             await run_worker(effective, Metrics())
 
-        _run_or_exit(main_())
+        try:
+            asyncio.run(main_())
+        except OSError as exc:
+            if exc.errno not in (errno.EADDRINUSE, errno.EADDRNOTAVAIL, errno.EACCES):
+                raise
+            # Only the probes' listener binds: the AWS clients' errors are translated.
+            raise InvalidSetting(
+                f"can't listen on {effective.metrics_host}:{effective.metrics_port} "
+                f"({os.strerror(exc.errno or 0)}): set {variable('metrics_port')} to a free "
+                f"port, or {variable('metrics_host')}"
+            ) from None
 
 
 def _read_events(stream: TextIO) -> list[Event]:
@@ -121,6 +260,12 @@ def publish(file: TextIO, seal: bool) -> None:
     """Validate and send events given as JSON lines (standard input by default)."""
     settings = _settings()
     configure(settings.log_level)
+    if file.isatty():
+        click.echo(
+            "userstore: reading events as JSON lines until end of input (Ctrl-D); "
+            "nothing is sent before",
+            err=True,
+        )
     events = _read_events(file)
 
     async def send() -> int:
@@ -131,7 +276,7 @@ def publish(file: TextIO, seal: bool) -> None:
             return result.sent
 
     try:
-        sent = _run_or_exit(send())
+        sent = asyncio.run(send())
     except PublishError as exc:
         # Some batches went out: say which events did not, so the publisher can resend them.
         failed = ", ".join(exc.failed_event_ids)
@@ -145,23 +290,26 @@ async def read_profile(settings: Settings, user_id: str) -> dict[str, Any]:
         return await verified_profile(parts, user_id)
 
 
+_USER_ID: TypeAdapter[str] = TypeAdapter(UserId)
+
+
+def _user_id(_: click.Context, param: click.Parameter, value: str) -> str:
+    """The event contract's rule for a user id, so a mistake is a usage error, not AWS's."""
+    try:
+        return _USER_ID.validate_python(value)
+    except ValidationError as exc:
+        raise click.BadParameter(exc.errors()[0]["msg"], param=param) from None
+
+
 @main.command()
-@click.argument("user_id")
+@click.argument("user_id", callback=_user_id)
 def get(user_id: str) -> None:
-    """Print a user's decrypted profile as JSON."""
+    """Print a user's decrypted profile as JSON.
+
+    Exit 1: no such user (or deleted); 6: the record failed verification and was not read."""
     settings = _settings()
     configure(settings.log_level)
-    try:
-        current = asyncio.run(read_profile(settings, user_id))
-    except UserNotFound as exc:
-        click.echo(f"userstore: {exc.reason}", err=True)
-        sys.exit(1)
-    except RecordTampered:
-        click.echo("userstore: the record failed verification; it was not read", err=True)
-        sys.exit(2)
-    except UserstoreError as exc:
-        click.echo(f"userstore: {exc.reason}", err=True)
-        sys.exit(3)
+    current = asyncio.run(read_profile(settings, user_id))
     click.echo(json.dumps(current, indent=2, sort_keys=True, ensure_ascii=False))
 
 
@@ -196,17 +344,38 @@ def rotate(to: str | None, index_key: bool, payload_key: str | None) -> None:
         raise click.UsageError("give exactly one of --to KEY, --index-key and --payload-key KEY")
     settings = _settings()
     configure(settings.log_level)
+    material = to is not None and (to == "new" or to.isdigit())
+    if material and settings.key_mode is KeyMode.KMS:
+        raise click.BadParameter(
+            f"{to!r} names a material version, which only {variable('key_mode')}=cached has; "
+            "in kms mode give a KMS key id, key ARN or alias/NAME",
+            param_hint="--to",
+        )
 
     async def go() -> str:
         async with components(settings) as parts:
             if index_key:
                 return f"blind-index key version {await rotate_index_key(parts)} is active"
             if payload_key:
+                await _existing_key(parts, payload_key, "--payload-key", settings.aws_region)
                 return f"payload key: {await rotate_payload_key(parts, payload_key)}"
             assert to is not None
+            if not material:
+                await _existing_key(parts, to, "--to", settings.aws_region)
             return f"active key: {await rotate_key(parts, to)}"
 
-    click.echo(_run_or_exit(go()))
+    click.echo(asyncio.run(go()))
+
+
+async def _existing_key(parts: Any, key: str, option: str, region: str) -> None:
+    """A key the operator named that does not exist is their mistake, not a missing provision."""
+    try:
+        await parts.keys.resolve(key)
+    except KeyNotFound:
+        raise click.BadParameter(
+            f"no KMS key or alias {key!r} in {region} (give a key id, key ARN or alias/NAME)",
+            param_hint=option,
+        ) from None
 
 
 @main.group()
@@ -228,7 +397,7 @@ def rotation_status() -> None:
             shards = await stream_progress(parts)
         return "\n".join(describe(inv) + shard_lines(shards, datetime.now(UTC)))
 
-    click.echo(_run_or_exit(go()))
+    click.echo(asyncio.run(go()))
 
 
 @rotation.command("retire-index-key")
@@ -248,7 +417,7 @@ def rotation_retire_index_key(version: int) -> None:
             await retire_index_version(parts, version, in_use)
         return f"blind-index key version {version} retired"
 
-    click.echo(_run_or_exit(go()))
+    click.echo(asyncio.run(go()))
 
 
 @main.command()
@@ -268,8 +437,8 @@ def sweep(
     segments: int, rate: float, verify: bool, max_duration: float | None, force: bool
 ) -> None:
     """Re-encrypt every record not sealed under the active key. Resumes if interrupted."""
-    from tqdm import tqdm
-
+    from .cli_progress import sweep_progress
+    from .control import CONTROL_IDS
     from .scheduled import finish_job
     from .sweep import run_sweep
 
@@ -283,29 +452,27 @@ def sweep(
 
     async def go() -> bool:
         async with components(settings) as parts:
-            total = await parts.store.approximate_count()
-            with tqdm(total=total, unit="record", file=sys.stderr, disable=None) as bar:
+            count = await parts.store.approximate_count()
+            estimate = None if count is None else max(0, count - len(CONTROL_IDS))
+            with sweep_progress(estimate) as progress:
                 report = await run_sweep(
                     parts,
                     segments=segments,
                     rate_per_s=rate,
-                    on_scanned=bar.update,
+                    on_scanned=progress.advance,
                     wait_for_lease_s=2 * settings.sweep_lease_s,
                     verify=verify,
                 )
+                if report.done:
+                    progress.finish()
             if report.ok:
                 await finish_job(parts, report.target.key_ref, report.target.index_version)
         for line in sweep_lines(report):
             click.echo(line)
         return report.ok
 
-    if not _run_or_exit(go()):
+    if not asyncio.run(go()):
         sys.exit(1)
-
-
-# `userstore sweep --max-duration` exit codes besides 0 (done) and 1 (records failed).
-EXIT_SWEEP_UNFINISHED = 4
-EXIT_SWEEP_BUSY = 5
 
 
 def _scheduled_sweep(
@@ -324,10 +491,10 @@ def _scheduled_sweep(
                 force=force,
             )
 
-    report = _run_or_exit(go())
+    report = asyncio.run(go())
     if report.status is SweepStatus.BUSY:
         click.echo("userstore: another sweep for this target is running; nothing done", err=True)
-        sys.exit(EXIT_SWEEP_BUSY)
+        sys.exit(ExitCode.SWEEP_BUSY)
     if not report.pending:
         click.echo(f"no re-encryption job pending: records are under {report.key_ref}")
         return
@@ -337,7 +504,7 @@ def _scheduled_sweep(
         sys.exit(1)
     if report.status is SweepStatus.UNFINISHED:
         click.echo("userstore: stopped at --max-duration; run again to resume", err=True)
-        sys.exit(EXIT_SWEEP_UNFINISHED)
+        sys.exit(ExitCode.SWEEP_UNFINISHED)
 
 
 @main.command()
@@ -346,7 +513,8 @@ def find(email: str) -> None:
     """Print the ids of users whose email matches, through the blind index.
 
     A candidate whose record fails verification is skipped and named on stderr; the exit code is
-    2 only when nothing verified matched (the forged record may have been the one wanted).
+    6 only when nothing verified matched (the forged record may have been the one wanted), 1 when
+    nothing matched.
     """
     from .search import EmailMatches, match_email
 
@@ -357,13 +525,17 @@ def find(email: str) -> None:
         async with components(settings) as parts:
             return await match_email(parts, email)
 
-    matches = _run_or_exit(go())
+    matches = asyncio.run(go())
     for user_id in matches.user_ids:
         click.echo(user_id)
     for user_id in matches.failed_verification:
         click.echo(f"userstore: skipped a record that failed verification: {user_id}", err=True)
-    if not matches.user_ids:
-        sys.exit(2 if matches.failed_verification else 1)
+    if matches.user_ids:
+        return
+    if matches.failed_verification:
+        sys.exit(ExitCode.VERIFICATION_FAILED)
+    click.echo("userstore: no user has that email", err=True)
+    sys.exit(ExitCode.NOT_FOUND)
 
 
 @main.group()
@@ -401,7 +573,7 @@ def dlq_list(max_messages: int, as_json: bool) -> None:
             queue = await _dead_letter_queue(settings, clients)
             return await queue.inspect(max_messages, time.time())
 
-    listing = _run_or_exit(go())
+    listing = asyncio.run(go())
     if as_json:
         for dead in listing.dead_letters:
             click.echo(json.dumps(dead.as_dict(), sort_keys=True))
@@ -409,8 +581,8 @@ def dlq_list(max_messages: int, as_json: bool) -> None:
     click.echo(
         f"{len(listing.dead_letters)} listed, about {listing.approximate_total} in the queue"
     )
-    for d in listing.dead_letters:
-        click.echo(dead_letter_line(d))
+    for line in dead_letter_table(listing.dead_letters):
+        click.echo(line)
 
 
 @dlq.command("redrive")
@@ -436,7 +608,7 @@ def dlq_redrive(max_messages: int, errors: tuple[str, ...], dry_run: bool, as_js
             queue = await _dead_letter_queue(settings, clients)
             return await queue.redrive(max_messages, errors=errors, dry_run=dry_run)
 
-    report = _run_or_exit(go())
+    report = asyncio.run(go())
     if as_json:
         for dead in report.moved:
             click.echo(json.dumps(dead.as_dict(), sort_keys=True))
@@ -444,21 +616,22 @@ def dlq_redrive(max_messages: int, errors: tuple[str, ...], dry_run: bool, as_js
         for d in report.moved:
             click.echo(f"{'would move' if dry_run else 'moved'} {d.event_id or d.message_id}")
     verb = "would move" if dry_run else "moved"
+    unknown = unknown_error_classes(errors, _DEAD_LETTER_CLASSES, {d.error for d in report.moved})
+    if unknown:
+        raise click.BadParameter(
+            f"no such error class: {', '.join(unknown)} (nothing matched it; userstore "
+            f"dead-letters with {', '.join(_DEAD_LETTER_CLASSES)}, and a bug's class as "
+            "`dlq list` shows it)",
+            param_hint="--error",
+        )
     click.echo(
         f"{verb} {len(report.moved)}; left (other error classes) {report.skipped}; "
         f"failed {report.failed}",
         err=as_json,
     )
     if report.failed:
-        sys.exit(1)
+        sys.exit(ExitCode.FAILED)
 
 
-def _run_or_exit(coro: Coroutine[Any, Any, T]) -> T:
-    try:
-        return asyncio.run(coro)
-    except RecordTampered:
-        click.echo("userstore: a record failed verification", err=True)
-        sys.exit(2)
-    except UserstoreError as exc:
-        click.echo(f"userstore: {exc.reason}", err=True)
-        sys.exit(3)
+# The classes a dead letter can name: a DeadLetter, or a RetryLater that ran out of receives.
+_DEAD_LETTER_CLASSES = error_classes(DeadLetter, RetryLater)

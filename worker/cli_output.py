@@ -5,9 +5,11 @@ No personal data: user ids only where the operator asked for them (failed record
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING
+
+from .errors import UserstoreError
 
 if TYPE_CHECKING:  # the reports' own modules pull in the AWS stack; printing needs none of it
     from .dlq import ListedDeadLetter
@@ -64,9 +66,45 @@ def age(seconds: float) -> str:
     return f"{seconds:.0f}s"
 
 
-def dead_letter_line(d: ListedDeadLetter) -> str:
-    receives = d.receive_count if d.receive_count is not None else "-"
-    return (
-        f"{d.event_id or '-'}  {d.event_type or '-'}  {d.error or '-'}  age {age(d.age_s)}  "
-        f"receives {receives}  {d.reason}"
-    )
+DEAD_LETTER_COLUMNS = ("EVENT ID", "TYPE", "ERROR", "AGE", "RECEIVES", "REASON")
+
+
+def dead_letter_table(dead_letters: Sequence[ListedDeadLetter]) -> list[str]:
+    """`dlq list`: a header and one row per dead letter, columns aligned (the reason last, as
+    long as it is)."""
+    rows = [
+        [
+            d.event_id or "-",
+            d.event_type or "-",
+            d.error or "-",
+            age(d.age_s),
+            "-" if d.receive_count is None else str(d.receive_count),
+            d.reason,
+        ]
+        for d in dead_letters
+    ]
+    if not rows:
+        return []
+    table = [list(DEAD_LETTER_COLUMNS), *rows]
+    widths = [max(len(row[i]) for row in table) for i in range(len(DEAD_LETTER_COLUMNS) - 1)]
+    return [
+        "  ".join([*(c.ljust(w) for c, w in zip(row, widths, strict=False)), row[-1]])
+        for row in table
+    ]
+
+
+def unknown_error_classes(
+    asked: Collection[str], known: Collection[str], moved: Collection[str | None]
+) -> list[str]:
+    """`dlq redrive --error`: the classes asked for that userstore never dead-letters with and
+    that no dead letter moved had (a bug's class, named in `dlq list`, is accepted)."""
+    return [name for name in asked if name not in known and name not in moved]
+
+
+def error_classes(*roots: type[UserstoreError]) -> list[str]:
+    """The names of every class below `roots` (which are never raised themselves), sorted."""
+
+    def below(cls: type[UserstoreError]) -> set[str]:
+        return set().union(*({sub.__name__} | below(sub) for sub in cls.__subclasses__()))
+
+    return sorted(set().union(*(below(root) for root in roots)))

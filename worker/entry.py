@@ -14,7 +14,7 @@ EXIT_USAGE = 2
 
 def main() -> None:
     try:
-        from .cli import main as cli_main
+        from .cli import command_line
     except ModuleNotFoundError as exc:
         print(
             f"userstore: the worker is not installed (missing module {exc.name!r}); "
@@ -22,4 +22,4 @@ def main() -> None:
             file=sys.stderr,
         )
         sys.exit(EXIT_USAGE)
-    cli_main()
+    command_line()

@@ -10,6 +10,8 @@
     │       └── ControlRolledBack an older control record was put back (replay)
     ├── RetryLater                transient: leave it to SQS (visibility timeout, then redrive)
     │   ├── AwsUnavailable        throttling, 5xx, timeouts, dropped connections
+    │   │   ├── ResourceMissing   a table or queue named in the settings does not exist (yet)
+    │   │   └── CredentialsMissing  no AWS credentials were found
     │   ├── KeyUnavailable        KMS refused or could not be reached
     │   │   └── PayloadKeyUnavailable  a sealed event can't be opened yet
     │   └── WriteConflict         the conditional write lost too many races in a row
@@ -18,7 +20,9 @@
     │   ├── StreamNotFound        the stream ARN names no stream
     │   ├── NotProvisioned        the table has no control records
     │   ├── InsecureEndpoint      a plain-HTTP endpoint off loopback
-    │   └── InvalidSweepInput     the sweep schedule's Input is not a SweepInput
+    │   ├── InvalidSweepInput     the sweep schedule's Input is not a SweepInput
+    │   ├── InvalidSetting        an environment variable's value is not valid
+    │   └── ExtraNotInstalled     a command needs an optional extra (`userstore[embedded]`)
     ├── OperationRefused          an operator command refused what it was asked; nothing changed
     ├── SweepBusy                 another sweep for the same target holds the lease
     ├── LeaseLost                 another replica owns a shard's lease now (internal)
@@ -91,6 +95,23 @@ class AwsUnavailable(RetryLater):
     """An AWS call failed in a way that may succeed later."""
 
 
+class ResourceMissing(AwsUnavailable):
+    """AWS says a table or queue the settings name does not exist.
+
+    Retried like any unavailability by the worker (a table AWS is still creating answers the
+    same), but an operator command reports it as not provisioned, naming `kind` and `name`.
+    """
+
+    def __init__(self, reason: str, *, kind: str = "resource", name: str = "") -> None:
+        super().__init__(reason)
+        self.kind = kind
+        self.name = name
+
+
+class CredentialsMissing(AwsUnavailable):
+    """No AWS credentials were found (retried: a role's credentials may still arrive)."""
+
+
 class KeyUnavailable(RetryLater):
     """KMS refused or could not be reached; records can't be sealed or opened for now."""
 
@@ -113,7 +134,14 @@ class Misconfigured(UserstoreError):
 
 
 class KeyNotFound(Misconfigured):
-    """A configured KMS key or alias does not exist: provision, or fix the setting."""
+    """A configured KMS key or alias does not exist: provision, or fix the setting.
+
+    `name`: the key id, ARN or alias asked for, when known.
+    """
+
+    def __init__(self, reason: str, *, name: str | None = None) -> None:
+        super().__init__(reason)
+        self.name = name
 
 
 class StreamNotFound(Misconfigured):
@@ -130,6 +158,14 @@ class InsecureEndpoint(Misconfigured):
 
 class InvalidSweepInput(Misconfigured):
     """The schedule's Input is not a SweepInput (a configuration error: fix the schedule)."""
+
+
+class InvalidSetting(Misconfigured):
+    """An environment variable's value is not valid; the reason names the variable."""
+
+
+class ExtraNotInstalled(Misconfigured):
+    """The command needs an optional extra that is not installed; the reason says which."""
 
 
 class OperationRefused(UserstoreError):

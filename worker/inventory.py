@@ -21,11 +21,13 @@ from typing import Protocol
 
 from .authority import AuthorityContext, current_target
 from .control import ACTIVE_KEY, ControlRecords, is_control
-from .errors import KeyNotFound
+from .errors import KeyNotFound, RecordTampered
 from .follow import payload_history
 from .index_keys import IndexVersion
 from .keyref import KeyKind, KeyRef, parse_or_none
 from .ports import ShardProgressReader, UsersTable
+from .profile import Presence
+from .record import RECORD_FORMAT, read_head
 from .streams import ShardProgress
 
 
@@ -68,6 +70,10 @@ class Inventory:
     emails_by_index_version: dict[int, int]
     tombstones: int
     index_wrapped_under: dict[int, KeyRef]
+    # user records per record format (the sweep upgrades older formats)
+    records_by_format: dict[int, int] = field(default_factory=dict)
+    # user records whose signed-only bookkeeping doesn't even parse: tampering
+    malformed: int = 0
     # cached mode: which KMS key wraps each material version (None: made before 0.5, unknown)
     material_keys: dict[int, KeyRef | None] = field(default_factory=dict)
     active_kms_key: KeyRef | None = None
@@ -80,6 +86,11 @@ class Inventory:
         """User records not sealed under the active key."""
         active = str(self.active_key)
         return sum(n for ref, n in self.records_by_key.items() if ref != active)
+
+    @property
+    def old_format(self) -> int:
+        """User records in a layout older than the one every write stores."""
+        return sum(n for layout, n in self.records_by_format.items() if layout != RECORD_FORMAT)
 
     def uses(self, key: KeyRef) -> list[str]:
         """What userstore holds that needs `key`, in words (empty: it can be retired)."""
@@ -127,7 +138,12 @@ class Inventory:
         return sorted(seen)
 
     def retirable(self) -> bool:
-        return self.stale == 0 and not any(self.uses(k) for k in self.old_keys())
+        # A malformed record's key can't be read: it might need an old one.
+        return (
+            self.stale == 0
+            and self.malformed == 0
+            and not any(self.uses(k) for k in self.old_keys())
+        )
 
     def unused_index_versions(self) -> list[int]:
         return [
@@ -161,9 +177,11 @@ async def inventory(ctx: InventoryContext, segments: int = 4) -> Inventory:
     controls: Counter[str] = Counter()
     by_index: Counter[int] = Counter()
     tombstones = 0
+    by_format: Counter[int] = Counter()
+    malformed = 0
 
     async def scan(segment: int) -> None:
-        nonlocal tombstones
+        nonlocal tombstones, malformed
         async for page in ctx.store.scan_bookkeeping(segment, segments):
             for item in page:
                 key_ref = item.get("key_ref", {}).get("S", "")
@@ -173,7 +191,13 @@ async def inventory(ctx: InventoryContext, segments: int = 4) -> Inventory:
                 by_key[key_ref] += 1
                 if "email_idx" in item:
                     by_index[int(item["email_idx"]["S"].partition(":")[0])] += 1
-                if item.get("presence", {}).get("S") == "deleted":
+                try:
+                    head = read_head(item)
+                except RecordTampered:  # counted, and the rest of the report still made
+                    malformed += 1
+                    continue
+                by_format[head.format] += 1
+                if head.presence is Presence.DELETED:
                     tombstones += 1
 
     await asyncio.gather(*(scan(s) for s in range(segments)))
@@ -204,6 +228,8 @@ async def inventory(ctx: InventoryContext, segments: int = 4) -> Inventory:
         emails_by_index_version=dict(by_index),
         tombstones=tombstones,
         index_wrapped_under=wrapped_under,
+        records_by_format=dict(by_format),
+        malformed=malformed,
         material_keys=material_keys,
         active_kms_key=await ctx.keys.active_kms_key(),
         history=history,
@@ -253,6 +279,10 @@ def describe(inv: Inventory) -> list[str]:
             f"  material version {version}: wrapped under {wrapping or 'an unrecorded key'}"
         )
     lines.append(f"tombstones: {inv.tombstones}")
+    lines.append("user records per record format:")
+    for layout, count in sorted(inv.records_by_format.items()):
+        mark = "current" if layout == RECORD_FORMAT else "old: the sweep upgrades it"
+        lines.append(f"  {count:8d}  format {layout}  [{mark}]")
     if inv.payload is not None:
         lines.append(f"payload key (sealed events): {inv.payload.active or 'not provisioned'}")
         lines.append(f"  messages in the queue and dead-letter queue: {inv.payload.queued}")
@@ -270,6 +300,13 @@ def describe(inv: Inventory) -> list[str]:
             lines.append(f"old key {key}: nothing userstore holds needs it")
     if inv.stale:
         lines.append(f"{inv.stale} records to re-encrypt: run `userstore sweep`")
+    if inv.old_format:
+        lines.append(f"{inv.old_format} records in an old format: run `userstore sweep`")
+    if inv.malformed:
+        lines.append(
+            f"{inv.malformed} records with malformed bookkeeping (tampering): "
+            "`userstore sweep --verify` lists them"
+        )
     for version in inv.unused_index_versions():
         lines.append(
             f"blind-index key version {version} is used by no record: retire it with "

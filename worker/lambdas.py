@@ -36,6 +36,7 @@ loop is never shared.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import functools
 import os
 import time
@@ -119,46 +120,77 @@ class SqsBatch:
         With `time_budget_s`, work still unfinished when it runs out is cancelled and reported
         failed, so the function answers before Lambda's timeout (which would fail the batch).
         """
-        # FIFO: one sequence per message group, in batch order. Standard: each record alone
-        # (the conditional write keeps concurrent events of one user consistent).
-        sequences: dict[str, list[QueueMessage]] = {}
-        for record in records:
-            key = f"group:{record.group}" if record.group is not None else record.id
-            sequences.setdefault(key, []).append(record)
         done: set[str] = set()
         try:
-            async with asyncio.timeout(time_budget_s), asyncio.TaskGroup() as tg:
-                for sequence in sequences.values():
-                    tg.create_task(self._run_sequence(sequence, done))
+            async with asyncio.timeout(time_budget_s):
+                reads = await asyncio.gather(*(self._read(record) for record in records))
+                # FIFO: one sequence per message group, in batch order. Standard: one per user
+                # (the conditional write keeps concurrent events of one user consistent; those
+                # in hand together are one burst), and a record that did not parse alone.
+                sequences: dict[str, list[tuple[QueueMessage, Event | Exception]]] = {}
+                for record, read in zip(records, reads, strict=True):
+                    if record.group is not None:
+                        key = f"group:{record.group}"
+                    else:
+                        key = record.id if isinstance(read, Exception) else f"user:{read.user_id}"
+                    sequences.setdefault(key, []).append((record, read))
+                async with asyncio.TaskGroup() as tg:
+                    for sequence in sequences.values():
+                        tg.create_task(self._run_sequence(sequence, done))
         except TimeoutError:
             log.warning("batch.out_of_time", unsettled=len(records) - len(done))
         return [record.id for record in records if record.id not in done]
 
-    async def _run_sequence(self, sequence: list[QueueMessage], done: set[str]) -> None:
-        # The rest of a FIFO group waits behind a failure: held, reported failed untouched.
-        state = Group.NONE if sequence[0].group is None else Group.CLEAR
-        for record in sequence:
-            if state is Group.FAILED:
-                decision = settle(None, record.receive_count, self._limits, state)
-            else:
-                async with self._capacity:
-                    decision = await self._settle(record, state)
-            if decision.action in (Action.ACKNOWLEDGE, Action.DEAD_LETTER):
-                done.add(record.id)
+    async def _read(self, record: QueueMessage) -> Event | Exception:
+        async with self._capacity:
+            with message_context(record.id, None, record.trace_id(None)):
+                return await handling.read(self._reader, record.body)
+
+    async def _run_sequence(
+        self, sequence: list[tuple[QueueMessage, Event | Exception]], done: set[str]
+    ) -> None:
+        first = Group.NONE if sequence[0][0].group is None else Group.CLEAR
+        # Those that did not parse are settled first; the rest of a FIFO group waits behind a
+        # retry among them: held, reported failed untouched.
+        state = first
+        valid: list[tuple[QueueMessage, handling.Delivery]] = []
+        for record, read in sequence:
+            if not isinstance(read, Exception) and state is not Group.FAILED:
+                valid.append((record, handling.Delivery(record.id, record.trace_id(read), read)))
+                continue
+            failure = read if isinstance(read, Exception) else None
+            with message_context(record.id, None, record.trace_id(None)):
+                decision = await self._settle(record, None, failure, state, done)
             if decision.holds_group:
                 state = Group.FAILED
 
-    async def _settle(self, record: QueueMessage, group: Group) -> Decision:
-        with message_context(record.id, None, record.trace_id(None)):
-            read = await handling.read(self._reader, record.body)
-            if isinstance(read, Exception):
-                return await self._carry_out(
-                    record, None, settle(read, record.receive_count, self._limits, group)
-                )
-        with message_context(record.id, read.event_id, record.trace_id(read)):
-            failure = await handling.handle(self._handler, read, None, self._metrics, record.id)
-            decision = settle(failure, record.receive_count, self._limits, group)
-            return await self._carry_out(record, read, decision)
+        async def settle_one(
+            record: QueueMessage,
+            delivery: handling.Delivery,
+            failure: Exception | None,
+            group: Group,
+        ) -> Decision:
+            with message_context(record.id, delivery.event.event_id, delivery.trace_id):
+                return await self._settle(record, delivery.event, failure, group, done)
+
+        async with self._capacity:
+            await handling.handle_in_order(
+                self._handler, valid, None, self._metrics, first, settle_one
+            )
+
+    async def _settle(
+        self,
+        record: QueueMessage,
+        event: Event | None,
+        failure: Exception | None,
+        group: Group,
+        done: set[str],
+    ) -> Decision:
+        decision = settle(failure, record.receive_count, self._limits, group)
+        decision = await self._carry_out(record, event, decision)
+        if decision.action in (Action.ACKNOWLEDGE, Action.DEAD_LETTER):
+            done.add(record.id)
+        return decision
 
     async def _carry_out(
         self, record: QueueMessage, event: Event | None, decision: Decision
@@ -303,12 +335,15 @@ def _get_runtime() -> _Runtime:
         metrics = Metrics()
         set_aside = SetAside(settings.stream_max_record_tries, metrics)
         _runtime = _Runtime(loop, stack, parts, dlq, metrics, set_aside)
+        atexit.register(close_runtime)  # a script's exit closes the clients (Lambda never exits)
     return _runtime
 
 
 def close_runtime() -> None:
-    """Release the container's clients and loop (tests; Lambda simply freezes the container)."""
+    """Release the container's clients and loop: for tests and scripts (run at exit too); Lambda
+    simply freezes the container."""
     global _runtime
+    atexit.unregister(close_runtime)
     if _runtime is not None:
         runtime, _runtime = _runtime, None
         runtime.loop.run_until_complete(runtime.stack.aclose())

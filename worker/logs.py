@@ -24,15 +24,26 @@ class _CurrentStderr:
         sys.stderr.flush()
 
 
-def configure(level: str = "INFO") -> None:
+def configure(level: str = "INFO", *, human: bool = False) -> None:
+    """JSON lines; `human`: readable lines for a person at a terminal (operator commands)."""
     logging.basicConfig(stream=sys.stderr, level=level.upper(), format="%(message)s")
+    rendering: list[structlog.typing.Processor] = (
+        [
+            structlog.processors.TimeStamper(fmt="%H:%M:%S", utc=False),
+            structlog.dev.ConsoleRenderer(colors=False, pad_event=30),
+        ]
+        if human
+        else [
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.dict_tracebacks,
+            structlog.processors.JSONRenderer(sort_keys=True),
+        ]
+    )
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            structlog.processors.dict_tracebacks,
-            structlog.processors.JSONRenderer(sort_keys=True),
+            *rendering,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
         logger_factory=structlog.PrintLoggerFactory(file=cast("TextIO", _CurrentStderr())),

@@ -10,9 +10,14 @@ from pydantic import (
     NonNegativeFloat,
     PositiveFloat,
     PositiveInt,
+    ValidationError,
     model_validator,
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from .errors import InvalidSetting
+
+ENV_PREFIX = "USERSTORE_"
 
 
 class KeyMode(StrEnum):
@@ -33,7 +38,7 @@ class Settings(BaseSettings):
     """Every knob of the worker. Each field is documented in the README's configuration table."""
 
     model_config = SettingsConfigDict(
-        env_prefix="USERSTORE_", extra="ignore", frozen=True, populate_by_name=True
+        env_prefix=ENV_PREFIX, extra="ignore", frozen=True, populate_by_name=True
     )
 
     # Standard AWS variables (no prefix), so boto-style setups carry over.
@@ -92,5 +97,33 @@ class Settings(BaseSettings):
     def _long_poll_fits_read_timeout(self) -> Settings:
         # A long poll that outlasts the read timeout would fail as a timeout every idle time.
         if self.aws_read_timeout_s <= self.wait_time_s:
-            raise ValueError("aws_read_timeout_s must be longer than wait_time_s")
+            raise ValueError(
+                f"{variable('aws_read_timeout_s')} must be longer than {variable('wait_time_s')}"
+            )
         return self
+
+
+def variable(field: str) -> str:
+    """The environment variable a setting is read from (the first of its choices)."""
+    info = Settings.model_fields.get(field)
+    alias = None if info is None else info.validation_alias
+    if isinstance(alias, str):
+        return alias
+    if isinstance(alias, AliasChoices):
+        return str(alias.choices[0])
+    return ENV_PREFIX + field.upper()
+
+
+def read_settings() -> Settings:
+    """The settings from the environment; InvalidSetting naming each variable that is wrong
+    and what it should be (pydantic's own message: allowed values, bounds)."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            message = str(error["msg"]).removeprefix("Value error, ")
+            if error["loc"]:
+                message = f"{variable(str(error['loc'][0]))}: {message}"
+            problems.append(message)
+        raise InvalidSetting("invalid setting: " + "; ".join(problems)) from None

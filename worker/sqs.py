@@ -12,6 +12,7 @@ flight gets `drain_timeout_s` to finish, and pending deletes are flushed.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import time
 from collections import defaultdict
@@ -28,7 +29,7 @@ from .dead_letters import SOURCE_ID_ATTRIBUTE as SOURCE_ID_ATTRIBUTE
 from .dead_letters import DeadLetterSender
 from .errors import UserstoreError
 from .handlers import Hints
-from .handling import EventHandler, Reader
+from .handling import Delivery, EventHandler, Reader
 from .logs import frames, get_logger
 from .message_reader import MessageReader
 from .metrics import Metrics
@@ -86,6 +87,11 @@ class _Message:
     def trace_id(self) -> str:
         return self.received.trace_id(self.event)
 
+    @property
+    def delivery(self) -> Delivery:
+        assert self.event is not None
+        return Delivery(self.id, self.trace_id, self.event)
+
 
 class SqsConsumer:
     def __init__(
@@ -108,6 +114,7 @@ class SqsConsumer:
         self._deleter = BatchedDeletes(queue)
         self._batches: set[asyncio.Task[None]] = set()
         self._active_groups: set[str] = set()
+        self._settled = asyncio.Event()  # FIFO: a batch was settled and its deletes sent
         self.receiving = False  # the last receive was answered (readiness)
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -149,20 +156,35 @@ class SqsConsumer:
         wait_s = 0  # the first receive answers at once: readiness needn't wait out a long poll
         while not stop.is_set():
             permits = await self._acquire_permits()
+            self._settled.clear()  # a batch settled from here on wakes an empty poll at once
             try:
                 messages = await self._receive(permits, wait_s)
             except BaseException:
                 self._release(permits)
                 raise
             self._release(permits - len(messages))
-            # While work is in flight, poll briefly: a busy queue answers at once anyway, and on
-            # moto a long poll does not see FIFO groups unlocked after it started.
-            busy = bool(messages or self._in_flight)
+            busy = bool(messages or self._batches)  # a batch is busy until its deletes are sent
             wait_s = min(1, self._config.wait_time_s) if busy else self._config.wait_time_s
             if messages:
                 task = asyncio.create_task(self._process_batch(messages))
                 self._batches.add(task)
                 task.add_done_callback(self._batches.discard)
+            if busy and self._config.fifo:
+                if not messages:
+                    await self._settled_or(wait_s)
+                wait_s = 0
+
+    async def _settled_or(self, timeout_s: float) -> None:
+        """FIFO, with work in flight and nothing received: wait until a batch is settled (its
+        groups may have more) or `timeout_s` passes, then poll at once.
+
+        While work is in flight, FIFO polls are short: SQS hands out a group's next messages
+        only once those in flight are deleted, and a long poll on moto does not see a group
+        unlocked after it started, so a user's burst would wait out a poll every ten messages.
+        """
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout_s):
+                await self._settled.wait()
 
     async def _acquire_permits(self) -> int:
         """Permits for the next receive: at least one, up to a batch, waiting briefly for more.
@@ -226,33 +248,16 @@ class SqsConsumer:
         return fresh
 
     async def _process_batch(self, messages: list[_Message]) -> None:
-        mine: set[str] = set()
+        mine: set[str] = set()  # the FIFO groups this batch works on
         try:
             valid = await self._read_all(messages)
-            if not valid:
-                return
-            hints = await self._prefetch(valid)
-            groups: dict[str, list[_Message]] = defaultdict(list)
-            for message in valid:
-                assert message.event is not None
-                key = (
-                    message.group if self._config.fifo and message.group else message.event.user_id
-                )
-                groups[key].append(message)
-            busy: list[_Message] = []
+            if valid:
+                await self._process_valid(valid, mine)
             if self._config.fifo:
-                # One task per message group in this process. SQS only hands out a group's next
-                # message when the previous one is settled, but a visibility timeout that ran
-                # out (or moto's concurrent long polls) can break that; ordering must not.
-                for key in [k for k in groups if k in self._active_groups]:
-                    busy += groups.pop(key)
-                mine = set(groups)
-                self._active_groups |= mine
-            if busy:
-                await self._release_untouched(busy, delay_s=1)
-            async with asyncio.TaskGroup() as tg:
-                for key, group in groups.items():
-                    tg.create_task(self._process_group(key, group, hints))
+                # SQS hands out the rest of a group once these are deleted: delete them now,
+                # then let the receiver poll for it.
+                await self._deleter.flush()
+                self._settled.set()
         except Exception as exc:  # a bug in settling: log it, never kill the receive loop
             log.error("batch.unexpected_error", error=type(exc).__name__, frames=frames(exc))
         finally:
@@ -262,6 +267,28 @@ class SqsConsumer:
                 if self._in_flight.pop(message.id, None) is not None:
                     self._capacity.release()
             self._metrics.in_flight.set(len(self._in_flight))
+
+    async def _process_valid(self, valid: list[_Message], mine: set[str]) -> None:
+        hints = await self._prefetch(valid)
+        groups: dict[str, list[_Message]] = defaultdict(list)
+        for message in valid:
+            assert message.event is not None
+            key = message.group if self._config.fifo and message.group else message.event.user_id
+            groups[key].append(message)
+        busy: list[_Message] = []
+        if self._config.fifo:
+            # One task per message group in this process. SQS only hands out a group's next
+            # message when the previous one is settled, but a visibility timeout that ran out
+            # (or moto's concurrent long polls) can break that; ordering must not.
+            for key in [k for k in groups if k in self._active_groups]:
+                busy += groups.pop(key)
+            mine |= set(groups)
+            self._active_groups |= mine
+        if busy:
+            await self._release_untouched(busy, delay_s=1)
+        async with asyncio.TaskGroup() as tg:
+            for key, group in groups.items():
+                tg.create_task(self._process_group(key, group, hints))
 
     async def _read_all(self, messages: list[_Message]) -> list[_Message]:
         """Parse each message; settle those that fail. The ones that parsed, in order."""
@@ -300,28 +327,27 @@ class SqsConsumer:
             return {}
 
     async def _process_group(self, key: str, group: list[_Message], hints: Hints) -> None:
+        held: list[_Message] = []  # behind a failure of their FIFO group: released together
+
+        async def settle_one(
+            message: _Message, delivery: Delivery, failure: Exception | None, state: Group
+        ) -> Decision:
+            decision = self._decide(message, failure, state)
+            if decision.action is Action.HOLD:
+                held.append(message)
+                return decision
+            with message_context(message.id, delivery.event.event_id, delivery.trace_id):
+                return await self._carry_out(message, decision)
+
         try:
-            held: list[_Message] = []  # behind a failure of their FIFO group: released together
+            deliveries = [(message, message.delivery) for message in group]
             state = self._group(failed=False)
-            for message in group:
-                if state is Group.FAILED:
-                    decision = self._decide(message, None, state)
-                else:
-                    decision = await self._process_one(message, hints, state)
-                if decision.action is Action.HOLD:
-                    held.append(message)
-                if decision.holds_group:
-                    state = Group.FAILED
+            await handling.handle_in_order(
+                self._handler, deliveries, hints, self._metrics, state, settle_one
+            )
             await self._release_untouched(held)
         finally:
             self._active_groups.discard(key)
-
-    async def _process_one(self, message: _Message, hints: Hints, group: Group) -> Decision:
-        event = message.event
-        assert event is not None
-        with message_context(message.id, event.event_id, message.trace_id):
-            failure = await handling.handle(self._handler, event, hints, self._metrics, message.id)
-            return await self._carry_out(message, self._decide(message, failure, group))
 
     def _group(self, *, failed: bool) -> Group:
         if not self._config.fifo:

@@ -145,13 +145,31 @@ def _ensure_queue(sqs, definition, queue, encryption):
             raise
         create = _fifo(definition, name) | attributes
         url = sqs.create_queue(QueueName=name, Attributes=create)["QueueUrl"]
-    names = ["QueueArn", "KmsMasterKeyId"]
+    names = ["QueueArn", "KmsMasterKeyId", "Policy"]
     current = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=names)["Attributes"]
     if current.get("KmsMasterKeyId") and "KmsMasterKeyId" not in encryption:
         sqs.set_queue_attributes(QueueUrl=url, Attributes={"KmsMasterKeyId": ""})
-    policy = _render(definition["queue_policy"], {"queue_arn": current["QueueArn"]})
-    sqs.set_queue_attributes(QueueUrl=url, Attributes=attributes | {"Policy": json.dumps(policy)})
+    # Content-based deduplication too (EventBridge needs it); not FifoQueue, fixed at creation.
+    fixed = set(definition["fixed_queue_attributes"])
+    settable = {k: v for k, v in (_fifo(definition, name) | attributes).items() if k not in fixed}
+    policy = _policy(definition, current.get("Policy"), current["QueueArn"])
+    sqs.set_queue_attributes(QueueUrl=url, Attributes=settable | {"Policy": policy})
     return current["QueueArn"]
+
+
+def _policy(definition, current, arn):
+    """Ours, beside any other statement (an EventBridge or SNS grant), as provision does it."""
+    ours = _render(definition["queue_policy"], {"queue_arn": arn})
+    sids = {statement.get("Sid") for statement in ours["Statement"]}
+    try:
+        existing = json.loads(current) if current else {}
+    except ValueError:
+        existing = {}
+    statements = existing.get("Statement", []) if isinstance(existing, dict) else []
+    if isinstance(statements, dict):
+        statements = [statements]
+    kept = [s for s in statements if isinstance(s, dict) and s.get("Sid") not in sids]
+    return json.dumps(ours | {"Statement": [*ours["Statement"], *kept]})
 
 
 def _ensure_queues(sqs, definition, values):

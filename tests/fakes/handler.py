@@ -1,10 +1,10 @@
 """A scripted event handler for the queue loops' unit tests (the consumer, the Lambda batch):
-it fails the events it is told to, and records the order it saw events in."""
+it fails the events it is told to, and records the order it saw events in, and the bursts."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 from userstore.worker.errors import AwsUnavailable, InvalidResult
 from userstore.worker.handlers import Hints, Outcome
@@ -32,17 +32,26 @@ class ScriptedHandler:
     ) -> None:
         self.retry, self.retry_once, self.dead = set(retry), set(retry_once), set(dead)
         self.seen: list[str] = []
+        self.bursts: list[list[str]] = []  # the event ids of each burst handed over
 
     async def prefetch(self, user_ids: Iterable[str]) -> Hints:
         return {}
 
-    async def handle(self, event: Event, hints: Hints | None = None) -> Outcome:
+    async def handle_burst(
+        self, events: Sequence[Event], hints: Hints | None = None
+    ) -> list[Outcome | Exception]:
+        """One answer per event, each on its own: the loops must keep the FIFO rules whatever
+        the answers (a message after a retry is held even if its event applied)."""
+        self.bursts.append([event.event_id for event in events])
+        return [self._answer(event) for event in events]
+
+    def _answer(self, event: Event) -> Outcome | Exception:
         self.seen.append(event.event_id)
         if event.event_id in self.retry:
-            raise AwsUnavailable("injected")
+            return AwsUnavailable("injected")
         if event.event_id in self.retry_once:
             self.retry_once.discard(event.event_id)
-            raise AwsUnavailable("injected")
+            return AwsUnavailable("injected")
         if event.event_id in self.dead:
-            raise InvalidResult("injected")
+            return InvalidResult("injected")
         return Outcome.APPLIED

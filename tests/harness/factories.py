@@ -8,11 +8,18 @@ from typing import Any
 
 
 def event_dict(
-    user: str, kind: str, seconds: float, data: Any = None, *, base: datetime
+    user: str,
+    kind: str,
+    seconds: float,
+    data: Any = None,
+    *,
+    base: datetime,
+    event_id: str | None = None,
 ) -> dict[str, Any]:
-    """An event with a fresh id, dated `seconds` after `base`; `data` omitted when None."""
+    """An event (with a fresh id unless given), dated `seconds` after `base`; `data` omitted
+    when None."""
     event: dict[str, Any] = {
-        "event_id": f"evt-{uuid.uuid4().hex}",
+        "event_id": event_id or f"evt-{uuid.uuid4().hex}",
         "type": kind,
         "user_id": user,
         "occurred_at": (base + timedelta(seconds=seconds)).isoformat(),

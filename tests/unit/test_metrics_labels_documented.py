@@ -101,10 +101,10 @@ class Scripted:
     def __init__(self, answer: Outcome | Exception) -> None:
         self.answer = answer
 
-    async def handle(self, event: Any, hints: Any = None) -> Outcome:
-        if isinstance(self.answer, Exception):
-            raise self.answer
-        return self.answer
+    async def handle_burst(self, events: Any, hints: Any = None) -> list[Outcome | Exception]:
+        if isinstance(self.answer, RuntimeError):
+            raise self.answer  # a bug in the handler itself
+        return [self.answer for _ in events]
 
 
 async def test_every_event_outcome_the_handling_step_emits_is_documented() -> None:
@@ -129,7 +129,9 @@ async def test_every_event_outcome_the_handling_step_emits_is_documented() -> No
         RuntimeError("a bug"),
     ]
     for answer in answers:
-        await handling.handle(Scripted(answer), event, None, metrics, "m1")
+        await handling.handle_burst(
+            Scripted(answer), [handling.Delivery("m1", "t1", event)], None, metrics
+        )
     emitted = {
         sample.labels["outcome"]
         for family in metrics.registry.collect()

@@ -133,7 +133,7 @@ def test_queue_attributes_as_sqs_takes_them() -> None:
         "deadLetterTargetArn": "arn",
         "maxReceiveCount": "4",
     }
-    assert fifo_attributes("q.fifo") == {"FifoQueue": "true", "ContentBasedDeduplication": "false"}
+    assert fifo_attributes("q.fifo") == {"FifoQueue": "true", "ContentBasedDeduplication": "true"}
     assert fifo_attributes("q") == {}
 
 

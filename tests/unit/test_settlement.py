@@ -33,6 +33,8 @@ DEAD = [
 RETRY = [
     errors.RetryLater,
     errors.AwsUnavailable,
+    errors.ResourceMissing,
+    errors.CredentialsMissing,
     errors.KeyUnavailable,
     errors.PayloadKeyUnavailable,
     errors.WriteConflict,
@@ -45,6 +47,8 @@ ELSEWHERE = [
     errors.NotProvisioned,
     errors.InsecureEndpoint,
     errors.InvalidSweepInput,
+    errors.InvalidSetting,
+    errors.ExtraNotInstalled,
     errors.OperationRefused,
     errors.SweepBusy,
     errors.LeaseLost,

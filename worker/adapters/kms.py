@@ -133,7 +133,8 @@ class KeyService:
                 ) from None
             if code == "NotFoundException" and operation == "DescribeKey":
                 raise KeyNotFound(
-                    "no such KMS key or alias: check the key setting, or run `userstore provision`"
+                    "no such KMS key or alias: check the key setting, or run `userstore provision`",
+                    name=kwargs.get("KeyId"),
                 ) from None
             raise KeyUnavailable(f"key service refused {operation} ({code})") from None
 
