@@ -10,8 +10,17 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from bench.measures import BurstRun, LatencyRun, RecordSizes
+from bench.report_costs import (
+    burst_table,
+    cost_targets,
+    latency_table,
+    record_table,
+    units_table,
+)
 from bench.subjects import Window
 from bench.traffic import CREATE, DUPLICATE, KINDS
+from bench.units import Sizes
 from userstore.worker.settings import Settings
 
 MODES = ("kms", "cached")
@@ -44,6 +53,12 @@ class Results:
     # When the run ended and the machine's load then (not when a report is rewritten from it).
     finished: str = ""
     load: float | None = None
+    # The cost legs (bench.costs); absent from runs saved before they existed.
+    kind_sizes: dict[tuple[str, str, str], Sizes] = field(default_factory=dict)
+    side_sizes: dict[tuple[str, str, str], int] = field(default_factory=dict)
+    record_sizes: dict[str, RecordSizes] = field(default_factory=dict)
+    latency: dict[str, list[LatencyRun]] = field(default_factory=dict)
+    bursts: dict[str, BurstRun] = field(default_factory=dict)
 
 
 def _load(results: Results) -> float:
@@ -319,6 +334,7 @@ def targets(results: Results) -> list[Target]:
             else f"{rounds} = {median:.2f}x (one round)"
         )
         out.append(Target("sweep >= 0.8x the raw scan-and-put loop", measured, median >= 0.8))
+    out.extend(Target(*line) for line in cost_targets(results))
     return out
 
 
@@ -415,6 +431,10 @@ def write_report(results: Results, path: Path, png: Path) -> str:
         limits=LIMITS,
         idle=f"{next(iter(results.background.values()))[1]:.0f}" if results.background else "0",
         kinds_in_flight=KINDS_IN_FLIGHT,
+        records="\n".join(record_table(results)),
+        units="\n".join(units_table(results)),
+        latency="\n".join(latency_table(results)),
+        bursts="\n".join(burst_table(results)),
     )
     path.write_text(text)
     return summary(results)
@@ -460,7 +480,17 @@ hide them for a visibility timeout.
   encryption, conditions, visibility handling or dead-lettering;
 - **naive**: `python -m bench.naive`, the spike's synchronous loop: boto3, one message at a time,
   dynamodb-encryption-sdk's `EncryptedTable` (get + merge + put for an update, no duplicate
-  detection), `DeleteMessage` per message.
+  detection), `DeleteMessage` per message;
+- **Powertools (Lambda)**: `python -m bench.powertools`, the consumer a team would build today
+  on Lambda: Powertools for AWS Lambda (Python)'s batch processor with partial batch responses
+  (`SqsFifoPartialProcessor`, the `BatchProcessor` for FIFO queues, which stops a batch at its
+  first failure) and its idempotency utility (`idempotent_function` keyed on the event id,
+  `DynamoDBPersistenceLayer` on a table of its own), around the naive loop's `EncryptedTable`
+  record write with the key mode's materials provider (`kms`: a KMS data key per item). A loop
+  plays Lambda's event source mapping with the same SQS batches as the worker's: receive up to
+  ten messages, call the handler with a Lambda-shaped SQS event, delete what its partial batch
+  response reports as succeeded; one invocation at a time, as one Lambda instance on a FIFO
+  queue (start-up, cold starts and Lambda's own billing are not counted).
 
 CPU is the subject process's own CPU time (all threads, `time.process_time`), RSS from
 `/proc/self/status` and `getrusage`, both read inside the process; the emulator, the proxy and
@@ -475,6 +505,59 @@ and write figures, scaled to each leg's length; the breakdown below shows the ra
 idle rates. The duplicate legs also compare every record's revision before and after. Ratios
 matter more than absolute numbers: the machine is shared (its load average is printed above),
 and moto is the slowest part of every leg.
+
+Every create carries the typical profile: every OIDC claim the event contract allows (email and
+phone number with their `_verified` flags, given and family name, birthdate), a four-line street
+address with locality, region, postal code and country, and two custom attributes (size in the
+records table). The cost legs measure:
+
+- **Bytes per stored record**: after each kinds leg, and in a leg of its own per key mode (users
+  each sent a create, then 99 realistic updates touching one to three fields each, all published
+  at once), the stored items are read back with a plain consistent scan straight from moto (not
+  counted) and sized by DynamoDB's rules (`userstore.worker.item_size`: attribute names plus
+  values, binary as raw bytes, numbers by digits). Right after the creates, and at steady state
+  after the 100 events.
+- **Write and read units per event**, by event kind and key mode, for every consumer: a write
+  costs a unit per 1 KB of item, rounded up per item; a PutItem that replaces an item and a
+  DeleteItem cost the larger of the old and new item; a write whose condition fails still costs
+  its units; a strongly consistent read costs a unit per 4 KB, at least one even for an absent
+  item. Writes and reads per event come from the proxy's counts (idle upkeep subtracted for the
+  worker), item sizes from the scans after the leg and after the one before it (mean over the
+  records of each item's units). User-record writes are PutItem and DeleteItem; the worker's
+  UpdateItem calls (lease, checkpoints) and Powertools' idempotency records (one conditional
+  PutItem per event, even for a duplicate, and one UpdateItem to complete it) are priced by the
+  size of their own items. The worker reads every event's record once in the batch's
+  BatchGetItem; the others' reads are their GetItem calls.
+- **Publish-to-applied latency** at a paced load, per key mode: users are created first; then the
+  orchestrator publishes updates straight to moto at 40 events a second, first as single events
+  (each a different user), then as bursts (10 users a second, each four updates in one
+  SendMessageBatch, FIFO group = user id), for the same time. The publish time is the wall
+  clock when SendMessageBatch returned; the applied time is the wall clock inside the worker
+  process when it writes the event's `message.handled` log line (bench.driver adds a structlog
+  processor that notes it, after the record write), read back through the probe. Same machine,
+  same clock. p50 and p99 over every event of the leg.
+- **One user's burst**: a create and 60 updates of one user published at once (seven
+  SendMessageBatch calls, FIFO group = user id) to a worker already warm (one event applied
+  before). Drain time from the first publish to the last event applied; PutItem and
+  GenerateDataKey as counted by the proxy over the leg (upkeep included); KMS calls per event.
+  The "before" figure is the same leg run on the code before burst coalescing and record format
+  2 (its date and commit in the table).
+
+## Stored records (the typical profile)
+
+{records}
+
+## Per event kind and key mode: units, beside the consumer a team would build on Lambda
+
+{units}
+
+## Publish-to-applied latency at 40 events a second
+
+{latency}
+
+## One user's burst of 61 events
+
+{bursts}
 
 ## Per event kind and key mode (in flight {kinds_in_flight}, no added latency)
 

@@ -28,6 +28,8 @@ from typing import IO, Any
 
 import boto3
 
+from bench import costs
+from bench.costs import scan_sizes
 from bench.items import encode_item
 from bench.report import Results, write_report
 from bench.subjects import ROOT, Subject, Window, calls_by_operation, clean_environ
@@ -41,8 +43,13 @@ from userstore.worker.provision import ensure_queues, provision
 from userstore.worker.resources import setting_values
 from userstore.worker.settings import KeyMode, Settings
 
-USERSTORE, FLOOR, NAIVE = "userstore", "floor", "naive"
-MODULES = {USERSTORE: "bench.driver", FLOOR: "bench.floor", NAIVE: "bench.naive"}
+USERSTORE, FLOOR, NAIVE, POWERTOOLS = "userstore", "floor", "naive", "powertools"
+MODULES = {
+    USERSTORE: "bench.driver",
+    FLOOR: "bench.floor",
+    NAIVE: "bench.naive",
+    POWERTOOLS: "bench.powertools",
+}
 MODES = (KeyMode.KMS, KeyMode.CACHED)
 LATENCIES_MS = (0, 20)
 IN_FLIGHT = (1, 8, 64)
@@ -50,6 +57,8 @@ KINDS_IN_FLIGHT = 32  # the worker's default
 
 
 SWEEP_ROUNDS = 3
+LATENCY_RATE = 40.0  # events per second in the paced latency legs
+BURST_EVENTS = 61  # one user's burst: a create and 60 updates
 
 
 @dataclass
@@ -59,13 +68,23 @@ class Sizes:
     # moto's receive costs more the deeper the queue, so equal depths keep the legs comparable.
     throughput_events: int
     rss_events: tuple[int, int]
+    size_users: int = 10  # users of the record-size leg (each a create and 99 updates)
+    latency_seconds: float = 20.0  # publishing time of each paced latency leg
+    burst_timeout_s: float = 180.0  # how long the 61-event burst may take to drain
 
     @classmethod
     def parse(cls, args: argparse.Namespace) -> Sizes:
         if args.quick:
-            return cls(40, 40, (400, 800))
+            return cls(40, 40, (400, 800), 3, 4.0, args.burst_timeout or 120.0)
         first, second = (int(n) for n in args.rss_events.split(","))
-        return cls(args.events, args.throughput_events, (first, second))
+        return cls(
+            args.events,
+            args.throughput_events,
+            (first, second),
+            args.size_users,
+            args.latency_seconds,
+            args.burst_timeout or 180.0,
+        )
 
 
 @dataclass
@@ -130,6 +149,8 @@ class Bench:
     def env(self, system: str, settings: Settings, in_flight: int) -> dict[str, str]:
         env = clean_environ()
         env["AWS_ENDPOINT_URL"] = self.proxy
+        if system == POWERTOOLS:
+            env["BENCH_IDEMPOTENCY_TABLE"] = self.idempotency_table(settings)
         if system == USERSTORE:
             env.update(
                 USERSTORE_TABLE=settings.table,
@@ -152,6 +173,18 @@ class Bench:
             BENCH_TEMPLATE=json.dumps(self.results.template),
         )
         return env
+
+    def idempotency_table(self, settings: Settings) -> str:
+        """Powertools' idempotency table beside the user table (key `id`), made once."""
+        name = f"{settings.table}-idempotency"
+        if name not in self.ddb.list_tables()["TableNames"]:
+            self.ddb.create_table(
+                TableName=name,
+                KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
+                AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}],
+                BillingMode="PAY_PER_REQUEST",
+            )
+        return name
 
     def revisions(self, settings: Settings) -> int:
         """The sum of every record's revision: it moves if any record was written."""
@@ -210,7 +243,7 @@ class Bench:
         """CPU, AWS requests and KMS calls per event, per kind and key mode (no added latency)."""
         self.control.set_rules({})
         for mode in MODES:
-            for system in (USERSTORE, FLOOR, NAIVE):
+            for system in (USERSTORE, POWERTOOLS, FLOOR, NAIVE):
                 settings = self.provision(mode)
                 traffic = Traffic(sizes.kind_events, uuid.uuid4().hex[:6])
                 for kind in KINDS:
@@ -224,6 +257,11 @@ class Bench:
                         changed = self.revisions(settings) - revs
                         self.results.duplicate_rev_changes[mode.value] = changed
                     self.results.kinds[(system, mode.value, kind)] = window
+                    key = (system, mode.value, kind)
+                    self.results.kind_sizes[key] = scan_sizes(self, settings.table)
+                    if system == POWERTOOLS:
+                        side = scan_sizes(self, self.idempotency_table(settings), "id")
+                        self.results.side_sizes[key] = max(side.values(), default=0)
                     if system == USERSTORE and kind == CREATE and not self.results.template:
                         self.template_from(settings)
 
@@ -251,6 +289,23 @@ class Bench:
                 self.results.throughput[(NAIVE, mode.value, latency, 1)] = window
         self.control.set_rules({})
         self.results.sweep_source = settings[KeyMode.CACHED]
+
+    def costs(self, sizes: Sizes, skip: set[str]) -> None:
+        """Record sizes, publish-to-applied latency, one user's burst: in each key mode."""
+        self.control.set_rules({})
+        for mode in MODES:
+            if "sizes" not in skip:
+                self.results.record_sizes[mode.value] = costs.record_sizes(
+                    self, mode, sizes.size_users
+                )
+            if "latency" not in skip:
+                self.results.latency[mode.value] = costs.latency(
+                    self, mode, LATENCY_RATE, sizes.latency_seconds
+                )
+            if "burst" not in skip:
+                self.results.bursts[mode.value] = costs.burst(
+                    self, mode, BURST_EVENTS, sizes.burst_timeout_s
+                )
 
     def sweep(self, rounds: int) -> None:
         """The re-encryption sweep over the cached-mode throughput table, and a raw loop, in
@@ -312,7 +367,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--rss-events", default="10000,50000", help="the long run's two checkpoints"
     )
-    parser.add_argument("--skip", default="", help="comma-separated legs to skip: rss,sweep")
+    parser.add_argument(
+        "--skip",
+        default="",
+        help="comma-separated legs to skip: kinds,throughput,sweep,rss,sizes,latency,burst",
+    )
+    parser.add_argument(
+        "--size-users", type=int, default=10, help="users of the record-size leg (100 events each)"
+    )
+    parser.add_argument(
+        "--latency-seconds",
+        type=float,
+        default=20.0,
+        help="publishing time of each paced latency leg (40 events/s)",
+    )
+    parser.add_argument(
+        "--burst-timeout",
+        type=float,
+        default=0.0,
+        help="seconds the 61-event burst may take to drain (default 180; --quick 120)",
+    )
     parser.add_argument(
         "--profile",
         type=int,
@@ -346,10 +420,16 @@ def main(argv: list[str] | None = None) -> int:
         proxy, control = stack.enter_context(fault_proxy_process(moto))
         log = stack.enter_context(_log_file())
         bench = Bench(moto, proxy, control, log, results, idle_s=5.0 if args.quick else 20.0)
-        print("per kind and key mode:", file=sys.stderr)
-        bench.kinds(sizes)
-        print("throughput:", file=sys.stderr)
-        bench.throughput(sizes)
+        if "kinds" not in skip:
+            print("per kind and key mode:", file=sys.stderr)
+            bench.kinds(sizes)
+        print("costs:", file=sys.stderr)
+        bench.costs(sizes, skip)
+        if "throughput" not in skip:
+            print("throughput:", file=sys.stderr)
+            bench.throughput(sizes)
+        else:
+            skip.add("sweep")
         if "sweep" not in skip:
             bench.sweep(1 if args.quick else SWEEP_ROUNDS)
         if "rss" not in skip:
