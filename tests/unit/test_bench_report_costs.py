@@ -1,0 +1,76 @@
+"""bench.report_costs: the cost targets' lines, computed from a run's measures (pure)."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from bench.measures import BurstRun, LatencyRun, RecordSizes
+from bench.report import Results, targets
+from bench.report_costs import BURST_BEFORE_S
+
+
+def lines(results: Results) -> dict[str, tuple[str, bool | None]]:
+    return {t.name: (t.measured, t.met) for t in targets(results)}
+
+
+def find(found: dict[str, tuple[str, bool | None]], start: str) -> tuple[str, bool | None]:
+    (name,) = [n for n in found if n.startswith(start)]
+    return found[name]
+
+
+def test_record_size_targets_take_the_largest_record() -> None:
+    results = Results(command="test")
+    results.record_sizes = {
+        "cached": RecordSizes(
+            2, 100, 350, after_create={"a": 1000, "b": 1024}, steady={"a": 900, "b": 1025}
+        ),
+        "kms": RecordSizes(2, 100, 350, after_create={"a": 1400}, steady={"a": 1536}),
+    }
+    found = lines(results)
+    measured, met = find(found, "cached: steady-state record")
+    assert met is False and "max 1,025 B" in measured and "2 write units" in measured
+    assert find(found, "kms: steady-state record")[1] is True
+    assert find(found, "cached: a create")[1] is True  # 1,024 B is still one unit
+
+
+def burst(drain_s: float | None, puts: int, gdk: int) -> BurstRun:
+    calls = Counter({"dynamodb:PutItem": puts, "kms:GenerateDataKey": gdk, "kms:Decrypt": gdk})
+    return BurstRun(61, 61 if drain_s else 30, drain_s, 120.0, [], calls)
+
+
+def test_burst_targets_count_writes_and_data_keys_and_compare_with_before() -> None:
+    results = Results(command="test")
+    results.bursts = {
+        "kms": burst(BURST_BEFORE_S["kms"] / 12, puts=7, gdk=7),
+        "cached": burst(BURST_BEFORE_S["cached"] / 10, puts=8, gdk=0),
+    }
+    found = lines(results)
+    assert find(found, "61-event burst of one user")[1] is True
+    measured, met = find(found, "61-event burst drained")
+    assert met is True and "12.0x" in measured
+    results.bursts["kms"] = burst(None, puts=9, gdk=9)  # not drained, too many writes
+    found = lines(results)
+    assert find(found, "61-event burst of one user")[1] is False
+    measured, met = find(found, "61-event burst drained")
+    assert met is False and "not drained: 30 of 61" in measured
+
+
+def paced(shape: str, p99: float) -> LatencyRun:
+    return LatencyRun(shape, 100, 2.5, [1.0] * 98 + [p99, p99])
+
+
+def test_burst_latency_target_is_three_times_the_single_p99_per_mode() -> None:
+    results = Results(command="test")
+    results.latency = {
+        "kms": [paced("single", 100.0), paced("burst", 300.0)],
+        "cached": [paced("single", 100.0), paced("burst", 301.0)],
+    }
+    measured, met = find(lines(results), "10 users a second")
+    assert met is False
+    assert "kms 300 / 100 ms = 3.0x" in measured and "cached 301 / 100 ms = 3.0x" in measured
+    results.latency.pop("cached")
+    assert find(lines(results), "10 users a second")[1] is True
+
+
+def test_a_run_without_cost_legs_has_no_cost_targets() -> None:
+    assert targets(Results(command="test")) == []
