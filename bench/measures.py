@@ -31,10 +31,17 @@ class LatencyRun:
     publish_seconds: float  # from the first publish to the last
     latencies_ms: list[float] = field(default_factory=list)
     calls: Counter[str] = field(default_factory=Counter)
+    apply_seconds: float = 0.0  # from the first publish to the last event applied
 
     @property
     def rate(self) -> float:
         return self.events / self.publish_seconds if self.publish_seconds else 0.0
+
+    @property
+    def applied_rate(self) -> float:
+        """Below `rate`, the worker did not keep up: the latencies then measure a backlog."""
+        applied = len(self.latencies_ms)
+        return applied / self.apply_seconds if self.apply_seconds else 0.0
 
     @property
     def missing(self) -> int:

@@ -529,13 +529,17 @@ records table). The cost legs measure:
   size of their own items. The worker reads every event's record once in the batch's
   BatchGetItem; the others' reads are their GetItem calls.
 - **Publish-to-applied latency** at a paced load, per key mode: users are created first; then the
-  orchestrator publishes updates straight to moto at 40 events a second, first as single events
+  orchestrator publishes updates straight to moto at 40 events a second (`--latency-rate`;
+  from eight threads, so that a slow send does not lower the rate), first as single events
   (each a different user), then as bursts (10 users a second, each four updates in one
   SendMessageBatch, FIFO group = user id), for the same time. The publish time is the wall
   clock when SendMessageBatch returned; the applied time is the wall clock inside the worker
   process when it writes the event's `message.handled` log line (bench.driver adds a structlog
   processor that notes it, after the record write), read back through the probe. Same machine,
-  same clock. p50 and p99 over every event of the leg.
+  same clock. p50 and p99 over every event of the leg. Beside them, the rate actually published
+  and the rate applied (events over the time from the first publish to the last applied): an
+  applied rate below the published one means the worker (or moto, on a loaded machine) did not
+  keep up, and the latencies then measure a growing backlog.
 - **One user's burst**: a create and 60 updates of one user published at once (seven
   SendMessageBatch calls, FIFO group = user id) to a worker already warm (one event applied
   before). Drain time from the first publish to the last event applied; PutItem and
@@ -551,7 +555,7 @@ records table). The cost legs measure:
 
 {units}
 
-## Publish-to-applied latency at 40 events a second
+## Publish-to-applied latency at a paced load
 
 {latency}
 

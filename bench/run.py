@@ -57,7 +57,6 @@ KINDS_IN_FLIGHT = 32  # the worker's default
 
 
 SWEEP_ROUNDS = 3
-LATENCY_RATE = 40.0  # events per second in the paced latency legs
 BURST_EVENTS = 61  # one user's burst: a create and 60 updates
 
 
@@ -71,11 +70,12 @@ class Sizes:
     size_users: int = 10  # users of the record-size leg (each a create and 99 updates)
     latency_seconds: float = 20.0  # publishing time of each paced latency leg
     burst_timeout_s: float = 180.0  # how long the 61-event burst may take to drain
+    latency_rate: float = 40.0  # events per second in the paced latency legs
 
     @classmethod
     def parse(cls, args: argparse.Namespace) -> Sizes:
         if args.quick:
-            return cls(40, 40, (400, 800), 3, 4.0, args.burst_timeout or 120.0)
+            return cls(40, 40, (400, 800), 3, 4.0, args.burst_timeout or 120.0, args.latency_rate)
         first, second = (int(n) for n in args.rss_events.split(","))
         return cls(
             args.events,
@@ -84,6 +84,7 @@ class Sizes:
             args.size_users,
             args.latency_seconds,
             args.burst_timeout or 180.0,
+            args.latency_rate,
         )
 
 
@@ -258,7 +259,9 @@ class Bench:
                         self.results.duplicate_rev_changes[mode.value] = changed
                     self.results.kinds[(system, mode.value, kind)] = window
                     key = (system, mode.value, kind)
-                    self.results.kind_sizes[key] = scan_sizes(self, settings.table)
+                    self.results.kind_sizes[key] = scan_sizes(
+                        self, settings.table, keep=traffic.users
+                    )
                     if system == POWERTOOLS:
                         side = scan_sizes(self, self.idempotency_table(settings), "id")
                         self.results.side_sizes[key] = max(side.values(), default=0)
@@ -300,7 +303,7 @@ class Bench:
                 )
             if "latency" not in skip:
                 self.results.latency[mode.value] = costs.latency(
-                    self, mode, LATENCY_RATE, sizes.latency_seconds
+                    self, mode, sizes.latency_rate, sizes.latency_seconds
                 )
             if "burst" not in skip:
                 self.results.bursts[mode.value] = costs.burst(
@@ -380,6 +383,12 @@ def main(argv: list[str] | None = None) -> int:
         type=float,
         default=20.0,
         help="publishing time of each paced latency leg (40 events/s)",
+    )
+    parser.add_argument(
+        "--latency-rate",
+        type=float,
+        default=40.0,
+        help="events per second in the paced latency legs (bursts: a quarter as many users)",
     )
     parser.add_argument(
         "--burst-timeout",
