@@ -199,6 +199,7 @@ def burst(bench: Bench, mode: KeyMode, events: int, timeout_s: float) -> BurstRu
         timeout_s=timeout_s,
         latencies_ms=[1000 * (t - published[e]) for e, t in ours.items()],
         calls=+calls,
+        applied_at=sorted(ours.values()),
     )
     done = (
         f"{run.drain_s:.1f} s" if run.drain_s is not None else f"{run.settled} in {timeout_s:.0f} s"

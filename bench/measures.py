@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
+from itertools import pairwise
 
 from bench.probe import percentile
 from bench.units import Sizes
@@ -61,6 +62,13 @@ class BurstRun:
     timeout_s: float
     latencies_ms: list[float] = field(default_factory=list)
     calls: Counter[str] = field(default_factory=Counter)
+    applied_at: list[float] = field(default_factory=list)  # wall clock, each event applied
+
+    @property
+    def longest_pause_s(self) -> float | None:
+        """The longest time between two events applied one after the other."""
+        times = sorted(self.applied_at)
+        return max((b - a for a, b in pairwise(times)), default=None)
 
     def per_event(self, op: str) -> float:
         return sum(n for k, n in self.calls.items() if k.startswith(op)) / self.events

@@ -672,4 +672,15 @@ LIMITS = """\
   revision: one PutItem per stale record, as the raw loop, plus opening and sealing it on the
   crypto thread pool and a checkpoint per page.
 - **RSS** is that of the worker process alone; moto's own memory grows with the table.
+- **One user's burst** is bounded on moto by a FIFO quirk: moto's ReceiveMessage notes which
+  groups have messages in flight when the call begins and does not look again while it long
+  polls, so a receive that starts while the user's previous messages are still being deleted
+  waits out its whole wait time (20 s by default when the worker is idle) even after the group
+  is free (AWS hands the messages over as soon as the group is). Such a stall shows as a
+  pause of about the wait time between two applied events (last column of the burst table);
+  a run without one is the figure to compare.
+- **Publish-to-applied latency** only measures the worker while it keeps up with the published
+  rate (published and applied per second side by side): on a loaded machine (load average
+  above) moto and the worker fall behind, the queue grows for the whole leg and the latencies
+  measure that backlog, so the target is then reported as not assessed.
 """

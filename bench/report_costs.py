@@ -32,6 +32,7 @@ BURST_MAX_GDK = 8
 BURST_SPEEDUP = 10.0
 STEADY_MAX_BYTES = {"cached": 1024, "kms": 1536}
 P99_RATIO = 3.0
+KEPT_UP = 0.9  # the latency target is assessed only if events were applied this fast
 
 
 class Line(NamedTuple):
@@ -175,8 +176,9 @@ def _drain(run: BurstRun) -> str:
 def burst_table(results: Results) -> list[str]:
     lines = [
         f"| key mode | events | drained in | before ({BURST_BEFORE_AT}) | speed-up | PutItem "
-        "| GenerateDataKey | KMS calls/event | publish to applied p50 / p99 ms |",
-        "|---" * 9 + "|",
+        "| GenerateDataKey | KMS calls/event | publish to applied p50 / p99 ms "
+        "| longest pause between two events applied |",
+        "|---" * 10 + "|",
     ]
     for mode, run in _bursts(results).items():
         before = BURST_BEFORE_S.get(mode)
@@ -185,9 +187,14 @@ def burst_table(results: Results) -> list[str]:
             f"| {mode} | {run.events} | {_drain(run)} | {before or 'n/a'} s | {speedup} "
             f"| {run.calls['dynamodb:PutItem']} | {run.calls['kms:GenerateDataKey']} "
             f"| {run.per_event('kms:'):.2f} "
-            f"| {_ms(_pct(run.latencies_ms, 0.5))} / {_ms(_pct(run.latencies_ms, 0.99))} |"
+            f"| {_ms(_pct(run.latencies_ms, 0.5))} / {_ms(_pct(run.latencies_ms, 0.99))} "
+            f"| {_seconds(getattr(run, 'longest_pause_s', None))} |"
         )
     return lines
+
+
+def _seconds(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.1f} s"
 
 
 def _pct(values: list[float], fraction: float) -> float | None:
@@ -257,7 +264,9 @@ def cost_targets(results: Results) -> list[Line]:
                 all(r is not None and r >= BURST_SPEEDUP for r in ratios.values()),
             )
         )
-    parts, met = [], True
+    parts: list[str] = []
+    met: bool | None = True
+    kept_up = True
     for mode, runs in _latency(results).items():
         by_shape = {run.shape: run for run in runs}
         single, grouped = by_shape.get("single"), by_shape.get("burst")
@@ -273,6 +282,16 @@ def cost_targets(results: Results) -> list[Line]:
             f"{grouped.applied_rate:.0f})"
         )
         met = met and b <= P99_RATIO * a
+        kept_up = kept_up and all(
+            run.applied_rate >= KEPT_UP * run.rate for run in (single, grouped)
+        )
+    if parts and not kept_up:
+        # The worker (or moto) fell behind the published rate: the latencies measure a backlog
+        # that grows with the leg's length, and their ratio says nothing about the target.
+        parts.append(
+            f"not assessed: events were applied slower than {KEPT_UP:.0%} of the rate published"
+        )
+        met = None
     if parts:
         out.append(
             Line(

@@ -55,8 +55,8 @@ def test_burst_targets_count_writes_and_data_keys_and_compare_with_before() -> N
     assert met is False and "not drained: 30 of 61" in measured
 
 
-def paced(shape: str, p99: float) -> LatencyRun:
-    return LatencyRun(shape, 100, 2.5, [1.0] * 98 + [p99, p99])
+def paced(shape: str, p99: float, apply_seconds: float = 2.5) -> LatencyRun:
+    return LatencyRun(shape, 100, 2.5, [1.0] * 98 + [p99, p99], apply_seconds=apply_seconds)
 
 
 def test_burst_latency_target_is_three_times_the_single_p99_per_mode() -> None:
@@ -70,6 +70,14 @@ def test_burst_latency_target_is_three_times_the_single_p99_per_mode() -> None:
     assert "kms 300 / 100 ms = 3.0x" in measured and "cached 301 / 100 ms = 3.0x" in measured
     results.latency.pop("cached")
     assert find(lines(results), "10 users a second")[1] is True
+
+
+def test_latency_is_not_assessed_when_the_worker_fell_behind_the_published_rate() -> None:
+    results = Results(command="test")
+    # 100 events published in 2.5 s (40/s) but applied over 4 s (25/s): a growing backlog.
+    results.latency = {"cached": [paced("single", 100.0), paced("burst", 200.0, 4.0)]}
+    measured, met = find(lines(results), "10 users a second")
+    assert met is None and "not assessed" in measured
 
 
 def test_a_run_without_cost_legs_has_no_cost_targets() -> None:

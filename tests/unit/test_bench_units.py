@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from bench.measures import LatencyRun
+from bench.measures import BurstRun, LatencyRun
 from bench.units import LegUnits, mean_read_units, replacing_write_units, sizes_by_key
 
 
@@ -51,3 +51,9 @@ def test_latency_percentiles_and_events_never_applied() -> None:
     assert run.missing == 1
     assert run.rate == pytest.approx(50.5)
     assert LatencyRun("burst", events=0, publish_seconds=0.0).p(0.99) is None
+
+
+def test_a_bursts_longest_pause_is_between_consecutive_applied_events() -> None:
+    run = BurstRun(4, 4, 25.0, 60.0, applied_at=[10.0, 30.5, 10.2, 10.4])
+    assert run.longest_pause_s == pytest.approx(20.1)
+    assert BurstRun(1, 1, 1.0, 60.0, applied_at=[5.0]).longest_pause_s is None
