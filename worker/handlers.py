@@ -76,7 +76,6 @@ class UserEventHandler:
         now = self._clock()
         limits = self._limits
         profile.check_window(event.occurred_at, now, limits.tombstone_ttl, limits.max_clock_skew)
-        stamp = profile.event_stamp(event)
         index = self._index.current
         digest = profile.content_digest(
             event, index.keys[index.active_version], index.active_version
@@ -86,20 +85,20 @@ class UserEventHandler:
         current = hints[uid] if uid in hints else await self._store.get(uid)
 
         for attempt in range(limits.max_conflict_retries):
-            recent: tuple[str, ...] = ()
+            recent: tuple[profile.Remembered, ...] = ()
             if current is None:
                 state, rev = UserState(), None
             else:
                 head = current.head
-                check_stamps(head, now, limits.max_clock_skew)
-                seen = profile.precheck(
-                    event.event_id, digest, stamp, head.reset_stamp, head.recent_events
-                )
+                seen = profile.precheck(event.event_id, digest, head.recent_events)
                 if profile.skips_unverified(seen, event):
                     return Outcome.DUPLICATE
                 # Raises RecordTampered for a forged item: a forged skip or reuse is reported
                 # as tampering, never acknowledged or blamed on the publisher.
                 state = from_item(await self._cipher.open(current.item))
+                check_stamps(state, now, limits.max_clock_skew)
+                if seen is Seen.NEW and profile.is_stale(event, state):
+                    seen = Seen.STALE
                 if seen is Seen.REUSED:
                     raise EventIdReused(
                         f"event {event.event_id}: this event id was applied before "

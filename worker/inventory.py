@@ -26,6 +26,8 @@ from .follow import payload_history
 from .index_keys import IndexVersion
 from .keyref import KeyKind, KeyRef, parse_or_none
 from .ports import ShardProgressReader, UsersTable
+from .profile import Presence
+from .record import RECORD_FORMAT, read_head
 from .streams import ShardProgress
 
 
@@ -68,6 +70,8 @@ class Inventory:
     emails_by_index_version: dict[int, int]
     tombstones: int
     index_wrapped_under: dict[int, KeyRef]
+    # user records per record format (the sweep upgrades older formats)
+    records_by_format: dict[int, int] = field(default_factory=dict)
     # cached mode: which KMS key wraps each material version (None: made before 0.5, unknown)
     material_keys: dict[int, KeyRef | None] = field(default_factory=dict)
     active_kms_key: KeyRef | None = None
@@ -80,6 +84,11 @@ class Inventory:
         """User records not sealed under the active key."""
         active = str(self.active_key)
         return sum(n for ref, n in self.records_by_key.items() if ref != active)
+
+    @property
+    def old_format(self) -> int:
+        """User records in a layout older than the one every write stores."""
+        return sum(n for layout, n in self.records_by_format.items() if layout != RECORD_FORMAT)
 
     def uses(self, key: KeyRef) -> list[str]:
         """What userstore holds that needs `key`, in words (empty: it can be retired)."""
@@ -161,6 +170,7 @@ async def inventory(ctx: InventoryContext, segments: int = 4) -> Inventory:
     controls: Counter[str] = Counter()
     by_index: Counter[int] = Counter()
     tombstones = 0
+    by_format: Counter[int] = Counter()
 
     async def scan(segment: int) -> None:
         nonlocal tombstones
@@ -173,7 +183,9 @@ async def inventory(ctx: InventoryContext, segments: int = 4) -> Inventory:
                 by_key[key_ref] += 1
                 if "email_idx" in item:
                     by_index[int(item["email_idx"]["S"].partition(":")[0])] += 1
-                if item.get("presence", {}).get("S") == "deleted":
+                head = read_head(item)  # a malformed one is tampering: status says so
+                by_format[head.format] += 1
+                if head.presence is Presence.DELETED:
                     tombstones += 1
 
     await asyncio.gather(*(scan(s) for s in range(segments)))
@@ -204,6 +216,7 @@ async def inventory(ctx: InventoryContext, segments: int = 4) -> Inventory:
         emails_by_index_version=dict(by_index),
         tombstones=tombstones,
         index_wrapped_under=wrapped_under,
+        records_by_format=dict(by_format),
         material_keys=material_keys,
         active_kms_key=await ctx.keys.active_kms_key(),
         history=history,
@@ -253,6 +266,10 @@ def describe(inv: Inventory) -> list[str]:
             f"  material version {version}: wrapped under {wrapping or 'an unrecorded key'}"
         )
     lines.append(f"tombstones: {inv.tombstones}")
+    lines.append("user records per record format:")
+    for layout, count in sorted(inv.records_by_format.items()):
+        mark = "current" if layout == RECORD_FORMAT else "old: the sweep upgrades it"
+        lines.append(f"  {count:8d}  format {layout}  [{mark}]")
     if inv.payload is not None:
         lines.append(f"payload key (sealed events): {inv.payload.active or 'not provisioned'}")
         lines.append(f"  messages in the queue and dead-letter queue: {inv.payload.queued}")
@@ -270,6 +287,8 @@ def describe(inv: Inventory) -> list[str]:
             lines.append(f"old key {key}: nothing userstore holds needs it")
     if inv.stale:
         lines.append(f"{inv.stale} records to re-encrypt: run `userstore sweep`")
+    if inv.old_format:
+        lines.append(f"{inv.old_format} records in an old format: run `userstore sweep`")
     for version in inv.unused_index_versions():
         lines.append(
             f"blind-index key version {version} is used by no record: retire it with "

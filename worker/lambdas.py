@@ -36,6 +36,7 @@ loop is never shared.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import functools
 import os
 import time
@@ -303,12 +304,15 @@ def _get_runtime() -> _Runtime:
         metrics = Metrics()
         set_aside = SetAside(settings.stream_max_record_tries, metrics)
         _runtime = _Runtime(loop, stack, parts, dlq, metrics, set_aside)
+        atexit.register(close_runtime)  # a script's exit closes the clients (Lambda never exits)
     return _runtime
 
 
 def close_runtime() -> None:
-    """Release the container's clients and loop (tests; Lambda simply freezes the container)."""
+    """Release the container's clients and loop: for tests and scripts (run at exit too); Lambda
+    simply freezes the container."""
     global _runtime
+    atexit.unregister(close_runtime)
     if _runtime is not None:
         runtime, _runtime = _runtime, None
         runtime.loop.run_until_complete(runtime.stack.aclose())

@@ -11,7 +11,17 @@ from contextvars import ContextVar
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+)
+
+# No `<name>_created` series: one timestamp per counter and histogram child, doubling /metrics for
+# what the process start time already says. Process-wide, as prometheus_client's switch is.
+disable_created_metrics()  # type: ignore[no-untyped-call]  # unannotated in prometheus_client
 
 # The worker's metrics, for code with no handle on them (worker.aws.call counts its retries).
 # Set by the runner; tasks it starts inherit it.

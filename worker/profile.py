@@ -1,8 +1,9 @@
 """Pure rules for a user's stored profile: how events merge, whatever order they arrive in.
 
 The state is a last-writer-wins map keyed by *stamps*: an event's stamp is its `occurred_at`
-(UTC, fixed width) followed by its `event_id`, so stamps order events totally and compare as
-plain strings (also inside DynamoDB condition expressions).
+(UTC, fixed width) followed by a 32-bit digest of its `event_id` (the tie-break), so stamps
+order events totally and compare as plain strings. Two events tie only within one microsecond,
+so 32 bits tell them apart; the digest keeps a stored stamp at 12 bytes (record format 2).
 
 A profile is flattened into leaf paths: `email`, `address.locality`, `attributes.<name>`.
 - every leaf has an Entry: the stamp of the last event that set or removed it;
@@ -22,7 +23,6 @@ Nothing here does I/O or reads a clock: `now` is passed in.
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import hmac
 import json
@@ -50,10 +50,17 @@ class Presence(StrEnum):
     DELETED = "deleted"
 
 
+TIE_BYTES = 4  # the stamp's tie-break: this many bytes of SHA-256 of the event id, in hex
+
+
 def stamp_of(occurred_at: datetime, event_id: str) -> Stamp:
-    """The event's position in the total order: UTC time (fixed width), then event id."""
+    """The event's position in the total order: UTC time (fixed width), then the tie-break."""
     utc = occurred_at.astimezone(UTC)
-    return f"{utc:%Y-%m-%dT%H:%M:%S.%fZ}|{event_id}"
+    return f"{utc:%Y-%m-%dT%H:%M:%S.%fZ}|{tie_break(event_id)}"
+
+
+def tie_break(event_id: str) -> str:
+    return hashlib.sha256(event_id.encode()).digest()[:TIE_BYTES].hex()
 
 
 def event_stamp(event: Event) -> Stamp:
@@ -189,28 +196,49 @@ def view(state: UserState) -> dict[str, JsonValue] | None:
 class Seen(StrEnum):
     """What a record's signed-only bookkeeping says about an event, read before verifying it."""
 
-    NEW = "new"  # neither remembered nor shadowed: apply it
+    NEW = "new"  # not remembered: apply it (staleness is decided on the verified state)
     DUPLICATE = "duplicate"  # remembered with the same content digest
     UNCHECKED = "unchecked"  # remembered with no digest to compare (older record, retired key)
     REUSED = "reused"  # remembered with a *different* content digest
     STALE = "stale"  # at or below the last create or delete: every write it makes is shadowed
 
 
-def precheck(
-    event_id: str, digest: str, stamp: Stamp, root_reset: Stamp, recent: tuple[str, ...]
-) -> Seen:
+@dataclass(frozen=True)
+class Digest:
+    """An event's keyed content digest: `DIGEST_BITS` of HMAC under index key `version`."""
+
+    version: int
+    tag: bytes
+
+
+@dataclass(frozen=True)
+class Remembered:
+    """One event a record remembers: a digest of its id, and of its content if known.
+
+    `content` is None for an entry made under another index key version than the one the
+    record's digests are under (or before digests existed): it can't be compared.
+    """
+
+    id_tag: bytes
+    content: Digest | None = None
+
+
+def precheck(event_id: str, digest: Digest, recent: tuple[Remembered, ...]) -> Seen:
     """`digest` is the event's `content_digest`; `recent` holds `remember`ed entries."""
+    wanted = id_tag(event_id)
     for entry in recent:
-        seen_id, _, seen_digest = entry.partition(DIGEST_SEPARATOR)
-        if seen_id != event_id:
+        if entry.id_tag != wanted:
             continue
-        if seen_digest.partition(":")[0] != digest.partition(":")[0]:
+        if entry.content is None or entry.content.version != digest.version:
             return Seen.UNCHECKED  # no digest, or one made under another index key version
-        # Plain ==: nothing secret to time, and a forged entry may not be ASCII.
-        return Seen.DUPLICATE if seen_digest == digest else Seen.REUSED
-    if stamp <= root_reset:
-        return Seen.STALE
+        # Plain ==: nothing secret to time, and a forged entry is checked before it is trusted.
+        return Seen.DUPLICATE if entry.content.tag == digest.tag else Seen.REUSED
     return Seen.NEW
+
+
+def is_stale(event: Event, state: UserState) -> bool:
+    """At or below the verified state's last create or delete: every write is shadowed."""
+    return event_stamp(event) <= state.root_reset
 
 
 def skips_unverified(seen: Seen, event: Event) -> bool:
@@ -243,13 +271,19 @@ def check_window(
         )
 
 
-RECENT_EVENTS = 50  # event ids kept per record for free duplicate detection
-DIGEST_SEPARATOR = "\t"  # never in an event id (printable ASCII only)
-# Each event id is only ever compared with the one digest remembered for that same id (no
-# birthday bound across the window), so a reused id with different content passes as a duplicate
-# with probability 2**-64: negligible even if every event reused an id. Forging one needs the key.
-DIGEST_BITS = 64
+RECENT_EVENTS = 16  # events remembered per record, for free duplicate detection
+# A remembered id is a 64-bit digest: a new event matches one of the RECENT_EVENTS by chance
+# with probability 16 * 2**-64 (about 1e-18), and must then match its 32-bit content digest
+# too to be skipped. A reused id with different content passes as a duplicate with probability
+# 2**-32. Forging a matching entry needs the index key. See docs/design.md, "Record format 2".
+ID_TAG_BYTES = 8
+DIGEST_BITS = 32
 DIGEST_PURPOSE = b"userstore-event-digest/v1"
+
+
+def id_tag(event_id: str) -> bytes:
+    """How a record remembers an event id (not secret: event ids are not personal data)."""
+    return hashlib.sha256(b"userstore-event-id/v1\0" + event_id.encode()).digest()[:ID_TAG_BYTES]
 
 
 def event_content(event: Event) -> bytes:
@@ -267,31 +301,40 @@ def event_content(event: Event) -> bytes:
     return json.dumps(content, separators=(",", ":"), sort_keys=True, ensure_ascii=False).encode()
 
 
-def content_digest(event: Event, key: bytes, key_version: int) -> str:
-    """`<key version>:<HMAC, 64 bits, base64url>` of the event's content.
+def content_digest(event: Event, key: bytes, key_version: int) -> Digest:
+    """The HMAC (first DIGEST_BITS) of the event's content, under index key version `key_version`.
 
     Keyed, with a key derived from an index key (`key`) for this purpose only: the digest sits
     in signed-only plaintext, and a plain hash of, say, `{"email_verified": true}` with a known
     user id and time would let a table reader test guesses of the data.
     """
     derived = hmac.new(key, DIGEST_PURPOSE, hashlib.sha256).digest()
-    mac = hmac.new(derived, event_content(event), hashlib.sha256).digest()[: DIGEST_BITS // 8]
-    return f"{key_version}:{base64.urlsafe_b64encode(mac).decode().rstrip('=')}"
+    mac = hmac.new(derived, event_content(event), hashlib.sha256).digest()
+    return Digest(key_version, mac[: DIGEST_BITS // 8])
 
 
-def remember(recent: tuple[str, ...], event_id: str, digest: str) -> tuple[str, ...]:
-    """Most recent last, as `<event id><TAB><digest>`; bounded so the record stays small."""
-    return (*recent, f"{event_id}{DIGEST_SEPARATOR}{digest}")[-RECENT_EVENTS:]
+def remember(
+    recent: tuple[Remembered, ...], event_id: str, digest: Digest
+) -> tuple[Remembered, ...]:
+    """Most recent last; bounded so the record stays small. A record keeps digests under one
+    index key version: entries under another lose theirs (they then read as UNCHECKED)."""
+    kept = tuple(
+        e if e.content is None or e.content.version == digest.version else Remembered(e.id_tag)
+        for e in recent
+    )
+    return (*kept, Remembered(id_tag(event_id), digest))[-RECENT_EVENTS:]
 
 
 __all__ = [
     "DIGEST_BITS",
     "RECENT_EVENTS",
     "ROOT",
+    "Digest",
     "Entry",
     "Event",
     "EventType",
     "Presence",
+    "Remembered",
     "Seen",
     "Stamp",
     "UserState",
@@ -302,11 +345,14 @@ __all__ = [
     "event_content",
     "event_stamp",
     "flatten",
+    "id_tag",
+    "is_stale",
     "join",
     "precheck",
     "prune",
     "remember",
     "skips_unverified",
     "stamp_of",
+    "tie_break",
     "view",
 ]

@@ -1,66 +1,43 @@
 """How a UserState is laid out as a DynamoDB item (pure: no I/O, no crypto).
 
-Signed-only bookkeeping, readable without a key so that duplicates, stale events and records
-sealed under an old key are found without decrypting:
+Every layout shares the signed-only attributes that tables, indexes and rotation rely on:
 
-    user_id          S  partition key
-    rev              N  revision; every write is conditioned on it
-    presence         S  present | deleted
-    presence_stamp   S  stamp of the newest event seen
-    reset_stamp      S  stamp of the last create or delete (events at or below it are no-ops)
-    recent_events    L  the last RECENT_EVENTS events applied: "<event id><TAB><digest>" (older
-                        records: the bare id); the digest is keyed, see profile.content_digest
-    key_ref          S  the key (or material version) the record is sealed under
-    email_idx        S  blind index of the email: "<index key version>:<HMAC>" (if any email)
-    expires_at       N  tombstones only: TTL epoch seconds
-    format           N  record layout version
+    user_id      S  partition key
+    rev          N  revision; every write is conditioned on it
+    key_ref      S  the key (or material version) the record is sealed under
+    email_idx    S  blind index of the email: "<index key version>:<HMAC>" (if any email)
+    expires_at   N  tombstones only: TTL epoch seconds
+    format       N  record layout version (absent: 1)
 
-Encrypted and signed, one attribute per top-level claim (`email`, `address`, ...) holding the
-claim as JSON, plus `clock`: the per-field stamps and container resets. Absent claims are absent
-attributes. The SDK adds `*amzn-ddb-map-desc*` and `*amzn-ddb-map-sig*`.
+What else a record holds depends on its format: format 2 (worker.record_format2, written by
+every write) keeps the bookkeeping in one signed-only binary attribute and the clock and claims
+in one encrypted one; format 1 (worker.record_format1, read only) had an attribute each. The
+SDK adds `*amzn-ddb-map-desc*` and `*amzn-ddb-map-sig*`.
 """
 
 from __future__ import annotations
 
-import json
+import zlib
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from . import record_format1 as format1
+from . import record_format2 as format2
 from .errors import RecordTampered
-from .profile import (
-    DIGEST_SEPARATOR,
-    ROOT,
-    Entry,
-    Presence,
-    Stamp,
-    UserState,
-    flatten,
-    stamp_of,
-    view,
-)
+from .profile import Presence, Remembered, UserState, id_tag, stamp_of
 
 Item = dict[str, dict[str, Any]]  # DynamoDB JSON
 
-RECORD_FORMAT = 1
+RECORD_FORMAT = 2
+FORMATS = (1, 2)
 PARTITION_KEY = "user_id"
 KEY_REF = "key_ref"
 EMAIL_INDEX = "email_idx"
-SIGN_ONLY = frozenset(
-    {
-        PARTITION_KEY,
-        "rev",
-        "presence",
-        "presence_stamp",
-        "reset_stamp",
-        "recent_events",
-        KEY_REF,
-        "expires_at",
-        "format",
-        EMAIL_INDEX,
-    }
-)
-CLOCK = "clock"
+FORMAT = "format"
+_COMMON = frozenset({PARTITION_KEY, "rev", KEY_REF, "expires_at", FORMAT, EMAIL_INDEX})
+# Signed but not encrypted, in any format: the SDK is told the union (names don't collide).
+SIGN_ONLY = _COMMON | format1.SIGN_ONLY | {format2.HEAD}
 
 
 @dataclass(frozen=True)
@@ -68,24 +45,23 @@ class RecordHead:
     """The signed-only bookkeeping of a stored item, read without verifying it.
 
     Before verification it may only decide skips a table writer can't forge (see
-    `profile.skips_unverified`) and find records sealed under an old key; anything that changes
-    a record, or that drops an event, is decided after the signature has been checked.
+    `profile.skips_unverified`) and find records sealed under an old key or in an old format;
+    anything that changes a record, or that drops an event, is decided after the signature has
+    been checked.
     """
 
     user_id: str
     rev: int
     presence: Presence | None
-    presence_stamp: Stamp
-    reset_stamp: Stamp
-    recent_events: tuple[str, ...]
+    recent_events: tuple[Remembered, ...]
     key_ref: str
     expires_at: int | None = None
     email_index: str | None = None
+    format: int = RECORD_FORMAT
 
-    @property
-    def event_ids(self) -> tuple[str, ...]:
-        """The remembered event ids, without their digests."""
-        return tuple(entry.partition(DIGEST_SEPARATOR)[0] for entry in self.recent_events)
+    def remembers(self, event_id: str) -> bool:
+        tag = id_tag(event_id)
+        return any(entry.id_tag == tag for entry in self.recent_events)
 
     @property
     def index_version(self) -> int | None:
@@ -95,25 +71,34 @@ class RecordHead:
         return int(self.email_index.partition(":")[0])
 
 
+def record_format(item: Item) -> int:
+    return int(item[FORMAT]["N"]) if FORMAT in item else 1
+
+
 def read_head(item: Item) -> RecordHead:
     try:
-        presence = item.get("presence", {}).get("S")
+        layout = record_format(item)
+        if layout == 2:
+            presence, recent = format2.unpack_head(item[format2.HEAD]["B"])
+        elif layout == 1:
+            presence, recent = format1.read_presence(item), format1.read_recent(item)
+        else:
+            raise ValueError("unknown record format")
         return RecordHead(
             user_id=item[PARTITION_KEY]["S"],
             rev=int(item["rev"]["N"]),
-            presence=Presence(presence) if presence else None,
-            presence_stamp=item.get("presence_stamp", {}).get("S", ""),
-            reset_stamp=item.get("reset_stamp", {}).get("S", ""),
-            recent_events=tuple(v["S"] for v in item.get("recent_events", {}).get("L", [])),
+            presence=presence,
+            recent_events=recent,
             key_ref=item.get(KEY_REF, {}).get("S", ""),
             expires_at=int(item["expires_at"]["N"]) if "expires_at" in item else None,
             email_index=item.get(EMAIL_INDEX, {}).get("S"),
+            format=layout,
         )
-    except (KeyError, ValueError, TypeError) as exc:
+    except (KeyError, ValueError, TypeError, IndexError) as exc:
         raise RecordTampered("stored record has malformed bookkeeping attributes") from exc
 
 
-def check_stamps(head: RecordHead, now: datetime, max_skew: timedelta) -> None:
+def check_stamps(state: UserState, now: datetime, max_skew: timedelta) -> None:
     """Raise RecordTampered for a stored stamp later than `now + max_skew`.
 
     Every stamp stored comes from an event that passed `profile.check_window` when applied, so
@@ -121,7 +106,8 @@ def check_stamps(head: RecordHead, now: datetime, max_skew: timedelta) -> None:
     than that). A later one was written by someone else, say to make every later event stale.
     """
     horizon = stamp_of(now + max_skew, "").partition("|")[0]
-    for name, stamp in (("reset_stamp", head.reset_stamp), ("presence_stamp", head.presence_stamp)):
+    stamps = {"reset stamp": state.root_reset, "presence stamp": state.presence_stamp}
+    for name, stamp in stamps.items():
         if stamp.partition("|")[0] > horizon:  # fixed width, so strings compare as times
             raise RecordTampered(f"stored record's {name} is later than the clock skew allows")
 
@@ -131,56 +117,34 @@ def to_item(
     state: UserState,
     *,
     rev: int,
-    recent_events: tuple[str, ...],
+    recent_events: tuple[Remembered, ...],
     expires_at: int | None,
     email_index: str | None = None,
 ) -> Item:
-    """The plaintext item to seal: bookkeeping as-is, claims and clock to be encrypted."""
+    """The plaintext format-2 item to seal: `h` signed only, `d` to be encrypted."""
     item: Item = {
         PARTITION_KEY: {"S": user_id},
         "rev": {"N": str(rev)},
-        "presence": {"S": str(state.presence or "")},
-        "presence_stamp": {"S": state.presence_stamp},
-        "reset_stamp": {"S": state.root_reset},
-        "recent_events": {"L": [{"S": event_id} for event_id in recent_events]},
-        "format": {"N": str(RECORD_FORMAT)},
+        FORMAT: {"N": str(RECORD_FORMAT)},
+        format2.HEAD: {"B": format2.pack_head(state.presence, recent_events)},
+        format2.DATA: {"B": format2.pack_data(state)},
     }
     if expires_at is not None:
         item["expires_at"] = {"N": str(expires_at)}
     if email_index is not None:
         item[EMAIL_INDEX] = {"S": email_index}
-    for claim, value in (view(state) or {}).items():
-        item[claim] = {"S": _dumps(value)}
-    clock = {
-        "resets": {k: s for k, s in state.resets.items() if k != ROOT},
-        "entries": {p: [e.stamp, e.value is None] for p, e in state.entries.items()},
-    }
-    item[CLOCK] = {"S": _dumps(clock)}
     return item
 
 
 def from_item(item: Item) -> UserState:
-    """A verified, decrypted item back to the state it was made from."""
+    """A verified, decrypted item (either format) back to the state it was made from."""
+    head = read_head(item)
     try:
-        head = read_head(item)
-        clock = json.loads(item[CLOCK]["S"])
-        claims = {
-            name: json.loads(value["S"])
-            for name, value in item.items()
-            if name not in SIGN_ONLY and name != CLOCK
-        }
-        values = flatten(claims)
-        entries = {
-            path: Entry(stamp, None if removed else values[path])
-            for path, (stamp, removed) in clock["entries"].items()
-        }
-        resets = dict(clock["resets"])
-    except (KeyError, ValueError, TypeError) as exc:
+        if head.format == 2:
+            extra = set(item) - SIGN_ONLY - {format2.DATA}
+            if extra:
+                raise ValueError("attributes a format-2 record does not have")
+            return format2.unpack_data(item[format2.DATA]["B"], head.presence)
+        return format1.from_item(item, frozenset(item) - SIGN_ONLY)
+    except (KeyError, ValueError, TypeError, IndexError, zlib.error) as exc:
         raise RecordTampered("stored record does not match the record layout") from exc
-    if head.reset_stamp:
-        resets[ROOT] = head.reset_stamp
-    return UserState(head.presence, head.presence_stamp, resets, entries)
-
-
-def _dumps(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), sort_keys=True, ensure_ascii=False)

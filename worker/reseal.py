@@ -15,18 +15,19 @@ from .crypto import ItemCipher
 from .errors import WriteConflict
 from .keyref import KeyRef
 from .ports import StoredRecord, UsersTable
-from .record import RecordHead, from_item, to_item
+from .record import RECORD_FORMAT, RecordHead, from_item, to_item
 
 
 @dataclass(frozen=True)
 class Target:
-    """What a current record looks like: sealed under this key, email indexed with this version."""
+    """What a current record looks like: sealed under this key, email indexed with this version,
+    in the current record format (so a sweep also upgrades older layouts)."""
 
     key_ref: KeyRef
     index_version: int
 
     def is_stale(self, head: RecordHead) -> bool:
-        if head.key_ref != str(self.key_ref):
+        if head.key_ref != str(self.key_ref) or head.format != RECORD_FORMAT:
             return True
         return head.index_version is not None and head.index_version != self.index_version
 

@@ -21,6 +21,7 @@ from typing import Any
 import boto3
 import pytest
 
+from tests.harness import forgery
 from tests.harness.emulator import free_port
 from tests.harness.logs import count_logged, log_records
 from tests.harness.model import expected_profiles
@@ -38,6 +39,7 @@ from tests.harness.worker_process import (
 )
 from tests.reliability.scenario import ScenarioRecorder
 from userstore.events import parse_event, validate_event
+from userstore.worker.profile import Presence
 from userstore.worker.settings import Settings
 
 # --- helpers -----------------------------------------------------------------------------------
@@ -220,22 +222,23 @@ def test_get_prints_profile_refuses_unknown_and_tampered_records(aws_endpoint: s
         for value in personal:
             assert value not in refused.stderr
 
-    # A signed-only attribute changed in place.
+    # A signed-only attribute changed in place (record format 2: the bookkeeping `h`, presence
+    # flipped to deleted; there is no plaintext stamp left to edit).
     victim = users[0]
-    stamp = get_item(ddb, settings.table, victim)["presence_stamp"]["S"]
+    forged_head = forgery.with_presence(get_item(ddb, settings.table, victim), Presence.DELETED)
     ddb.update_item(
         TableName=settings.table,
         Key={"user_id": {"S": victim}},
-        UpdateExpression="SET presence_stamp = :s",
-        ExpressionAttributeValues={":s": {"S": stamp.replace("|", "0|", 1)}},
+        UpdateExpression="SET h = :h",
+        ExpressionAttributeValues={":h": forged_head["h"]},
     )
     assert_refused(victim)
 
-    # An encrypted attribute copied from another user's record.
+    # The encrypted attribute (`d`: the clock and every claim) copied from another user's record.
     donor = get_item(ddb, settings.table, users[2])
     target = get_item(ddb, settings.table, users[1])
-    assert "email" in donor and "B" in donor["email"]
-    ddb.put_item(TableName=settings.table, Item={**target, "email": donor["email"]})
+    assert "d" in donor and "B" in donor["d"]
+    ddb.put_item(TableName=settings.table, Item=forgery.with_data_of(target, donor))
     assert_refused(users[1])
 
     # A whole record replayed under another user's key.
@@ -247,7 +250,7 @@ def test_get_prints_profile_refuses_unknown_and_tampered_records(aws_endpoint: s
 
     # The untouched record still reads, and the tampered ones were left as they were.
     assert json.loads(run_cli(env, "get", users[2]).stdout) == expected[users[2]]
-    assert get_item(ddb, settings.table, users[1])["email"] == donor["email"]
+    assert get_item(ddb, settings.table, users[1])["d"] == donor["d"]
 
     # (d) AWS unreachable: exit 3, one line.
     unreachable = {
@@ -404,12 +407,14 @@ def test_demo_reports_outcomes_ciphertext_and_dead_letters() -> None:
     assert all("applied=" in c for c in counts)
     assert "applied=10" in counts[0]  # one create per user
 
-    # One record as stored: claims are ciphertext, bookkeeping is readable.
+    # One record as stored (format 2): the claims are in the ciphertext `d`, the bookkeeping in
+    # the signed-only binary `h`; no claim has an attribute of its own.
     header = next(i for i, line in enumerate(lines) if line.startswith("one record as stored"))
     stored, _ = json.JSONDecoder().raw_decode("\n".join(lines[header + 1 :]))
-    assert set(stored["email"]) == {"B"}
-    assert set(stored["given_name"]) == {"B"}
-    assert set(stored["presence"]) == {"S"}
+    assert set(stored["d"]) == {"B"}
+    assert set(stored["h"]) == {"B"}
+    assert stored["format"] == {"N": "2"}
+    assert not {"email", "given_name", "presence"} & set(stored)
     header = next(i for i, line in enumerate(lines) if line.startswith("the same record"))
     decrypted, _ = json.JSONDecoder().raw_decode("\n".join(lines[header + 1 :]))
     assert "@" in decrypted["email"]
@@ -450,13 +455,13 @@ def test_find_by_email_and_rotation_status(aws_endpoint: str) -> None:
     assert "3  kms:arn:aws:kms:" in status.stdout
     assert "2  kms:arn:aws:kms:" in status.stdout  # the two control records
     assert "no old keys" in status.stdout and "can NOT" not in status.stdout
-    # A forged candidate (signed attribute edited) is skipped: named on stderr, exit 0 while a
-    # verified one matched, 2 once none did (the forged one may be the user wanted).
+    # A forged candidate (signed attribute edited: record format 2's bookkeeping `h`, an event
+    # spliced in as remembered) is skipped: named on stderr, exit 0 while a verified one
+    # matched, 2 once none did (the forged one may be the user wanted).
     _sqs, ddb, _q, _dlq = clients(settings)
     skipped = []
     for forged in users[1], users[0]:
-        item = get_item(ddb, settings.table, forged)
-        item["presence_stamp"] = {"S": "9999-01-01T00:00:00.000000Z|x"}
+        item = forgery.with_remembered(get_item(ddb, settings.table, forged), "next", None)
         ddb.put_item(TableName=settings.table, Item=item)
         skipped.append(run_cli(env, "find", "--email", "ADA@example.org"))
     assert (skipped[0].returncode, skipped[0].stdout.split()) == (0, [users[0]])

@@ -25,9 +25,11 @@ from typing import Any
 import pytest
 
 from tests.faults.proxy import FaultRules, ServiceRules, fault_proxy_process
+from tests.harness import forgery
 from tests.harness.traffic import make_traffic, publish_with_boto3, timed_event
 from tests.harness.waiting import wait_drained
 from tests.harness.worker_process import provision_worker, userstore
+from userstore.worker.profile import Presence
 
 _SAMPLE = re.compile(r"^(\w+)(?:\{(.*)\})? (\S+)$")
 
@@ -77,10 +79,11 @@ def value(page: list[tuple[str, dict[str, str], float]], name: str, **labels: st
 
 
 def tamper(ddb: Any, table: str, user: str) -> None:
-    """Edit a signed attribute of the stored record, the way someone with table write could."""
+    """Edit a signed attribute of the stored record, the way someone with table write could
+    (record format 2: the bookkeeping `h`, its presence flipped to deleted; format 2 has no
+    plaintext stamp to push into the future)."""
     item = ddb.get_item(TableName=table, Key={"user_id": {"S": user}}, ConsistentRead=True)["Item"]
-    item["presence_stamp"] = {"S": "9999-01-01T00:00:00.000000Z|x"}
-    ddb.put_item(TableName=table, Item=item)
+    ddb.put_item(TableName=table, Item=forgery.with_presence(item, Presence.DELETED))
 
 
 @pytest.mark.timeout(300)

@@ -9,6 +9,7 @@ and publisher client) needs none of the worker's pinned stack.
 from __future__ import annotations
 
 import configparser
+import email.parser
 import json
 import os
 import subprocess
@@ -82,6 +83,33 @@ def test_the_wheel_ships_every_module_the_markers_and_the_schemas(wheel: Path) -
         assert not any(r.startswith(name) for r in base), base
         assert any(r.startswith(name) for r in worker), worker
     assert not any("==" in r for r in base), base
+
+
+@pytest.mark.timeout(300)
+def test_the_wheel_carries_the_license_the_urls_and_the_classifiers(wheel: Path) -> None:
+    version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+    info = f"userstore-{version}.dist-info"
+    archive = zipfile.ZipFile(wheel)
+    metadata = email.parser.Parser().parsestr(archive.read(f"{info}/METADATA").decode())
+    # PEP 639: the SPDX expression, and the license text itself in the dist-info.
+    assert metadata["License-Expression"] == "MIT"
+    assert metadata.get_all("License-File") == ["LICENSE"]
+    shipped = archive.read(f"{info}/licenses/LICENSE").decode()
+    assert shipped == (ROOT / "LICENSE").read_text()
+    assert shipped.startswith("MIT License") and "userstore contributors" in shipped
+    urls = dict(line.split(", ", 1) for line in metadata.get_all("Project-URL") or [])
+    assert set(urls) == {"Homepage", "Repository", "Documentation", "Changelog", "Issues"}
+    assert all(url.startswith("https://") for url in urls.values()), urls
+    classifiers = set(metadata.get_all("Classifier") or [])
+    assert {
+        "Programming Language :: Python :: 3.11",
+        "Operating System :: OS Independent",
+        "Framework :: AsyncIO",
+        "Typing :: Typed",
+    } <= classifiers, classifiers
+    # The oldest Python named is the one requires-python allows.
+    assert metadata["Requires-Python"] == ">=3.11"
+    assert not any(c.startswith("License ::") for c in classifiers)  # the expression says it
 
 
 # Imports of the worker's stack fail, as they would where only the base distribution is installed.

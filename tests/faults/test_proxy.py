@@ -367,7 +367,8 @@ def new_item(user: str) -> dict[str, Any]:
     state = profile.apply(
         UserState(), event("f-0", "user.created", user, at, {"given_name": "Fault-Proxy-Secret"})
     )
-    return to_item(user, state, rev=1, recent_events=("f-0",), expires_at=None)
+    remembered = (profile.Remembered(profile.id_tag("f-0")),)
+    return to_item(user, state, rev=1, recent_events=remembered, expires_at=None)
 
 
 @pytest.mark.parametrize(
@@ -387,7 +388,8 @@ async def test_kms_faults_through_the_item_cipher_are_key_unavailable(
         cipher = ItemCipher(KmsKeys(ref, kms_sync), "users", executor, ref)
         user = f"urn:fdc:gov.uk:2022:{tag()}"
         sealed = await cipher.seal(new_item(user))  # healthy KMS
-        assert (await cipher.open(sealed))["given_name"] != sealed["given_name"]
+        # `d` (record format 2: the clock and every claim) was encrypted
+        assert (await cipher.open(sealed))["d"] != sealed["d"]
 
         proxy.set_rules(outage(kind, "kms"))
         with pytest.raises(KeyUnavailable) as sealing:

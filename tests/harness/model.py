@@ -1,12 +1,14 @@
 """An independent reference model of what the store should hold after a set of events.
 
 It does the obvious thing, unlike worker.profile: drop duplicate event ids, sort by
-(occurred_at, event_id), apply each event in order with RFC 7396 merge-patch semantics. The
+occurred_at, then the documented tie-break (the first 4 bytes of SHA-256 of the event id),
+apply each event in order with RFC 7396 merge-patch semantics. The
 worker must arrive at the same profiles whatever order and however often events arrive.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable, Mapping
 from datetime import UTC
 from typing import Any
@@ -53,4 +55,5 @@ def _order(event: Mapping[str, Any]) -> tuple[str, str]:
     from datetime import datetime
 
     when = datetime.fromisoformat(str(event["occurred_at"]).replace("Z", "+00:00")).astimezone(UTC)
-    return (f"{when:%Y-%m-%dT%H:%M:%S.%f}", str(event["event_id"]))
+    tie = hashlib.sha256(str(event["event_id"]).encode()).hexdigest()[:8]
+    return (f"{when:%Y-%m-%dT%H:%M:%S.%f}", tie)

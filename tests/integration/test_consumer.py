@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from tests.harness import forgery
 from tests.harness.settings import make_settings, provision_settings
 from tests.harness.sqs_queues import NOW, body, drain_queue, receive_all, send_all
 from userstore.events import parse_event
@@ -204,16 +205,23 @@ async def test_an_unexpected_error_is_retried_and_logged_without_its_message(
 async def test_a_forged_record_and_a_reused_event_id_are_dead_lettered_with_their_reasons(
     moto_endpoint: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """A far-future reset_stamp would once have made the delete a silent 'stale' ack."""
+    """A far-future reset_stamp would once have made the delete a silent 'stale' ack.
+
+    Only a format-1 record (0.4's layout, still read) has a plaintext reset_stamp to forge
+    (format 2 keeps stamps in the encrypted `d`), so the forged user's record is written as 0.4
+    would have written it.
+    """
     settings = await provision_settings(make_settings(moto_endpoint, fifo=True))
     forged, reused = (f"urn:fdc:gov.uk:2022:{uuid.uuid4().hex[:8]}" for _ in range(2))
     metrics = Metrics()
     async with components(settings) as parts:
-        for user, event_id in ((forged, "f-0"), (reused, "r-0")):
-            created = parse_event(body(event_id, "user.created", user, 0, {"given_name": SECRET}))
-            assert await parts.handler.handle(created) is Outcome.APPLIED
+        old = parse_event(body("f-0", "user.created", forged, 0, {"given_name": SECRET}))
+        sealed = await parts.cipher.seal(forgery.format1_item(forged, [old]))
+        assert (await parts.store.put(sealed, expected_rev=None)).written
+        created = parse_event(body("r-0", "user.created", reused, 0, {"given_name": SECRET}))
+        assert await parts.handler.handle(created) is Outcome.APPLIED
         record = await parts.store.get(forged)
-        assert record is not None
+        assert record is not None and record.head.format == 1
         await parts.clients.dynamodb.put_item(
             TableName=settings.table,
             Item={**record.item, "reset_stamp": {"S": "2999-01-01T00:00:00.000000Z|x"}},

@@ -24,7 +24,8 @@ from userstore.worker.settings import KeyMode, Settings
 pytestmark = pytest.mark.integration
 
 NOW = datetime.now(UTC).replace(microsecond=0)
-RECENT_EVENTS = 50  # docs/design.md: "`recent_events` holds the last 50 event ids applied"
+RECENT_EVENTS = 16  # docs/design.md: "an event whose id digest is remembered (the last 16 events
+# applied)" (record format 1 remembered 50)
 
 
 def at(seconds: int) -> str:
@@ -81,6 +82,7 @@ def spent(
 
 
 # --- docs/threat-model.md: "per-field clocks ... encrypted `clock` attribute" --------------------
+# (record format 2: the clock is in the encrypted `d`, with the claims; format 1 had `clock`)
 
 
 async def test_the_clock_attribute_is_stored_as_ciphertext(provisioned_settings: Settings) -> None:
@@ -99,7 +101,8 @@ async def test_the_clock_attribute_is_stored_as_ciphertext(provisioned_settings:
         assert await parts.handler.handle(updated) is Outcome.APPLIED
 
     item = raw_item(provisioned_settings, user)
-    clock = item["clock"]
+    assert "clock" not in item  # format 2: the clock is inside `d`
+    clock = item["d"]
     assert set(clock) == {"B"}, "the clock must be stored as a binary (ciphertext), not a string"
     text = clock["B"].decode("latin-1")
     stamp_time = (NOW + timedelta(seconds=1)).strftime("%Y-%m-%dT%H:%M:%S")
@@ -122,7 +125,8 @@ def test_the_declared_attribute_actions_encrypt_the_clock() -> None:
 
     from userstore.worker.crypto import ATTRIBUTE_ACTIONS
 
-    assert ATTRIBUTE_ACTIONS.action("clock") is CryptoAction.ENCRYPT_AND_SIGN
+    assert ATTRIBUTE_ACTIONS.action("d") is CryptoAction.ENCRYPT_AND_SIGN  # format 2
+    assert ATTRIBUTE_ACTIONS.action("clock") is CryptoAction.ENCRYPT_AND_SIGN  # format 1, read
 
 
 # --- docs/design.md: "found `unchanged`, and not written" -----------------------------------------
@@ -162,8 +166,8 @@ async def test_an_update_that_changes_nothing_is_not_written(
 async def test_a_duplicate_fallen_out_of_recent_events_is_unchanged_and_not_written(
     provisioned_settings: Settings,
 ) -> None:
-    """docs/design.md: "If a duplicate has fallen out of `recent_events`, it is decrypted,
-    merged, found `unchanged`, and not written." """
+    """docs/design.md: "If a duplicate has fallen out of the window, it is decrypted, merged,
+    found `unchanged`, and not written." """
     metrics = Metrics()
     user = uid()
     async with components(provisioned_settings, metrics) as parts:

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from tests.harness import forgery
 from tests.harness.counting import event
 from userstore.worker import profile
 from userstore.worker.app import Components, components
@@ -145,7 +146,8 @@ async def test_sweep_reports_a_tampered_record_and_leaves_it(moto_endpoint: str)
         victim = next(iter(users))
         record = await parts.store.get(victim)
         assert record is not None
-        forged = {**record.item, "presence_stamp": {"S": "9999-01-01T00:00:00.000000Z|x"}}
+        # the signed-only bookkeeping `h` edited (format 2 has no plaintext stamp to forge)
+        forged = forgery.with_presence(record.item, profile.Presence.DELETED)
         await parts.clients.dynamodb.put_item(TableName=settings.table, Item=forged)
         await rotate_key(parts, await new_target(parts))
         report = await run_sweep(parts, segments=2, rate_per_s=1000)
@@ -219,11 +221,12 @@ async def test_find_by_email_skips_a_tampered_candidate_and_logs_it(
         assert record is not None and donor is not None
         assert await match_email(parts, shared) == EmailMatches(sorted([genuine, forged]), [])
         capsys.readouterr()
-        # 1: a signed-only attribute edited; 2: an encrypted attribute swapped in from another
-        # user's record (the index token left as it is, so it stays a candidate).
+        # 1: the signed-only bookkeeping `h` edited (a forged remembered event: presence is
+        # left as it is, so the record stays a candidate); 2: the encrypted `d` (claims) swapped
+        # in from another user's record (the index token left as it is, so it stays a candidate).
         for item in (
-            {**record.item, "presence_stamp": {"S": "9999-01-01T00:00:00.000000Z|x"}},
-            {**record.item, "email": donor.item["email"]},
+            forgery.with_remembered(record.item, "next", None),
+            forgery.with_data_of(record.item, donor.item),
         ):
             await parts.clients.dynamodb.put_item(TableName=settings.table, Item=item)
             assert await match_email(parts, shared.upper()) == EmailMatches([genuine], [forged])

@@ -13,6 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tests.harness import forgery
 from tests.harness.counting import counted_components, event
 from tests.harness.model import expected_profiles
 from tests.harness.strategies import deliveries, event_sets
@@ -20,7 +21,7 @@ from userstore.events import parse_event
 from userstore.worker import profile
 from userstore.worker.errors import EventIdReused, InvalidResult, RecordTampered
 from userstore.worker.handlers import Outcome
-from userstore.worker.record import from_item, to_item
+from userstore.worker.record import from_item, read_head
 from userstore.worker.settings import Settings
 
 NOW = datetime.now(UTC).replace(microsecond=0)
@@ -84,7 +85,9 @@ async def test_create_is_sealed_and_reads_back(provisioned_settings: Settings) -
         raw = _raw_text(record.item)
         for value in PERSONAL_VALUES:
             assert value not in raw
-        assert record.item["email"].keys() == {"B"}  # ciphertext, not a string
+        # format 2: every claim is inside one encrypted binary, none has an attribute of its own
+        assert record.item["d"].keys() == {"B"}  # ciphertext, not a string
+        assert "email" not in record.item
         assert record.head.key_ref.startswith(("kms:arn:aws:kms:", "materials:"))
         assert await _view(parts, user) == PERSONAL
 
@@ -131,21 +134,20 @@ async def test_delete_leaves_a_tombstone_without_personal_data(
         )
         record = await parts.store.get(user)
         assert record is not None
-        claims = set(record.item) - {
+        assert set(record.item) == {
             "user_id",
             "rev",
-            "presence",
-            "presence_stamp",
-            "reset_stamp",
-            "recent_events",
+            "h",  # presence and remembered event digests
+            "d",  # the clock and the claims, encrypted
             "key_ref",
             "expires_at",
             "format",
-            "clock",
             "*amzn-ddb-map-desc*",
             "*amzn-ddb-map-sig*",
         }
-        assert claims == set()
+        # and `d`, decrypted, holds no claim: every entry was pruned by the delete's reset
+        state = from_item(await parts.cipher.open(record.item))
+        assert state.entries == {} and state.presence is profile.Presence.DELETED
         assert int(record.item["expires_at"]["N"]) > NOW.timestamp()
         assert await _view(parts, user) is None
         # the older create, replayed, can't bring the user back
@@ -167,10 +169,12 @@ async def test_tampered_record_is_refused_and_left_alone(provisioned_settings: S
         assert record is not None and other is not None
         ddb = parts.clients.dynamodb
         table = provisioned_settings.table
-        # 1: a signed-only attribute edited; 2: an encrypted attribute copied from another user
+        # 1: the signed-only bookkeeping `h` edited (format 2 has no plaintext stamp to push
+        # into the future; flipping presence to deleted would hide the user); 2: the encrypted
+        # `d` (clock and claims) copied from another user
         forged = [
-            {**record.item, "presence_stamp": {"S": "9999-01-01T00:00:00.000000Z|x"}},
-            {**record.item, "email": other.item["email"]},
+            forgery.with_presence(record.item, profile.Presence.DELETED),
+            forgery.with_data_of(record.item, other.item),
         ]
         for item in forged:
             await ddb.put_item(TableName=table, Item=item)
@@ -201,12 +205,18 @@ def _kms(spent: dict[str, int]) -> dict[str, int]:
 async def test_a_forged_reset_stamp_is_tampering_not_stale(
     provisioned_settings: Settings, kind: str, forged: str
 ) -> None:
-    """A table writer raises reset_stamp so that later events would be skipped as stale."""
+    """A table writer raises reset_stamp so that later events would be skipped as stale.
+
+    Only format 1 (0.4's records, still read) had a plaintext reset_stamp; format 2 keeps every
+    stamp in the encrypted `d` (its tampering: test_tampered_record_is_refused_and_left_alone).
+    """
     async with counted_components(provisioned_settings) as (parts, calls):
         user = uid()
-        await parts.handler.handle(event("c1", "user.created", user, at(0), PERSONAL))
+        created = event("c1", "user.created", user, at(0), PERSONAL)
+        written = await parts.cipher.seal(forgery.format1_item(user, [created]))
+        assert (await parts.store.put(written, expected_rev=None)).written
         record = await parts.store.get(user)
-        assert record is not None
+        assert record is not None and record.head.format == 1
         stamp = (
             "2999-01-01T00:00:00.000000Z|x"
             if forged == "year 2999"
@@ -243,25 +253,38 @@ async def test_a_genuinely_stale_event_is_verified_then_skipped(
 
 
 @pytest.mark.parametrize(
-    ("kind", "entry"),
+    ("layout", "kind", "entry"),
     [
-        ("user.deleted", "{id}"),  # a digest-less id, as older records hold
-        ("user.updated", "{id}"),
-        ("user.updated", "{id}\t1:AAAAAAAAAAA"),  # a digest the writer can't compute
-        ("user.deleted", "{id}\t1:AAAAAAAAAAA"),
+        (2, "user.deleted", None),  # a digest-less id, as entries from older records are
+        (2, "user.updated", None),
+        (2, "user.updated", b"\x00\x00\x00\x01"),  # a digest the writer can't compute
+        (2, "user.deleted", b"\x00\x00\x00\x01"),
+        (1, "user.updated", "{id}"),  # format 1: recent_events in plaintext
+        (1, "user.updated", "{id}\t1:AAAAAAAAAAA"),
+        (1, "user.deleted", "{id}\t1:AAAAAAAAAAA"),
     ],
 )
 async def test_a_forged_remembered_event_is_tampering_not_a_skip(
-    provisioned_settings: Settings, kind: str, entry: str
+    provisioned_settings: Settings, layout: int, kind: str, entry: bytes | str | None
 ) -> None:
-    """A table writer adds an upcoming event's id to recent_events so that it would be skipped."""
+    """A table writer adds an upcoming event's id to the remembered events (format 2: in `h`;
+    format 1: recent_events) so that it would be skipped."""
     async with counted_components(provisioned_settings) as (parts, _):
         user = uid()
-        await parts.handler.handle(event("c1", "user.created", user, at(0), PERSONAL))
+        created = event("c1", "user.created", user, at(0), PERSONAL)
+        if layout == 1:
+            written = await parts.cipher.seal(forgery.format1_item(user, [created]))
+            assert (await parts.store.put(written, expected_rev=None)).written
+        else:
+            await parts.handler.handle(created)
         record = await parts.store.get(user)
-        assert record is not None
-        remembered = record.item["recent_events"]["L"] + [{"S": entry.format(id="next")}]
-        item = {**record.item, "recent_events": {"L": remembered}}
+        assert record is not None and record.head.format == layout
+        if isinstance(entry, str):
+            remembered = record.item["recent_events"]["L"] + [{"S": entry.format(id="next")}]
+            item = {**record.item, "recent_events": {"L": remembered}}
+        else:
+            item = forgery.with_remembered(record.item, "next", entry)
+        assert read_head(item).remembers("next")
         await parts.clients.dynamodb.put_item(TableName=provisioned_settings.table, Item=item)
         data = {"given_name": "X"} if kind == "user.updated" else None
         with pytest.raises(RecordTampered):
@@ -309,12 +332,12 @@ async def test_an_event_id_reused_with_other_content_is_dead_lettered(
 async def test_ids_remembered_without_a_digest_are_still_duplicates(
     provisioned_settings: Settings,
 ) -> None:
-    """Records written before digests: a redelivery is verified, then skipped."""
+    """Records written before digests (format 1, bare ids): a redelivery is verified, then
+    skipped."""
     async with counted_components(provisioned_settings) as (parts, calls):
         user = uid()
         created = event("c1", "user.created", user, at(0), PERSONAL)
-        state = profile.apply(profile.UserState(), created)
-        item = to_item(user, state, rev=1, recent_events=("c1",), expires_at=None)
+        item = forgery.format1_item(user, [created], recent_events=("c1",))
         assert (await parts.store.put(await parts.cipher.seal(item), expected_rev=None)).written
         before = dict(calls.counts)
         assert await parts.handler.handle(created) is Outcome.DUPLICATE
@@ -322,12 +345,15 @@ async def test_ids_remembered_without_a_digest_are_still_duplicates(
         assert "PutItem" not in spent
         kms = provisioned_settings.key_mode == "kms"
         assert _kms(spent) == ({"Decrypt": 1} if kms else {})
-        # the next event remembers its id with a digest, beside the bare one
+        # the next event upgrades the record to format 2 and remembers its id with a digest,
+        # beside the digest-less one
         patch = event("u1", "user.updated", user, at(1), {"given_name": "Ada"})
         assert await parts.handler.handle(patch) is Outcome.APPLIED
         record = await parts.store.get(user)
-        assert record is not None and record.head.event_ids == ("c1", "u1")
-        assert record.head.recent_events[1].startswith("u1\t")
+        assert record is not None and record.head.format == 2
+        recent = record.head.recent_events
+        assert [e.id_tag for e in recent] == [profile.id_tag("c1"), profile.id_tag("u1")]
+        assert recent[0].content is None and recent[1].content is not None
 
 
 async def test_merged_profile_is_validated(provisioned_settings: Settings) -> None:

@@ -271,7 +271,8 @@ async def test_kms_unavailable_is_retried_later_and_writes_nothing(moto_endpoint
                 UserState(),
                 event("k-0", "user.created", user, NOW.isoformat(), {"given_name": SECRET}),
             )
-            item = to_item(user, state, rev=1, recent_events=("k-0",), expires_at=None)
+            remembered = (profile.Remembered(profile.id_tag("k-0")),)
+            item = to_item(user, state, rev=1, recent_events=remembered, expires_at=None)
             with pytest.raises(KeyUnavailable) as caught:
                 await broken.seal(item)
             assert isinstance(caught.value, RetryLater)
@@ -324,7 +325,7 @@ async def test_kms_unavailable_is_retried_later_and_writes_nothing(moto_endpoint
             assert await receive_all(parts.clients.sqs, dlq_url) == []
             record = await parts.store.get(user)
             assert record is not None and record.head.rev == 1
-            assert record.head.event_ids == ("k-1",)
+            assert [e.id_tag for e in record.head.recent_events] == [profile.id_tag("k-1")]
             view = profile.view(from_item(await parts.cipher.open(record.item)))
             assert view == {"given_name": SECRET}
     finally:

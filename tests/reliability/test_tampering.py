@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from tests.harness import forgery
 from tests.harness.counting import event
 from tests.harness.settings import make_settings, provision_settings
 from tests.harness.sqs_queues import body, drain_queue, receive_all, send_all
@@ -21,7 +22,7 @@ from tests.reliability.scenario import ScenarioRecorder
 from userstore.worker.app import Components, components, consumer_for
 from userstore.worker.errors import RecordTampered
 from userstore.worker.metrics import Metrics
-from userstore.worker.profile import view
+from userstore.worker.profile import Presence, view
 from userstore.worker.record import from_item
 from userstore.worker.settings import KeyMode
 from userstore.worker.sweep import run_sweep
@@ -74,9 +75,12 @@ async def test_every_kind_of_tampering_is_refused_and_reported(
         items = {k: await _create(parts, uid, SECRET) for k, uid in ids.items()}
         foreign = await _create(elsewhere, ids["other_table"], "Elsewhere")
         ddb, table = parts.clients.dynamodb, settings.table
+        # Record format 2: a writer can edit the signed-only bookkeeping `h` (there is no
+        # plaintext stamp to push into the future: stamps are inside `d`), and copy the
+        # encrypted `d` (the clock and every claim) from another user.
         forged = {
-            "edited": {**items["edited"], "presence_stamp": {"S": "9999-01-01T00:00:00.000000Z|x"}},
-            "attr_copied": {**items["attr_copied"], "given_name": items["donor"]["given_name"]},
+            "edited": forgery.with_presence(items["edited"], Presence.DELETED),
+            "attr_copied": forgery.with_data_of(items["attr_copied"], items["donor"]),
             "item_copied": {**items["donor"], "user_id": {"S": ids["item_copied"]}},
             "other_table": foreign,
             "key_ref": {**items["key_ref"], "key_ref": {"S": "kms:arn:aws:kms:eu-west-2:1:key/x"}},
@@ -86,7 +90,7 @@ async def test_every_kind_of_tampering_is_refused_and_reported(
         scenario.describe(
             f"Tampering in DynamoDB ({mode} mode)",
             load="7 users, one event each",
-            faults="signed attribute edited; encrypted attribute copied from another user; whole"
+            faults="signed-only h edited; encrypted d copied from another user; whole"
             " item copied to another user; item copied from another table; key_ref changed",
             checked="reads refuse each; events dead-lettered as RecordTampered; records left as"
             " evidence; security log line and metric per record; sweep --verify reports all",

@@ -1,24 +1,31 @@
 """docker-compose.yml and the Dockerfile, checked as files (no Docker engine runs the tests).
 
 What `docker compose up` relies on: the pinned LocalStack tag, the hook and the resource
-definition mounted where the hook looks, the same resource settings given to the hook and the
-worker, a worker endpoint the worker accepts, and an image that installs the package and runs
-`userstore run`.
+definition mounted where the hook looks, the same resource settings (region included, from the
+environment with the worker's default) given to the hook and the worker, a worker endpoint the
+worker accepts, its probes on a port with a health check on /readyz, and an image that installs
+the package and runs `userstore run`, its dependencies in a layer a code change does not rebuild.
 """
 
 from __future__ import annotations
 
 import ast
+import asyncio
 import re
 import shlex
+import tomllib
+import urllib.error
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from packaging.requirements import Requirement
 
 from tests.harness.emulator import HOOKS_DIR
 from userstore.worker.endpoints import check_endpoints
+from userstore.worker.metrics import Metrics
+from userstore.worker.probes import Readiness, serve
 from userstore.worker.resources import definition
 from userstore.worker.settings import Settings
 
@@ -97,7 +104,9 @@ def test_the_hook_and_the_definition_are_mounted_where_the_hook_looks(
 
 
 @pytest.mark.parametrize(
-    "shell", [{}, {"USERSTORE_TABLE": "mine", "USERSTORE_QUEUE": "q.fifo"}], ids=["unset", "set"]
+    "shell",
+    [{}, {"USERSTORE_TABLE": "mine", "USERSTORE_QUEUE": "q.fifo", "AWS_REGION": "us-east-1"}],
+    ids=["unset", "set"],
 )
 def test_hook_and_worker_get_the_same_resource_settings(
     compose: dict[str, Any], shell: dict[str, str]
@@ -113,7 +122,19 @@ def test_hook_and_worker_get_the_same_resource_settings(
         return {k: v for k, v in env.items() if k in variables or k == "AWS_REGION"}
 
     assert resources("localstack") == resources("worker")
-    assert resources("worker") == shell | {"AWS_REGION": "eu-west-2"}
+    assert resources("worker") == {"AWS_REGION": "eu-west-2"} | shell
+
+
+def test_the_region_comes_from_the_environment_with_the_worker_default(
+    compose: dict[str, Any],
+) -> None:
+    default = Settings.model_fields["aws_region"].default
+    for name in ("localstack", "worker"):
+        service = compose["services"][name]
+        # Not hard-coded: compose's ${AWS_REGION:-default}.
+        assert service["environment"]["AWS_REGION"] == f"${{AWS_REGION:-{default}}}", name
+        assert _environment(service, {})["AWS_REGION"] == default
+        assert _environment(service, {"AWS_REGION": "ap-south-1"})["AWS_REGION"] == "ap-south-1"
 
 
 def test_the_worker_accepts_its_compose_configuration(
@@ -149,12 +170,9 @@ def test_the_image_installs_the_package_and_runs_the_worker() -> None:
     copied = {part for op, args in instructions if op == "COPY" for part in shlex.split(args)[:-1]}
     assert {"pyproject.toml", "README.md", "events", "worker"} <= copied
     runs = [args for op, args in instructions if op == "RUN"]
-    # The locked dependencies in a layer of their own, before any code is copied: a code change
-    # does not reinstall them.
-    locked = instructions.index(("RUN", "pip install -r requirements/worker.lock"))
-    code = instructions.index(("COPY", "worker ./worker"))
-    assert locked < code, instructions
-    assert any(run.startswith('pip install --no-deps ".[worker]"') for run in runs), runs
+    assert any(
+        run.startswith('pip install --no-deps --no-build-isolation ".[worker]"') for run in runs
+    ), runs
     entrypoint = next(args for op, args in instructions if op == "ENTRYPOINT")
     command = next(args for op, args in instructions if op == "CMD")
     assert [*ast.literal_eval(entrypoint), *ast.literal_eval(command)] == ["userstore", "run"]
@@ -163,3 +181,91 @@ def test_the_image_installs_the_package_and_runs_the_worker() -> None:
     # The definition ships with the package, where worker/resources.py reads it.
     pyproject = (ROOT / "pyproject.toml").read_text()
     assert re.search(r'"userstore.worker" = \[[^\]]*"resources.json"', pyproject)
+
+
+def test_dependencies_are_a_layer_of_their_own_before_the_code() -> None:
+    """A code change rebuilds only the layers from the first COPY of code on: those must install
+    userstore alone (no dependency, no build backend fetched), offline."""
+    instructions = _dockerfile()
+    locked = next(
+        i
+        for i, (op, args) in enumerate(instructions)
+        if op == "RUN" and args.startswith("pip install -r requirements/worker.lock")
+    )
+    # Before it, only the lock is copied in: no code, so no code change reaches that layer.
+    copied_before = [
+        source
+        for op, args in instructions[:locked]
+        if op == "COPY"
+        for source in shlex.split(args)[:-1]
+    ]
+    assert copied_before == ["requirements/worker.lock"], copied_before
+    code = [
+        i
+        for i, (op, args) in enumerate(instructions)
+        if op == "COPY" and {"events", "worker"} & set(shlex.split(args)[:-1])
+    ]
+    assert code and min(code) > locked, instructions
+    # After the code, pip installs nothing but userstore: no dependency resolution, and the build
+    # backend already there (installed with the dependencies) rather than fetched per build.
+    after = [args for op, args in instructions[min(code) :] if op == "RUN"]
+    installs = [run for run in after if "pip install" in run]
+    assert len(installs) == 1, installs
+    assert "--no-deps" in installs[0] and "--no-build-isolation" in installs[0], installs
+    backend = next(
+        Requirement(word.strip("\"'"))
+        for word in shlex.split(instructions[locked][1])
+        if word.startswith("setuptools")
+    )
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    (wanted,) = [Requirement(r) for r in pyproject["build-system"]["requires"]]
+    assert backend.name == wanted.name
+    (pinned,) = backend.specifier
+    assert pinned.operator == "==" and wanted.specifier.contains(pinned.version), (backend, wanted)
+    # The license file setuptools is told to ship (license-files) is in the build context.
+    copied = {s for op, a in instructions if op == "COPY" for s in shlex.split(a)[:-1]}
+    assert set(pyproject["project"]["license-files"]) <= copied
+
+
+def test_the_worker_serves_its_probes_and_compose_checks_readyz(
+    compose: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    worker = compose["services"]["worker"]
+    env = _environment(worker, {})
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    settings = Settings()
+    port = settings.metrics_port
+    assert port is not None and settings.metrics_host == "0.0.0.0"
+    assert worker["ports"] == [f"127.0.0.1:{port}:{port}"]  # loopback only on the host
+    check = worker["healthcheck"]
+    # Exec form, the image's own Python (the slim image has no curl).
+    assert check["test"][:3] == ["CMD", "python", "-c"], check
+    code = check["test"][3]
+    assert f"http://127.0.0.1:{port}/readyz" in code
+    assert {"interval", "timeout", "retries", "start_period"} <= set(check)
+
+
+async def test_the_health_check_passes_exactly_when_readyz_says_ready(
+    compose: dict[str, Any],
+) -> None:
+    """The compose check's own code, run against the real probes endpoint on a free port."""
+    code = compose["services"]["worker"]["healthcheck"]["test"][3]
+    receiving = False
+    readiness = Readiness(receiving=lambda: receiving)
+    async with serve(Metrics(), readiness, "127.0.0.1", 0) as port:
+        probe = re.sub(r"127\.0\.0\.1:\d+/", f"127.0.0.1:{port}/", code)
+
+        def healthy() -> bool:
+            try:
+                exec(probe, {})  # what `python -c` runs in the container
+            except urllib.error.HTTPError:
+                return False
+            return True
+
+        assert not await asyncio.to_thread(healthy)  # starting: 503
+        readiness.started = True
+        receiving = True
+        assert await asyncio.to_thread(healthy)
+        readiness.stopping.set()
+        assert not await asyncio.to_thread(healthy)  # draining: 503

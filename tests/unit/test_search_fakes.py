@@ -40,7 +40,8 @@ async def parts() -> Parts:
     ):
         body = {"event_id": f"c{n}", "type": "user.created", "user_id": user, "occurred_at": at}
         await handler.handle(parse_event(json.dumps({**body, "data": {"email": email}})))
-    gone = {"event_id": "d", "type": "user.deleted", "user_id": "u-gone", "occurred_at": at}
+    later = (NOW - timedelta(minutes=1)).isoformat()
+    gone = {"event_id": "d", "type": "user.deleted", "user_id": "u-gone", "occurred_at": later}
     await handler.handle(parse_event(json.dumps(gone)))
     return made
 
@@ -61,7 +62,7 @@ async def test_find_by_email_normalizes_and_confirms(parts: Parts) -> None:
 
 async def test_a_tampered_candidate_is_set_aside_not_matched(parts: Parts) -> None:
     item = parts.store.items["u-bob"]
-    item["email"] = {"B": bytes(reversed(item["email"]["B"]))}
+    item["d"] = {"B": bytes(reversed(item["d"]["B"]))}  # the encrypted data
     matches = await match_email(parts, "bob@example.org")
     assert (matches.user_ids, matches.failed_verification) == ([], ["u-bob"])
     with pytest.raises(RecordTampered):

@@ -126,7 +126,8 @@ class UsersTable:
             self._client.scan,
             Segment=segment,
             TotalSegments=segments,
-            ProjectionExpression="user_id, key_ref, email_idx, presence",
+            ProjectionExpression="user_id, rev, key_ref, email_idx, presence, #format, h",
+            ExpressionAttributeNames={"#format": "format"},
         )
         async for page in pages:
             yield page.get("Items", [])
