@@ -199,11 +199,13 @@ class Bench:
             total += sum(int(i["rev"]["N"]) for i in page["Items"] if "rev" in i)
         return total
 
-    def template_from(self, settings: Settings) -> None:
-        """A real sealed record, for the floor to write as its 'already-encrypted item'."""
-        items = self.ddb.scan(TableName=settings.table, Limit=20)["Items"]
-        records = [i for i in items if "given_name" in i]
-        self.results.template = encode_item(records[0])
+    def template_from(self, settings: Settings, users: list[str]) -> None:
+        """A real sealed record, for the floor to write as its 'already-encrypted item' (one of
+        the leg's users: the table also holds the worker's control items)."""
+        item = self.ddb.get_item(
+            TableName=settings.table, Key={"user_id": {"S": users[0]}}, ConsistentRead=True
+        )["Item"]
+        self.results.template = encode_item(item)
 
     # --- one leg ------------------------------------------------------------------------------
 
@@ -266,7 +268,7 @@ class Bench:
                         side = scan_sizes(self, self.idempotency_table(settings), "id")
                         self.results.side_sizes[key] = max(side.values(), default=0)
                     if system == USERSTORE and kind == CREATE and not self.results.template:
-                        self.template_from(settings)
+                        self.template_from(settings, traffic.users)
 
     def throughput(self, sizes: Sizes) -> None:
         """Creates per second by added latency and in-flight limit."""
