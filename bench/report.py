@@ -56,6 +56,8 @@ class Results:
     # The cost legs (bench.costs); absent from runs saved before they existed.
     kind_sizes: dict[tuple[str, str, str], Sizes] = field(default_factory=dict)
     side_sizes: dict[tuple[str, str, str], int] = field(default_factory=dict)
+    # User records written by each userstore kinds leg (the sum of revisions before and after).
+    record_writes: dict[tuple[str, str, str], int] = field(default_factory=dict)
     record_sizes: dict[str, RecordSizes] = field(default_factory=dict)
     latency: dict[str, list[LatencyRun]] = field(default_factory=dict)
     bursts: dict[str, BurstRun] = field(default_factory=dict)

@@ -6,7 +6,8 @@ from collections import Counter
 
 from bench.measures import BurstRun, LatencyRun, RecordSizes
 from bench.report import Results, targets
-from bench.report_costs import BURST_BEFORE_S
+from bench.report_costs import BURST_BEFORE_S, leg_units
+from bench.subjects import Window
 
 
 def lines(results: Results) -> dict[str, tuple[str, bool | None]]:
@@ -82,3 +83,20 @@ def test_latency_is_not_assessed_when_the_worker_fell_behind_the_published_rate(
 
 def test_a_run_without_cost_legs_has_no_cost_targets() -> None:
     assert targets(Results(command="test")) == []
+
+
+def test_userstore_record_writes_come_from_revisions_and_others_from_the_whole_leg() -> None:
+    results = Results(command="test")
+    # The window saw 30 of 40 events and only 20 PutItem (the first writes came before it).
+    window = Window(events=30, seconds=1.0, cpu_s=0.1, calls=Counter({"dynamodb:PutItem": 20}))
+    window.leg_calls, window.leg_events = Counter({"dynamodb:PutItem": 41}), 40
+    for system in ("userstore", "naive"):
+        results.kinds[(system, "cached", "create")] = window
+        results.kind_sizes[(system, "cached", "create")] = {f"u{n}": 2000 for n in range(40)}
+    results.record_writes[("userstore", "cached", "create")] = 40
+    userstore = leg_units(results, "userstore", "cached", "create")
+    assert userstore is not None
+    assert userstore.record_writes == 1.0  # 40 revisions over 40 events, not 20 / 30
+    assert userstore.write_units() == 2.0 and userstore.read_units() == 1.0
+    naive = leg_units(results, "naive", "cached", "create")
+    assert naive is not None and naive.record_writes == 41 / 40
