@@ -122,7 +122,7 @@ def _paced(
         publish_seconds=span,
         latencies_ms=[1000 * (applied[e] - t) for e, t in published.items() if e in applied],
         calls=+calls,
-        apply_seconds=max(ours, default=0.0) - min(published.values()) if ours else 0.0,
+        apply_seconds=max(ours) - min(ours) if ours else 0.0,
     )
 
 

@@ -32,7 +32,7 @@ class LatencyRun:
     publish_seconds: float  # from the first publish to the last
     latencies_ms: list[float] = field(default_factory=list)
     calls: Counter[str] = field(default_factory=Counter)
-    apply_seconds: float = 0.0  # from the first publish to the last event applied
+    apply_seconds: float = 0.0  # from the first event applied to the last
 
     @property
     def rate(self) -> float:
@@ -40,7 +40,8 @@ class LatencyRun:
 
     @property
     def applied_rate(self) -> float:
-        """Below `rate`, the worker did not keep up: the latencies then measure a backlog."""
+        """Below `rate`, the worker did not keep up (applying took longer than publishing):
+        the latencies then measure a growing backlog."""
         applied = len(self.latencies_ms)
         return applied / self.apply_seconds if self.apply_seconds else 0.0
 
