@@ -376,7 +376,7 @@ class Bench:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true", help="a small smoke run (about 3 min)")
+    parser.add_argument("--quick", action="store_true", help="a small smoke run (about 6-10 min)")
     parser.add_argument("--events", type=int, default=200, help="events per kind and key mode")
     parser.add_argument(
         "--throughput-events", type=int, default=200, help="creates per throughput leg"
