@@ -35,11 +35,9 @@ def _merge(current: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
-def main() -> None:
-    endpoint = os.environ["AWS_ENDPOINT_URL"]
-    config = Config(retries={"max_attempts": 3, "mode": "standard"})
-    session = boto3.session.Session()
-    sqs = session.client("sqs", endpoint_url=endpoint, config=config)
+def encrypted_table(session: Any, endpoint: str, config: Config) -> EncryptedTable:
+    """dynamodb-encryption-sdk's table over the bench's user table, with the materials provider
+    of the key mode (`BENCH_KEY_MODE`)."""
     kms = session.client("kms", endpoint_url=endpoint, config=config)
     resource = session.resource("dynamodb", endpoint_url=endpoint, config=config)
     key_arn = os.environ["BENCH_KEY_ARN"]
@@ -50,9 +48,29 @@ def main() -> None:
     if os.environ["BENCH_KEY_MODE"] == "cached":
         store = MetaStore(resource.Table(os.environ["BENCH_META_TABLE"]), kms_provider)
         provider = CachingMostRecentProvider(store, "naive", 300.0)
-    table = EncryptedTable(
+    return EncryptedTable(
         table=resource.Table(os.environ["BENCH_TABLE"]), materials_provider=provider
     )
+
+
+def apply(table: EncryptedTable, event: dict[str, Any]) -> None:
+    """Put a create, get + merge + put an update, delete a delete."""
+    key = {"user_id": event["user_id"]}
+    if event["type"] == "user.created":
+        table.put_item(Item={**event["data"], **key})
+    elif event["type"] == "user.updated":
+        current = table.get_item(Key=key, ConsistentRead=True).get("Item", key)
+        table.put_item(Item=_merge(current, event["data"]))
+    else:
+        table.delete_item(Key=key)
+
+
+def main() -> None:
+    endpoint = os.environ["AWS_ENDPOINT_URL"]
+    config = Config(retries={"max_attempts": 3, "mode": "standard"})
+    session = boto3.session.Session()
+    sqs = session.client("sqs", endpoint_url=endpoint, config=config)
+    table = encrypted_table(session, endpoint, config)
     queue_url = os.environ["BENCH_QUEUE_URL"]
     settled = 0
     probe = Probe(lambda: settled)
@@ -60,15 +78,7 @@ def main() -> None:
     while True:
         response = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=1, WaitTimeSeconds=1)
         for message in response.get("Messages", []):
-            event = json.loads(message["Body"])
-            key = {"user_id": event["user_id"]}
-            if event["type"] == "user.created":
-                table.put_item(Item={**event["data"], **key})
-            elif event["type"] == "user.updated":
-                current = table.get_item(Key=key, ConsistentRead=True).get("Item", key)
-                table.put_item(Item=_merge(current, event["data"]))
-            else:
-                table.delete_item(Key=key)
+            apply(table, json.loads(message["Body"]))
             sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])
             settled += 1
 

@@ -64,8 +64,14 @@ def tail_shares(samples: list[LagSample], fraction: float = 0.99) -> dict[str, f
 
 
 class Probe:
-    def __init__(self, settled: Callable[[], int]) -> None:
+    def __init__(
+        self,
+        settled: Callable[[], int],
+        extra: dict[str, Callable[[], dict[str, object]]] | None = None,
+    ) -> None:
         self._settled = settled
+        # Further commands, each answering a JSON object (bench.driver: `applied`).
+        self._extra = extra or {}
         self._lags: list[LagSample] = []
         self._lock = threading.Lock()
 
@@ -111,9 +117,11 @@ class Probe:
     def _serve(self) -> None:
         for line in sys.stdin:
             command = line.strip()
-            if command not in ("peek", "mark"):
+            if command not in ("peek", "mark", *self._extra):
                 continue
-            if command == "peek":  # cheap: the orchestrator polls with it
+            if command in self._extra:
+                answer = json.dumps(self._extra[command]())
+            elif command == "peek":  # cheap: the orchestrator polls with it
                 answer = json.dumps({"t": time.monotonic(), "settled": self._settled()})
             else:
                 answer = json.dumps(self.snapshot(reset=True))

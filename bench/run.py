@@ -28,6 +28,8 @@ from typing import IO, Any
 
 import boto3
 
+from bench import costs
+from bench.costs import scan_sizes
 from bench.items import encode_item
 from bench.report import Results, write_report
 from bench.subjects import ROOT, Subject, Window, calls_by_operation, clean_environ
@@ -41,8 +43,13 @@ from userstore.worker.provision import ensure_queues, provision
 from userstore.worker.resources import setting_values
 from userstore.worker.settings import KeyMode, Settings
 
-USERSTORE, FLOOR, NAIVE = "userstore", "floor", "naive"
-MODULES = {USERSTORE: "bench.driver", FLOOR: "bench.floor", NAIVE: "bench.naive"}
+USERSTORE, FLOOR, NAIVE, POWERTOOLS = "userstore", "floor", "naive", "powertools"
+MODULES = {
+    USERSTORE: "bench.driver",
+    FLOOR: "bench.floor",
+    NAIVE: "bench.naive",
+    POWERTOOLS: "bench.powertools",
+}
 MODES = (KeyMode.KMS, KeyMode.CACHED)
 LATENCIES_MS = (0, 20)
 IN_FLIGHT = (1, 8, 64)
@@ -50,6 +57,7 @@ KINDS_IN_FLIGHT = 32  # the worker's default
 
 
 SWEEP_ROUNDS = 3
+BURST_EVENTS = 61  # one user's burst: a create and 60 updates
 
 
 @dataclass
@@ -59,13 +67,25 @@ class Sizes:
     # moto's receive costs more the deeper the queue, so equal depths keep the legs comparable.
     throughput_events: int
     rss_events: tuple[int, int]
+    size_users: int = 10  # users of the record-size leg (each a create and 99 updates)
+    latency_seconds: float = 20.0  # publishing time of each paced latency leg
+    burst_timeout_s: float = 180.0  # how long the 61-event burst may take to drain
+    latency_rate: float = 40.0  # events per second in the paced latency legs
 
     @classmethod
     def parse(cls, args: argparse.Namespace) -> Sizes:
         if args.quick:
-            return cls(40, 40, (400, 800))
+            return cls(40, 40, (400, 800), 3, 4.0, args.burst_timeout or 120.0, args.latency_rate)
         first, second = (int(n) for n in args.rss_events.split(","))
-        return cls(args.events, args.throughput_events, (first, second))
+        return cls(
+            args.events,
+            args.throughput_events,
+            (first, second),
+            args.size_users,
+            args.latency_seconds,
+            args.burst_timeout or 180.0,
+            args.latency_rate,
+        )
 
 
 @dataclass
@@ -130,6 +150,8 @@ class Bench:
     def env(self, system: str, settings: Settings, in_flight: int) -> dict[str, str]:
         env = clean_environ()
         env["AWS_ENDPOINT_URL"] = self.proxy
+        if system == POWERTOOLS:
+            env["BENCH_IDEMPOTENCY_TABLE"] = self.idempotency_table(settings)
         if system == USERSTORE:
             env.update(
                 USERSTORE_TABLE=settings.table,
@@ -153,6 +175,18 @@ class Bench:
         )
         return env
 
+    def idempotency_table(self, settings: Settings) -> str:
+        """Powertools' idempotency table beside the user table (key `id`), made once."""
+        name = f"{settings.table}-idempotency"
+        if name not in self.ddb.list_tables()["TableNames"]:
+            self.ddb.create_table(
+                TableName=name,
+                KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
+                AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}],
+                BillingMode="PAY_PER_REQUEST",
+            )
+        return name
+
     def revisions(self, settings: Settings) -> int:
         """The sum of every record's revision: it moves if any record was written."""
         total = 0
@@ -165,11 +199,13 @@ class Bench:
             total += sum(int(i["rev"]["N"]) for i in page["Items"] if "rev" in i)
         return total
 
-    def template_from(self, settings: Settings) -> None:
-        """A real sealed record, for the floor to write as its 'already-encrypted item'."""
-        items = self.ddb.scan(TableName=settings.table, Limit=20)["Items"]
-        records = [i for i in items if "given_name" in i]
-        self.results.template = encode_item(records[0])
+    def template_from(self, settings: Settings, users: list[str]) -> None:
+        """A real sealed record, for the floor to write as its 'already-encrypted item' (one of
+        the leg's users: the table also holds the worker's control items)."""
+        item = self.ddb.get_item(
+            TableName=settings.table, Key={"user_id": {"S": users[0]}}, ConsistentRead=True
+        )["Item"]
+        self.results.template = encode_item(item)
 
     # --- one leg ------------------------------------------------------------------------------
 
@@ -185,9 +221,17 @@ class Bench:
         settings = self.fresh_queue(settings)
         send(self.sqs, self.queue_url(settings), bodies)
         print(f"  {label}: {len(bodies)} events ...", end="", flush=True, file=sys.stderr)
-        subject = Subject(MODULES[system], self.env(system, settings, in_flight), self.log)
+        env = self.env(system, settings, in_flight)
+        before = calls_by_operation(self.control.stats().data)
+        subject = Subject(MODULES[system], env, self.log)
         try:
             window = subject.measure(self.control, len(bodies), timeout_s=60 + 2 * len(bodies))
+            # The whole leg's calls too (start-up included): the window misses the writes of
+            # the events in flight when the first one settles.
+            window.leg_calls = calls_by_operation(self.control.stats().data)
+            window.leg_calls.subtract(before)
+            window.leg_calls = +window.leg_calls
+            window.leg_events = len(bodies)
             if idle_s:
                 # What the worker calls with no events at all (control polls, stream and lease
                 # upkeep), so that the per-event figures can leave it out.
@@ -210,22 +254,33 @@ class Bench:
         """CPU, AWS requests and KMS calls per event, per kind and key mode (no added latency)."""
         self.control.set_rules({})
         for mode in MODES:
-            for system in (USERSTORE, FLOOR, NAIVE):
+            for system in (USERSTORE, POWERTOOLS, FLOOR, NAIVE):
                 settings = self.provision(mode)
                 traffic = Traffic(sizes.kind_events, uuid.uuid4().hex[:6])
                 for kind in KINDS:
                     label = f"{system} {mode.value} {kind}"
                     idle_s = self.idle_s if system == USERSTORE and kind == KINDS[-1] else 0.0
-                    revs = self.revisions(settings) if kind == DUPLICATE else 0
+                    revs = self.revisions(settings) if system == USERSTORE else 0
                     window = self.leg(
                         system, settings, traffic.bodies(kind), KINDS_IN_FLIGHT, label, idle_s
                     )
-                    if kind == DUPLICATE and system == USERSTORE:
+                    if system == USERSTORE:
+                        # Every write of a record adds one to its revision: exact record
+                        # writes over the whole leg.
                         changed = self.revisions(settings) - revs
-                        self.results.duplicate_rev_changes[mode.value] = changed
+                        self.results.record_writes[(system, mode.value, kind)] = changed
+                        if kind == DUPLICATE:
+                            self.results.duplicate_rev_changes[mode.value] = changed
                     self.results.kinds[(system, mode.value, kind)] = window
+                    key = (system, mode.value, kind)
+                    self.results.kind_sizes[key] = scan_sizes(
+                        self, settings.table, keep=traffic.users
+                    )
+                    if system == POWERTOOLS:
+                        side = scan_sizes(self, self.idempotency_table(settings), "id")
+                        self.results.side_sizes[key] = max(side.values(), default=0)
                     if system == USERSTORE and kind == CREATE and not self.results.template:
-                        self.template_from(settings)
+                        self.template_from(settings, traffic.users)
 
     def throughput(self, sizes: Sizes) -> None:
         """Creates per second by added latency and in-flight limit."""
@@ -251,6 +306,23 @@ class Bench:
                 self.results.throughput[(NAIVE, mode.value, latency, 1)] = window
         self.control.set_rules({})
         self.results.sweep_source = settings[KeyMode.CACHED]
+
+    def costs(self, sizes: Sizes, skip: set[str]) -> None:
+        """Record sizes, publish-to-applied latency, one user's burst: in each key mode."""
+        self.control.set_rules({})
+        for mode in MODES:
+            if "sizes" not in skip:
+                self.results.record_sizes[mode.value] = costs.record_sizes(
+                    self, mode, sizes.size_users
+                )
+            if "latency" not in skip:
+                self.results.latency[mode.value] = costs.latency(
+                    self, mode, sizes.latency_rate, sizes.latency_seconds
+                )
+            if "burst" not in skip:
+                self.results.bursts[mode.value] = costs.burst(
+                    self, mode, BURST_EVENTS, sizes.burst_timeout_s
+                )
 
     def sweep(self, rounds: int) -> None:
         """The re-encryption sweep over the cached-mode throughput table, and a raw loop, in
@@ -304,7 +376,7 @@ class Bench:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true", help="a small smoke run (about 3 min)")
+    parser.add_argument("--quick", action="store_true", help="a small smoke run (about 6-10 min)")
     parser.add_argument("--events", type=int, default=200, help="events per kind and key mode")
     parser.add_argument(
         "--throughput-events", type=int, default=200, help="creates per throughput leg"
@@ -312,7 +384,32 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--rss-events", default="10000,50000", help="the long run's two checkpoints"
     )
-    parser.add_argument("--skip", default="", help="comma-separated legs to skip: rss,sweep")
+    parser.add_argument(
+        "--skip",
+        default="",
+        help="comma-separated legs to skip: kinds,throughput,sweep,rss,sizes,latency,burst",
+    )
+    parser.add_argument(
+        "--size-users", type=int, default=10, help="users of the record-size leg (100 events each)"
+    )
+    parser.add_argument(
+        "--latency-seconds",
+        type=float,
+        default=20.0,
+        help="publishing time of each paced latency leg (40 events/s)",
+    )
+    parser.add_argument(
+        "--latency-rate",
+        type=float,
+        default=40.0,
+        help="events per second in the paced latency legs (bursts: a quarter as many users)",
+    )
+    parser.add_argument(
+        "--burst-timeout",
+        type=float,
+        default=0.0,
+        help="seconds the 61-event burst may take to drain (default 180; --quick 120)",
+    )
     parser.add_argument(
         "--profile",
         type=int,
@@ -346,10 +443,16 @@ def main(argv: list[str] | None = None) -> int:
         proxy, control = stack.enter_context(fault_proxy_process(moto))
         log = stack.enter_context(_log_file())
         bench = Bench(moto, proxy, control, log, results, idle_s=5.0 if args.quick else 20.0)
-        print("per kind and key mode:", file=sys.stderr)
-        bench.kinds(sizes)
-        print("throughput:", file=sys.stderr)
-        bench.throughput(sizes)
+        if "kinds" not in skip:
+            print("per kind and key mode:", file=sys.stderr)
+            bench.kinds(sizes)
+        print("costs:", file=sys.stderr)
+        bench.costs(sizes, skip)
+        if "throughput" not in skip:
+            print("throughput:", file=sys.stderr)
+            bench.throughput(sizes)
+        else:
+            skip.add("sweep")
         if "sweep" not in skip:
             bench.sweep(1 if args.quick else SWEEP_ROUNDS)
         if "rss" not in skip:

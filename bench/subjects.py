@@ -42,6 +42,10 @@ class Window:
     lag_tail_off_cpu: float | None = None
     rss_kb: int = 0
     maxrss_kb: int = 0
+    # The kinds legs: every call from the process's start to the last event settled, and the
+    # events of the leg (bench.report_costs prices writes and reads per event with them).
+    leg_calls: Counter[str] = field(default_factory=Counter)
+    leg_events: int = 0
 
     @property
     def cpu_ms_per_event(self) -> float:
