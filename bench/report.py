@@ -675,7 +675,21 @@ LIMITS = """\
 - **The sweep** reseals the record its (consistent, whole-item) scan read, conditioned on its
   revision: one PutItem per stale record, as the raw loop, plus opening and sealing it on the
   crypto thread pool and a checkpoint per page.
+- **The sweep against the raw loop** (0.86x in the 2026-11-29 run, 0.71x here): both got faster
+  with format 2 (the sweep 165-191 records/s then, 168-215 now), the raw loop more, because it
+  only puts back what it scanned, now about 1 KB a record instead of 5, while the sweep also
+  opens and seals each one. Three rounds on a shared machine range 0.66x to 0.89x.
 - **RSS** is that of the worker process alone; moto's own memory grows with the table.
+- **Requests per create since bursts** (1.40 / 1.32 in the 2026-11-29 run, 1.61 / 1.56 here):
+  on a FIFO queue each batch now sends its deletes when it is done instead of letting them wait
+  for a fuller batch, because SQS hands out a group's next messages only once these are
+  deleted; a user's burst then moves at one receive-handle-delete round per ten events, and the
+  price is smaller delete batches (2.8 to 3.2 receipts here, 7.4 to 8.0 before) when every
+  message is its own group, as in these legs. Flushing only for batches that hold several
+  messages of one group would win most of it back; not done yet.
+- **CPU per create** is not comparable with runs before 2026-12-08: creates now carry the
+  issue's typical profile (every claim, a four-line address, two custom attributes: 367 B of
+  JSON), more to validate, merge and encrypt than the short profile before.
 - **One user's burst** is bounded on moto by a FIFO quirk: moto's ReceiveMessage notes which
   groups have messages in flight when the call begins and does not look again while it long
   polls, so a receive that starts while the user's previous messages are still being deleted
@@ -683,6 +697,11 @@ LIMITS = """\
   is free (AWS hands the messages over as soon as the group is). Such a stall shows as a
   pause of about the wait time between two applied events (last column of the burst table);
   a run without one is the figure to compare.
+- **One user's 61-event burst** is seven rounds of receive, BatchGetItem, open, seal,
+  PutItem and DeleteMessageBatch, each a moto round trip (plus the KMS calls in `kms` mode):
+  about 170 ms a round here. The baseline it is compared with was measured on this machine
+  (8.4 s cached, 14.7 s kms, once; later runs of the same code gave 6.5-10.0 s and 12-76 s), not
+  the issue's 15 s and more than 40 s, against which the same figures are 12x and 36x.
 - **Publish-to-applied latency** means something only while single events keep up with the
   published rate (published and applied per second side by side): on a loaded machine (load
   average above) moto and the worker fall behind, the queue grows for the whole leg and the
