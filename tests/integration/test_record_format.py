@@ -11,16 +11,16 @@ from typing import Any
 
 import pytest
 
+from tests.harness import forgery
 from tests.harness.counting import event
 from tests.harness.model import expected_profiles
 from userstore.worker import profile
-from userstore.worker import record_format1 as format1
-from userstore.worker import record_format2 as format2
 from userstore.worker.app import Components, components
 from userstore.worker.errors import RecordTampered
 from userstore.worker.inventory import describe
 from userstore.worker.inventory import inventory as key_usage
 from userstore.worker.item_size import item_size, write_units
+from userstore.worker.profile import Presence
 from userstore.worker.record import read_head
 from userstore.worker.rotation import rotate_key
 from userstore.worker.search import find_by_email, verified_profile
@@ -95,20 +95,18 @@ def _flip(raw: bytes, at: int) -> bytes:
     return raw[:at] + bytes([raw[at] ^ 0x01]) + raw[at + 1 :]
 
 
-def _forge_remembered(item: dict[str, Any]) -> dict[str, Any]:
-    presence, recent = format2.unpack_head(item["h"]["B"])
-    forged = (*recent, profile.Remembered(profile.id_tag("next"), profile.Digest(1, b"abcd")))
-    return {"B": format2.pack_head(presence, forged)}
-
-
 TAMPERINGS = {
-    "h: presence flipped to deleted": lambda item: {"h": {"B": b"\x02" + item["h"]["B"][1:]}},
-    "h: a remembered event forged": lambda item: {"h": _forge_remembered(item)},
+    "h: presence flipped to deleted": lambda item: {
+        "h": forgery.with_presence(item, Presence.DELETED)["h"]
+    },
+    "h: a remembered event forged": lambda item: {
+        "h": forgery.with_remembered(item, "next", b"abcd")["h"]
+    },
     "h: a remembered event dropped": lambda item: {"h": {"B": item["h"]["B"][:-12]}},
     "h: removed": lambda item: {"h": None},
     "d: one bit flipped": lambda item: {"d": {"B": _flip(item["d"]["B"], 20)}},
     "d: removed": lambda item: {"d": None},
-    "d: another user's": lambda item: {"d": "other"},
+    "d: another user's": lambda item: {"d": "other"},  # forgery.with_data_of, below
     "format: said to be 1": lambda item: {"format": {"N": "1"}},
     "format: removed": lambda item: {"format": None},
 }
@@ -129,7 +127,7 @@ async def test_tampering_with_any_format_2_attribute_is_caught(
             if value is None:
                 del forged[name]
             elif value == "other":
-                forged[name] = (await stored(parts, other))[name]
+                forged = forgery.with_data_of(forged, await stored(parts, other))
             else:
                 forged[name] = value
         await parts.clients.dynamodb.put_item(TableName=parts.settings.table, Item=forged)
@@ -159,32 +157,13 @@ async def test_status_counts_a_record_whose_bookkeeping_does_not_parse_and_goes_
 
 
 async def _write_format_1(parts: Components, user: str, events: list[Any]) -> None:
-    """A record as 0.4 wrote it: format 1, stamps ending in the event id, sealed as 0.4 did."""
+    """A record as 0.4 wrote it (format 1, stamps ending in the event id), sealed as 0.4 did."""
     state = profile.UserState()
     for one in events:
         state = profile.apply(state, one)
-    old = {profile.tie_break(e.event_id): e.event_id for e in events}
-
-    def stamp(s: str) -> str:
-        when, _, tie = s.partition("|")
-        return f"{when}|{old[tie]}" if s else s
-
-    as_written = profile.UserState(
-        state.presence,
-        stamp(state.presence_stamp),
-        {k: stamp(v) for k, v in state.resets.items()},
-        {p: profile.Entry(stamp(e.stamp), e.value) for p, e in state.entries.items()},
+    item = forgery.format1_item(
+        user, events, email_index=parts.index.token_for(profile.view(state))
     )
-    index = parts.index.current
-    item = format1.to_item(
-        user,
-        as_written,
-        rev=len(events),
-        recent_events=tuple(e.event_id for e in events),  # as remembered before digests
-        expires_at=None,
-        email_index=parts.index.token_for(profile.view(state)),
-    )
-    assert index.active_version >= 1
     sealed = await parts.cipher.seal(item)
     await parts.clients.dynamodb.put_item(TableName=parts.settings.table, Item=sealed)
 
