@@ -39,6 +39,7 @@ from .handlers import HandlerLimits, UserEventHandler
 from .logs import get_logger
 from .message_reader import LazyOpener, MessageReader
 from .metrics import Metrics
+from .queue_depth import settled_depth
 from .rotation import ensure_controls
 from .settings import KeyMode, Settings
 from .sqs import ConsumerConfig, SqsConsumer
@@ -82,12 +83,18 @@ class Components:
         return self.clients.dynamodb
 
     async def queued_messages(self) -> int:
-        """Messages in the queue and its dead-letter queue, approximately."""
+        """Messages in the queue and its dead-letter queue: the most of a few readings, since
+        one reading of SQS's approximate counts can miss a message (worker.queue_depth)."""
         attempts = self.settings.aws_max_attempts
-        total = 0
-        for name in (self.settings.queue, self.settings.dlq):
-            total += await (await open_queue(self.clients.sqs, name, attempts)).depth()
-        return total
+        queues = [
+            await open_queue(self.clients.sqs, name, attempts)
+            for name in (self.settings.queue, self.settings.dlq)
+        ]
+
+        async def total() -> int:
+            return sum([await queue.depth() for queue in queues])
+
+        return await settled_depth(total)
 
 
 @asynccontextmanager

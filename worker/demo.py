@@ -24,6 +24,7 @@ from . import profile
 from .app import Components, aws_clients, components, consumer_for
 from .metrics import Metrics
 from .provision import provision
+from .queue_depth import Emptiness
 from .record import from_item
 from .settings import Settings
 from .sqs import ERROR_ATTRIBUTE, EVENT_ID_ATTRIBUTE, REASON_ATTRIBUTE
@@ -224,12 +225,15 @@ def _printable(item: dict[str, Any]) -> dict[str, Any]:
 
 
 async def _wait_drained(sqs: Any, url: str) -> None:
+    """Until every reading for a second says nothing waits and nothing is in flight."""
     names = ["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"]
+    loop = asyncio.get_running_loop()
+    empty = Emptiness()
     while True:
         attrs = (await sqs.get_queue_attributes(QueueUrl=url, AttributeNames=names))["Attributes"]
-        if all(attrs[n] == "0" for n in names):
+        if empty.observe(sum(int(attrs[n]) for n in names), loop.time()):
             return
-        await asyncio.sleep(0.25)
+        await asyncio.sleep(0.2)
 
 
 async def _drain_dead_letters(sqs: Any, url: str) -> list[dict[str, Any]]:

@@ -21,7 +21,12 @@ import pytest
 from tests.harness.model import expected_profiles
 from tests.harness.stored import read_profiles, stored_records
 from tests.harness.traffic import event_messages, publish_with_boto3, timed_event
-from tests.harness.waiting import wait_all_sealed_under, wait_drained
+from tests.harness.waiting import (
+    dead_letter_reasons,
+    queue_counts,
+    wait_all_sealed_under,
+    wait_drained,
+)
 from tests.harness.worker_process import provision_worker, userstore
 from userstore.worker.settings import KeyMode
 
@@ -38,7 +43,7 @@ def test_rotation_while_events_flow(
     # 400 users in the suite (RELIABILITY_SCALE=2.5 for the 1000 of a soak run): enough for the
     # rotation to land while events flow, affordable on CI's two cores.
     users_count = int(400 * float(os.environ.get("RELIABILITY_SCALE", "1")))
-    settings, env, sqs, ddb, url, _ = provision_worker(
+    settings, env, sqs, ddb, url, dlq = provision_worker(
         aws_endpoint,
         {
             "USERSTORE_CONTROL_POLL_S": "1",
@@ -108,8 +113,12 @@ def test_rotation_while_events_flow(
     output = "\n".join(path.read_text() for path in logs)
     assert codes == [0] * workers, output[-3000:]
 
+    # Every message applied, none dead-lettered (a dead letter's reason names the event).
+    assert queue_counts(sqs, dlq) == (0, 0, 0), dead_letter_reasons(sqs, dlq)
     expected = expected_profiles(creates + updates)
-    assert read_profiles(settings, users) == expected  # no update lost, content unchanged
+    stored = read_profiles(settings, users)
+    lost = sorted(u for u in users if stored.get(u) != expected.get(u))
+    assert not lost, f"{len(lost)} users differ from the model, first: {lost[:3]}"
     after = {u: int(item["rev"]["N"]) for u, item in stored_records(ddb, settings.table).items()}
     untouched = [u for u in users if u not in set(touched)]
     # One re-encryption per record, never two (by two workers, or by the stream and the job).

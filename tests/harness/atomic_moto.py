@@ -7,7 +7,8 @@ moto's threaded server checks a write's condition and then writes, with nothing 
 stop a concurrent request: two racing `rev = :rev` puts can both succeed, which DynamoDB never
 allows. Tests of concurrent writers would then see lost updates that AWS would not produce. This
 launcher runs the same moto application, threaded as usual (SQS long polls still overlap), with
-one lock around DynamoDB and DynamoDB Streams requests.
+one lock around DynamoDB and DynamoDB Streams requests (the wrapper the embedded emulator uses,
+userstore.worker.embedded).
 
 moto's KMS still encrypts and decrypts under a disabled key or one pending deletion, and answers
 a Decrypt that names another key than the ciphertext's with AccessDeniedException. AWS refuses
@@ -22,8 +23,6 @@ from __future__ import annotations
 import argparse
 import signal
 import sys
-import threading
-from collections.abc import Callable, Iterable
 from typing import Any
 
 from moto.moto_server.werkzeug_app import (
@@ -33,20 +32,7 @@ from moto.moto_server.werkzeug_app import (
 )
 from werkzeug.serving import run_simple
 
-_SERIALIZED_TARGETS = ("DynamoDB_20120810.", "DynamoDBStreams_20120810.")
-
-
-class SerializeDynamoDB:
-    def __init__(self, app: Callable[..., Iterable[bytes]]) -> None:
-        self._app = app
-        self._lock = threading.Lock()
-
-    def __call__(self, environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
-        if environ.get("HTTP_X_AMZ_TARGET", "").startswith(_SERIALIZED_TARGETS):
-            with self._lock:
-                # Materialize the body inside the lock: the write happens while it is produced.
-                return list(self._app(environ, start_response))
-        return self._app(environ, start_response)
+from userstore.worker.embedded import SerializeDynamoDB
 
 
 def enforce_kms_key_state() -> None:

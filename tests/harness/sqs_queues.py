@@ -10,6 +10,7 @@ from datetime import timedelta
 from typing import Any
 
 from tests.harness.traffic import NOW
+from userstore.worker.queue_depth import Emptiness
 
 
 def body(event_id: str, kind: str, user: str, seconds: int, data: Any = None) -> str:
@@ -39,21 +40,14 @@ async def send_all(sqs: Any, url: str, bodies: list[tuple[str, str]]) -> None:
 
 
 async def drain_queue(sqs: Any, url: str, timeout_s: float = 60) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout_s
-    while asyncio.get_running_loop().time() < deadline:
-        attrs = (
-            await sqs.get_queue_attributes(
-                QueueUrl=url,
-                AttributeNames=[
-                    "ApproximateNumberOfMessages",
-                    "ApproximateNumberOfMessagesNotVisible",
-                ],
-            )
-        )["Attributes"]
-        if (
-            attrs["ApproximateNumberOfMessages"] == "0"
-            and attrs["ApproximateNumberOfMessagesNotVisible"] == "0"
-        ):
+    """Until every reading for a second says no message waiting and none in flight."""
+    names = ["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"]
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    empty = Emptiness()
+    while loop.time() < deadline:
+        response = await sqs.get_queue_attributes(QueueUrl=url, AttributeNames=names)
+        if empty.observe(sum(int(response["Attributes"][n]) for n in names), loop.time()):
             return
         await asyncio.sleep(0.2)
     raise AssertionError("queue did not drain")

@@ -10,18 +10,22 @@ from pathlib import Path
 from typing import Any
 
 from tests.harness.stored import stored_records
+from userstore.worker.dead_letters import ERROR_ATTRIBUTE, EVENT_ID_ATTRIBUTE, REASON_ATTRIBUTE
+from userstore.worker.queue_depth import Emptiness
+
+_DEPTH = ("ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible")
 
 
 def wait_drained(sqs: Any, url: str, timeout_s: float = 120) -> None:
+    """Until every reading for a second says no message waiting and none in flight (one
+    reading is not enough: see userstore.worker.queue_depth)."""
     deadline = time.monotonic() + timeout_s
+    empty = Emptiness()
     while time.monotonic() < deadline:
-        attrs = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
-        if (
-            attrs["ApproximateNumberOfMessages"] == "0"
-            and attrs["ApproximateNumberOfMessagesNotVisible"] == "0"
-        ):
+        attrs = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=list(_DEPTH))["Attributes"]
+        if empty.observe(sum(int(attrs[name]) for name in _DEPTH), time.monotonic()):
             return
-        time.sleep(0.3)
+        time.sleep(0.2)
     raise AssertionError("queue did not drain")
 
 
@@ -78,3 +82,20 @@ def take_dead_letters(sqs: Any, dlq: str) -> list[dict[str, Any]]:
             ],
         )
     return dead
+
+
+def dead_letter_reasons(sqs: Any, dlq: str) -> list[str]:
+    """What the dead letters say (event id, error and reason: never personal data), for a
+    failing assertion's message. Peeks without keeping them from anyone."""
+    response = sqs.receive_message(
+        QueueUrl=dlq, MaxNumberOfMessages=10, VisibilityTimeout=0, MessageAttributeNames=["All"]
+    )
+    reasons = []
+    for message in response.get("Messages", []):
+        attrs = message.get("MessageAttributes", {})
+        said = [
+            attrs.get(name, {}).get("StringValue", "-")
+            for name in (EVENT_ID_ATTRIBUTE, ERROR_ATTRIBUTE, REASON_ATTRIBUTE)
+        ]
+        reasons.append(" ".join(said))
+    return reasons
