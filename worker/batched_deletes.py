@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from .errors import UserstoreError
@@ -22,9 +23,16 @@ class BatchedDeletes:
     """Collects receipt handles and deletes them ten at a time (or after a few milliseconds)."""
 
     queue: Queue
+    # Called after each delete call is answered (FIFO: a group's next messages come out now).
+    on_sent: Callable[[], None] | None = None
     pending: list[tuple[str, str]] = field(default_factory=list)
     _wakeup: asyncio.Event = field(default_factory=asyncio.Event)
     _sending: set[asyncio.Event] = field(default_factory=set)  # set when its send is answered
+
+    @property
+    def idle(self) -> bool:
+        """No receipt waiting to be sent, and no delete call under way."""
+        return not self.pending and not self._sending
 
     def add(self, message_id: str, receipt: str) -> None:
         self.pending.append((message_id, receipt))
@@ -71,6 +79,8 @@ class BatchedDeletes:
         finally:
             self._sending.discard(sent)
             sent.set()
+            if self.on_sent is not None:
+                self.on_sent()
         for failure in failures:
             log.warning("delete.failed", message_id=batch[failure.index][0], code=failure.code)
 

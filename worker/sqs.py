@@ -111,10 +111,11 @@ class SqsConsumer:
         self._metrics = metrics
         self._capacity = asyncio.Semaphore(config.max_in_flight)
         self._in_flight: dict[str, _Message] = {}
-        self._deleter = BatchedDeletes(queue)
+        # FIFO: a group's next messages come out once its deletes are sent: poll then.
+        self._deleter = BatchedDeletes(queue, on_sent=self._wake_receiver if config.fifo else None)
         self._batches: set[asyncio.Task[None]] = set()
         self._active_groups: set[str] = set()
-        self._settled = asyncio.Event()  # FIFO: a batch was settled and its deletes sent
+        self._settled = asyncio.Event()  # FIFO: a batch was settled, or deletes were sent
         self.receiving = False  # the last receive was answered (readiness)
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -163,7 +164,11 @@ class SqsConsumer:
                 self._release(permits)
                 raise
             self._release(permits - len(messages))
-            busy = bool(messages or self._batches)  # a batch is busy until its deletes are sent
+            busy = bool(messages or self._batches)  # FIFO: their groups are locked
+            if not busy and not self._deleter.idle:
+                # Nothing in hand: send the deletes still filling a batch now, so that their
+                # groups are unlocked before a long poll (blind to groups unlocked later on moto).
+                await self._deleter.flush()
             wait_s = min(1, self._config.wait_time_s) if busy else self._config.wait_time_s
             if messages:
                 task = asyncio.create_task(self._process_batch(messages))
@@ -173,6 +178,9 @@ class SqsConsumer:
                 if not messages:
                     await self._settled_or(wait_s)
                 wait_s = 0
+
+    def _wake_receiver(self) -> None:
+        self._settled.set()
 
     async def _settled_or(self, timeout_s: float) -> None:
         """FIFO, with work in flight and nothing received: wait until a batch is settled (its
@@ -254,9 +262,11 @@ class SqsConsumer:
             if valid:
                 await self._process_valid(valid, mine)
             if self._config.fifo:
-                # SQS hands out the rest of a group once these are deleted: delete them now,
-                # then let the receiver poll for it.
-                await self._deleter.flush()
+                if _bursting(messages):
+                    # A group that came several at a time likely has more queued, which SQS
+                    # hands out once these are deleted: delete them now (a single message's
+                    # delete joins the next ones, up to _DELETE_FILL_S later: fewer calls).
+                    await self._deleter.flush()
                 self._settled.set()
         except Exception as exc:  # a bug in settling: log it, never kill the receive loop
             log.error("batch.unexpected_error", error=type(exc).__name__, frames=frames(exc))
@@ -438,6 +448,12 @@ class SqsConsumer:
             if due:
                 await self._change_visibility(due, timeout)
                 log.debug("visibility.extended", count=len(due))
+
+
+def _bursting(messages: list[_Message]) -> bool:
+    """Whether a FIFO batch holds several messages of one group."""
+    groups = [message.group for message in messages]
+    return len(set(groups)) < len(groups)
 
 
 __all__ = ["ConsumerConfig", "EventHandler", "SqsConsumer"]

@@ -229,3 +229,58 @@ async def test_the_lambda_batch_reports_a_failed_write_and_the_rest_of_the_group
     failed = await lambda_batch(w, FakeQueue(fifo=True)).run(records(events, fifo=True))
     assert failed == ["m0", "m1", "m2", "m3"]
     assert w.table.items == {}
+
+
+class ThreeAtATime(BlindLongPolls):
+    """Hands out at most three messages per receive and counts DeleteMessageBatch calls."""
+
+    delete_calls = 0
+
+    async def receive(self, max_messages: int, *, wait_s: int, visibility_timeout_s: int) -> Any:
+        return await super().receive(
+            min(3, max_messages), wait_s=wait_s, visibility_timeout_s=visibility_timeout_s
+        )
+
+    async def delete(self, receipts: Sequence[str]) -> Any:
+        self.delete_calls += 1
+        return await super().delete(receipts)
+
+
+async def test_single_message_groups_share_delete_calls() -> None:
+    # A backlog of users' single events, received a few at a time (as when handling is slow and
+    # permits come back one by one): no group has more queued behind it, so the deletes fill a
+    # DeleteMessageBatch across receives instead of one call per receive.
+    queue, dlq = ThreeAtATime(fifo=True), FakeQueue(fifo=True)
+    ids = [queue.put(event_body(f"e-u{n}", user=f"u{n}"), group=f"u{n}") for n in range(30)]
+    handler = ScriptedHandler()
+    await consume(queue, dlq, handler, until=emptied(queue), max_in_flight=3)
+    assert len(handler.bursts) == 30  # a burst per user
+    assert sorted(queue.deleted) == sorted(ids)
+    assert queue.delete_calls <= 5  # ten, one per receive, when each batch sent its own
+
+
+async def test_a_groups_next_message_is_not_held_behind_a_delete_waiting_to_fill() -> None:
+    # One message of a group, then its next: the first's delete waits to fill, and the receiver
+    # must poll again once it is sent, not start a (moto-blind) long poll meanwhile.
+    queue, dlq = BlindLongPolls(fifo=True), FakeQueue(fifo=True)
+    first = queue.put(event_body("e-first", user="u"), group="u")
+    handler = ScriptedHandler()
+    done = asyncio.Event()
+
+    def follow_up() -> bool:
+        if not done.is_set() and first in queue.deleted:
+            done.set()
+        return done.is_set() and not queue.stored
+
+    original = handler.handle_burst
+
+    async def then_queue_the_next(events: Sequence[Event], hints: Any = None) -> list[Any]:
+        answers = await original(events, hints)
+        if [e.event_id for e in events] == ["e-first"]:
+            queue.put(event_body("e-next", user="u"), group="u")
+        return answers
+
+    handler.handle_burst = then_queue_the_next  # type: ignore[method-assign]
+    await consume(queue, dlq, handler, until=follow_up)
+    assert handler.bursts == [["e-first"], ["e-next"]]
+    assert queue.blind_waits == 0
