@@ -22,8 +22,22 @@ from userstore.worker.logs import configure
 from userstore.worker.metrics import Metrics
 from userstore.worker.runner import run_worker
 from userstore.worker.settings import Settings
+from userstore.worker.streams.metrics import StreamMetrics
 
 HANDLED = "message.handled"
+
+
+def stream_state(metrics: Metrics) -> dict[str, object]:
+    """Shard leases held and stream records handled: a warm worker holds its shard."""
+    stream = StreamMetrics.of(metrics)
+    records = sum(
+        sample.value
+        for family in stream.records.collect()
+        for sample in family.samples
+        if sample.name.endswith("_total")
+    )
+    shards = metrics.registry.get_sample_value("userstore_stream_shards_owned") or 0
+    return {"shards": int(shards), "records": int(records)}
 
 
 def settled(metrics: Metrics) -> int:
@@ -65,7 +79,10 @@ async def main() -> None:
     processors = list(structlog.get_config()["processors"])
     structlog.configure(processors=[applied, *processors])
     metrics = Metrics()
-    probe = Probe(lambda: settled(metrics), {"applied": applied.take})
+    probe = Probe(
+        lambda: settled(metrics),
+        {"applied": applied.take, "stream": lambda: stream_state(metrics)},
+    )
     probe.start()
     sampler = asyncio.create_task(probe.sample_lag())
     try:

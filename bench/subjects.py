@@ -85,6 +85,18 @@ class Subject:
         answer: dict[str, Any] = json.loads(line)
         return answer
 
+    def wait_warm(self, records: int, timeout_s: float = 60, poll_s: float = 0.05) -> None:
+        """Until the worker's stream reader holds its shard and has read `records` records (the
+        warm-up's writes): a leg then measures the worker, not its start (bench.driver only)."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            stream = self.ask("stream")
+            if stream["shards"] >= 1 and stream["records"] >= records:
+                return
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{self.module}: stream reader not warm in {timeout_s:.0f} s")
+            time.sleep(poll_s)
+
     def wait_settled(self, at_least: int, timeout_s: float, poll_s: float = 0.05) -> dict[str, Any]:
         deadline = time.monotonic() + timeout_s
         while True:
