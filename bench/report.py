@@ -545,8 +545,10 @@ records table). The cost legs measure:
   or more (else the machine, not the worker's handling of bursts, set the latencies); bursts
   falling behind where single events did not is what the target is about.
 - **One user's burst**: a create and 60 updates of one user published at once (seven
-  SendMessageBatch calls, FIFO group = user id) to a worker already warm (one event applied
-  before). Drain time from the first publish to the last event applied; PutItem and
+  SendMessageBatch calls, FIFO group = user id) to a worker already warm: another user's create
+  and update applied one at a time before (so the worker has opened a record), and its stream
+  reader holding its shard and having read them (its start used to overlap the burst's first
+  rounds, 0.2-0.3 s). Drain time from the first publish to the last event applied; PutItem and
   GenerateDataKey as counted by the proxy over the leg (upkeep included); KMS calls per event.
   The "before" figure is the same leg run on the code before burst coalescing and record format
   2 (its date and commit in the table).
@@ -680,13 +682,13 @@ LIMITS = """\
   only puts back what it scanned, now about 1 KB a record instead of 5, while the sweep also
   opens and seals each one. Three rounds on a shared machine range 0.66x to 0.89x.
 - **RSS** is that of the worker process alone; moto's own memory grows with the table.
-- **Requests per create since bursts** (1.40 / 1.32 in the 2026-11-29 run, 1.61 / 1.56 here):
-  on a FIFO queue each batch now sends its deletes when it is done instead of letting them wait
-  for a fuller batch, because SQS hands out a group's next messages only once these are
-  deleted; a user's burst then moves at one receive-handle-delete round per ten events, and the
-  price is smaller delete batches (2.8 to 3.2 receipts here, 7.4 to 8.0 before) when every
-  message is its own group, as in these legs. Flushing only for batches that hold several
-  messages of one group would win most of it back; not done yet.
+- **Requests per create since bursts** (1.40 / 1.32 in the 2026-11-29 run; 1.61 / 1.56 in the
+  first run with bursts, when every FIFO batch sent its deletes as soon as it was done, 2.8 to
+  3.2 receipts per delete batch): SQS hands out a group's next messages only once these are
+  deleted, so a batch holding several messages of one group (a burst, likely with more queued)
+  still sends its deletes at once; a batch of single-message groups lets them fill a
+  DeleteMessageBatch across receives, and the receiver sends whatever is waiting as soon as it
+  finds nothing in hand (before a long poll, which moto keeps blind to groups unlocked later).
 - **CPU per create** is not comparable with runs before 2026-12-08: creates now carry the
   issue's typical profile (every claim, a four-line address, two custom attributes: 367 B of
   JSON), more to validate, merge and encrypt than the short profile before.
@@ -699,9 +701,20 @@ LIMITS = """\
   a run without one is the figure to compare.
 - **One user's 61-event burst** is seven rounds of receive, BatchGetItem, open, seal,
   PutItem and DeleteMessageBatch, each a moto round trip (plus the KMS calls in `kms` mode):
-  about 170 ms a round here. The baseline it is compared with was measured on this machine
-  (8.4 s cached, 14.7 s kms, once; later runs of the same code gave 6.5-10.0 s and 12-76 s), not
-  the issue's 15 s and more than 40 s, against which the same figures are 12x and 36x.
+  50-70 ms a round once publishing is done (timed in the worker's log; a ten-message receive
+  alone is 25-50 ms on moto, which deep-copies each message it hands out), more while the
+  seven SendMessageBatch calls still compete for moto. The baseline it is compared with was
+  measured on this machine (8.4 s cached, 14.7 s kms, once; later runs of the same code gave
+  6.5-10.0 s and 12-76 s), not the issue's 15 s and more than 40 s; without the warm-up wait
+  (worth at most 0.3 s of its 8.4 s) and before the emulator's counting fix (61 messages queued
+  at most: little to count).
+- **The emulator's own cost**: moto read the clock once per queued message for each of its
+  queue counts, and computed every count on every SendMessage and for every message a receive
+  handed out; with a few hundred messages queued that was most of its CPU (a profile of the
+  `kms` single-event leg: 42% in those counts), so a worker that fell behind made every send
+  slower and fell further behind. The test emulator now counts with one clock reading per count
+  (tests/harness/atomic_moto.py; same answers). On the latency legs alone: `kms` single events
+  applied 39/s instead of 19-25/s, and the legs' setup took 1.5 min instead of 3.2.
 - **Publish-to-applied latency** means something only while single events keep up with the
   published rate (published and applied per second side by side): on a loaded machine (load
   average above) moto and the worker fall behind, the queue grows for the whole leg and the
